@@ -1,0 +1,112 @@
+"""cablab-cluster: init, validate, plan, render.
+
+Exit status: 0 ok, 2 invalid input (every problem listed, nothing written),
+1 anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .plan import make_plan
+from .render import render_plan, write_tree
+from .secretstore import ensure_secrets, secrets_dir
+from .spec import LoadedSpec, SpecError, load_spec
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _load(path: str) -> LoadedSpec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        _fail(exc)
+
+
+def _fail(exc: SpecError) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    for line in exc.lines():
+        err.print(line, markup=False)
+    err.print(f"{len(exc.problems)} problem(s); nothing was written.", style="red")
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cablab-cluster")
+def main() -> None:
+    """One cluster spec -> per-host shell provisioners for a JupyterHub on a Docker swarm."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="cluster.yml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented example spec (and an example userlist beside it)."""
+    if path.exists() and not force:
+        err.print(f"{path} exists; use --force to overwrite it.")
+        sys.exit(2)
+    example = resources.files("cablab_cluster").joinpath("example.yml").read_text(encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(example, encoding="utf-8")
+    userlist = path.parent / "userlist"
+    if not userlist.exists():
+        userlist.write_text("# GitHub users allowed to log in; `admin` makes an admin.\nalice admin\nbob\n",
+                            encoding="utf-8")
+    out.print(f"wrote {path}" + ("" if userlist.exists() else f" and {userlist}"))
+    out.print(f"next: edit it, then `cablab-cluster validate {path}`")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+def validate(spec: str) -> None:
+    """Check a spec; print every problem."""
+    loaded = _load(spec)
+    c = loaded.cluster
+    out.print(f"{spec}: ok — cluster {c.name} ({c.variant.value}), {len(c.hosts)} hosts, "
+              f"{len(c.managers)} manager(s), {len(loaded.userlist.users)} user(s)")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+def plan(spec: str) -> None:
+    """Print the per-host steps and the order to run the hosts in."""
+    p = make_plan(_load(spec))
+    out.print(f"cluster {p.cluster.name} ({p.cluster.variant.value}): run the hosts in this order", style="bold")
+    for i, hp in enumerate(p.hosts, 1):
+        after = f"after {', '.join(hp.after)} ({hp.why_after})" if hp.after else "first"
+        out.print(f"\n{i}. {hp.host.name} {hp.host.address}  [{', '.join(r.value for r in hp.host.roles)}]  {after}",
+                  markup=False, style="bold")
+        table = Table(box=None, show_header=False, padding=(0, 2))
+        for col in ("n", "step", "what"):
+            table.add_column(col, overflow="fold")
+        for n, s in enumerate(hp.steps, 1):
+            table.add_row(str(n), s.kind.value, s.title)
+        out.print(table)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (replaced as a whole).")
+def render(spec: str, out_dir: Path) -> None:
+    """Write every host's provisioner and the hub bundle to --out; keep secrets beside the spec."""
+    loaded = _load(spec)
+    files = render_plan(make_plan(loaded))
+    try:
+        actions = ensure_secrets(loaded)
+    except SpecError as exc:
+        _fail(exc)
+    write_tree(files, out_dir)
+    out.print(f"rendered {len(files)} files to {out_dir}/ (run order in {out_dir}/README)")
+    summary = ", ".join(f"{a.name} {a.action}" for a in actions)
+    out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

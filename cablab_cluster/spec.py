@@ -1,0 +1,687 @@
+"""Stage 1 — spec: a YAML cluster spec becomes a validated, typed model.
+
+Structure and types are checked by pydantic (unknown keys are errors, so typos
+are caught); the rules that span several fields (one NFS server, 1 or 3
+managers, the hub on a manager, ...) are checked afterwards so that *every*
+problem is reported at once, each with its key path, the spec line it comes
+from, and a hint how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import types
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from .userlist import Userlist, UserlistError, parse_userlist
+
+# --------------------------------------------------------------------------
+# Problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: where, what, and how to fix it."""
+
+    path: str
+    message: str
+    hint: str = ""
+    line: Optional[int] = None  # 1-based line in the spec file
+
+    def format(self, source: str = "") -> str:
+        where = f"{source}:{self.line}: " if source and self.line else (f"{source}: " if source else "")
+        text = f"{where}{self.path}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class SpecError(Exception):
+    """The spec is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[Problem], source: str = ""):
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(p.format(source) for p in problems))
+
+    def lines(self) -> list[str]:
+        return [p.format(self.source) for p in self.problems]
+
+
+# --------------------------------------------------------------------------
+# Model
+
+HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DNSNAME = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+IMAGE_REF = r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Variant(str, Enum):
+    UBUNTU = "ubuntu"
+    CENTOS = "centos"
+
+
+class Role(str, Enum):
+    MANAGER = "manager"
+    WORKER = "worker"
+    NFS_SERVER = "nfs-server"
+    HUB = "hub"
+
+
+class VM(Strict):
+    """Size of the host when the lab builds it as a VM (ignored on real hosts)."""
+
+    memory: int = Field(1024, ge=512, description="MiB")
+    cpus: int = Field(1, ge=1, le=16)
+    extra_disk: int = Field(0, ge=0, description="GiB of an extra empty disk (vdb), 0 for none")
+
+
+class Host(Strict):
+    name: Annotated[str, Field(pattern=HOSTNAME)]
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    roles: tuple[Role, ...] = Field(min_length=1)
+    vm: VM = VM()
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _address(cls, value: object) -> object:
+        if isinstance(value, str):
+            return ipaddress.ip_address(value)
+        return value
+
+    @property
+    def is_manager(self) -> bool:
+        return Role.MANAGER in self.roles
+
+    @property
+    def is_worker(self) -> bool:
+        return Role.WORKER in self.roles
+
+
+class Swarm(Strict):
+    network: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "swarmnet"
+    attachable: bool = True
+    encrypted: bool = False
+
+
+class EngineSource(str, Enum):
+    DISTRO = "distro"  # docker.io (Debian/Ubuntu); EL has no distro Docker
+    DOCKER_REPO = "docker-repo"  # Docker's own apt/dnf repository, docker-ce
+
+
+class StorageDriver(str, Enum):
+    OVERLAY2 = "overlay2"
+    LVM = "lvm"  # LV on an extra disk, xfs ftype=1 at /var/lib/docker, overlay2
+    DEVICEMAPPER = "devicemapper-direct-lvm"  # the seed's thin pool; Docker < 25 only
+
+
+class ThinPool(Strict):
+    autoextend_threshold: int = Field(80, ge=50, le=100)
+    autoextend_percent: int = Field(20, ge=1, le=100)
+
+
+class Storage(Strict):
+    driver: StorageDriver = StorageDriver.OVERLAY2
+    # Candidate block devices, first present one wins (vdb under libvirt,
+    # sdb under VirtualBox). A disk holding anything but our own volume group
+    # is never touched.
+    disks: tuple[Annotated[str, Field(pattern=r"^/dev/[A-Za-z0-9/_.-]+$")], ...] = ()
+    volume_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")] = "docker"
+    thinpool: ThinPool = ThinPool()
+
+    @field_validator("disks", mode="before")
+    @classmethod
+    def _one_disk(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+
+class Docker(Strict):
+    source: EngineSource = EngineSource.DISTRO
+    version: Optional[Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+){0,2}([~+-][A-Za-z0-9.~+-]*)?$")]] = None
+    storage: Storage = Storage()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, value: object) -> object:
+        return str(value) if isinstance(value, (int, float)) else value
+
+    @property
+    def major(self) -> Optional[int]:
+        return int(self.version.split(".")[0]) if self.version else None
+
+
+class Share(Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+    path: PurePosixPath  # directory on the NFS server
+    mount: PurePosixPath  # mount point on every host
+    read_only: bool = False
+    root_squash: bool = True
+    options: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(=[A-Za-z0-9_:./-]+)?$")], ...] = ("sync", "no_subtree_check")
+    owner: Annotated[str, Field(pattern=r"^[0-9]+:[0-9]+$")] = "0:0"
+    mode: Annotated[str, Field(pattern=r"^0?[0-7]{3,4}$")] = "0755"
+
+
+class ImageSource(str, Enum):
+    BUILD = "build"  # docker build from the rendered Dockerfile on each node
+    PULL = "pull"  # docker pull from a registry
+    LOAD = "load"  # docker load of a saved tarball already on the node
+
+
+class Image(Strict):
+    name: Annotated[str, Field(pattern=IMAGE_REF)]
+    source: ImageSource = ImageSource.BUILD
+    tarball: Optional[PurePosixPath] = None  # on the node, for source: load
+    base: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")] = "debian:bookworm-slim"
+    # Extra pip requirements baked into the image (pinned by the operator).
+    packages: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\[\],<>=!~-]+$")], ...] = ()
+
+
+class Images(Strict):
+    hub: Image = Image(name="cablab/hub:1.0")
+    singleuser: Image = Image(name="cablab/singleuser:1.0", packages=("jupyterlab==4.6.6",))
+
+
+class GitHub(Strict):
+    client_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    client_secret_file: Path
+    allowed_organizations: tuple[str, ...] = ()
+
+
+class Auth(Strict):
+    github: GitHub
+    # Lab only: userlist users may also log in with a generated shared password
+    # (GitHub is unreachable from a lab). A spec without `lab: true` is refused.
+    lab_password: bool = False
+
+
+class TLSMode(str, Enum):
+    SELF_SIGNED = "self-signed"
+    PROVIDED = "provided"
+    LETSENCRYPT = "letsencrypt"
+
+
+LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class TLS(Strict):
+    mode: TLSMode = TLSMode.SELF_SIGNED
+    cert: Optional[Path] = None  # provided: full chain, PEM
+    key: Optional[Path] = None  # provided: private key, PEM
+    email: Optional[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = None
+    acme_directory: Annotated[str, Field(pattern=r"^https://\S+$")] = LETSENCRYPT_PRODUCTION
+
+
+class UserMount(Strict):
+    share: Annotated[str, Field(pattern=NAME)]
+    target: PurePosixPath
+
+
+class Users(Strict):
+    home_share: Annotated[str, Field(pattern=NAME)]
+    home_target: PurePosixPath = PurePosixPath("/home/jovyan/work")
+    uid: int = Field(1000, ge=1)
+    gid: int = Field(100, ge=0)
+    # Mounted read-only into every user container (data cube, sample notebooks).
+    read_only_mounts: tuple[UserMount, ...] = ()
+
+
+class Hub(Strict):
+    public_host: Annotated[str, Field(min_length=1)]
+    port: int = Field(443, ge=1, le=65535)
+    images: Images = Images()
+    auth: Auth
+    userlist: Path
+    tls: TLS = TLS()
+    users: Users
+
+    @field_validator("public_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if _is_ip(value) or re.match(DNSNAME, value):
+            return value
+        raise ValueError("must be a DNS name (lower case) or an IP address")
+
+    @property
+    def public_url(self) -> str:
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        return f"https://{host}" + ("" if self.port == 443 else f":{self.port}")
+
+    @property
+    def oauth_callback_url(self) -> str:
+        return f"{self.public_url}/hub/oauth_callback"
+
+
+class Cluster(Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+    variant: Variant
+    lab: bool = False
+    nfs_version: Literal["3", "4", "4.1", "4.2"] = "4.2"
+    hosts: tuple[Host, ...] = Field(min_length=1)
+    swarm: Swarm = Swarm()
+    docker: Docker = Docker()
+    shares: tuple[Share, ...] = ()
+    hub: Hub
+
+    @field_validator("nfs_version", mode="before")
+    @classmethod
+    def _nfs_str(cls, value: object) -> object:
+        return str(value) if isinstance(value, (int, float)) else value
+
+    # -- derived views, used by plan and render ---------------------------
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def managers(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.is_manager)
+
+    @property
+    def workers(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.is_worker)
+
+    @property
+    def swarm_hosts(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.is_manager or h.is_worker)
+
+    @property
+    def first_manager(self) -> Host:
+        """Initialises the swarm: the NFS server if it is a manager, else the first manager listed."""
+        nfs = self.nfs_server
+        return nfs if nfs is not None and nfs.is_manager else self.managers[0]
+
+    @property
+    def nfs_server(self) -> Optional[Host]:
+        return next((h for h in self.hosts if Role.NFS_SERVER in h.roles), None)
+
+    @property
+    def hub_host(self) -> Host:
+        return next(h for h in self.hosts if Role.HUB in h.roles)
+
+    @property
+    def notebook_hosts(self) -> tuple[Host, ...]:
+        """Where user servers may run: the workers, or the managers if there are none."""
+        return self.workers or self.managers
+
+    def share(self, name: str) -> Share:
+        return next(s for s in self.shares if s.name == name)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec with what it refers to already read."""
+
+    cluster: Cluster
+    path: Path
+    userlist: Userlist
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.base_dir / p
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")  # round-trip: keeps line/column of every node
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def load_spec(path: Path | str) -> LoadedSpec:
+    """Read, parse and validate a spec file. Raises SpecError with every problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([Problem("(file)", f"cannot read the spec: {exc.strerror}", "check the path")], source)
+    return loads_spec(text, path)
+
+
+def loads_spec(text: str, path: Path) -> LoadedSpec:
+    source = str(path)
+    try:
+        data = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise SpecError([Problem("(yaml)", f"not valid YAML: {exc.problem}", "fix the YAML syntax", line)], source)
+    except Exception as exc:  # duplicate keys and friends
+        raise SpecError([Problem("(yaml)", f"not valid YAML: {exc}", "fix the YAML syntax")], source)
+    if not isinstance(data, dict):
+        raise SpecError([Problem("(top)", "the spec must be a mapping of keys", "start from `cablab-cluster init`")], source)
+
+    try:
+        cluster = Cluster.model_validate(_plain(data))
+    except ValidationError as exc:
+        raise SpecError([_from_pydantic(err, data) for err in exc.errors()], source) from None
+
+    problems = [_with_line(p, data) for p in cross_checks(cluster)]
+    userlist = None
+    upath = cluster.hub.userlist if cluster.hub.userlist.is_absolute() else path.parent / cluster.hub.userlist
+    try:
+        userlist = parse_userlist(upath.read_text(encoding="utf-8"), str(upath))
+    except OSError as exc:
+        problems.append(_with_line(Problem("hub.userlist", f"cannot read {upath}: {exc.strerror}",
+                                           "create the file: one GitHub user per line, `name admin` for admins"), data))
+    except UserlistError as exc:
+        for err in exc.errors:
+            problems.append(_with_line(Problem("hub.userlist", err, "each line is `name` or `name admin`; "
+                                                                     "# starts a comment"), data))
+    else:
+        if not userlist.users:
+            problems.append(_with_line(Problem("hub.userlist", f"{upath} names no user; JupyterHub would admit nobody",
+                                               "add at least one GitHub user, e.g. `alice admin`"), data))
+    problems += [_with_line(p, data) for p in _file_checks(cluster, path.parent)]
+    if problems:
+        raise SpecError(problems, source)
+    assert userlist is not None
+    return LoadedSpec(cluster=cluster, path=path, userlist=userlist)
+
+
+def _plain(node: object) -> object:
+    """ruamel's commented containers → plain dicts/lists (pydantic wants plain)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+# --------------------------------------------------------------------------
+# Cross-field rules
+
+
+def cross_checks(c: Cluster) -> list[Problem]:
+    """Rules that involve more than one field. Each returns a path, message and hint."""
+    out: list[Problem] = []
+    names: dict[str, int] = {}
+    addrs: dict[str, int] = {}
+    for i, h in enumerate(c.hosts):
+        if h.name in names:
+            out.append(Problem(f"hosts[{i}].name", f"{h.name!r} is already the name of hosts[{names[h.name]}]",
+                               "give every host a unique name"))
+        names.setdefault(h.name, i)
+        if str(h.address) in addrs:
+            out.append(Problem(f"hosts[{i}].address", f"{h.address} is already the address of hosts[{addrs[str(h.address)]}]",
+                               "give every host its own address"))
+        addrs.setdefault(str(h.address), i)
+        if len(set(h.roles)) != len(h.roles):
+            out.append(Problem(f"hosts[{i}].roles", "a role is listed twice", "list each role once"))
+        swarm_roles = {Role.MANAGER, Role.WORKER} & set(h.roles)
+        storage_only = set(h.roles) == {Role.NFS_SERVER}
+        if len(swarm_roles) != 1 and not storage_only:
+            out.append(Problem(f"hosts[{i}].roles", "needs exactly one of `manager` or `worker`",
+                               "a swarm node is `manager` or `worker` (not both); only a storage host outside "
+                               "the swarm has `nfs-server` alone"))
+        if Role.NFS_SERVER in h.roles and Role.WORKER in h.roles:
+            out.append(Problem(f"hosts[{i}].roles", "an NFS server cannot be a swarm worker: the managers mount its "
+                                                    "shares before it could join (it needs their join token)",
+                               "make the NFS server a manager, or a storage host outside the swarm "
+                               "(roles: [nfs-server])"))
+
+    managers = [i for i, h in enumerate(c.hosts) if h.is_manager]
+    if len(managers) not in (1, 3):
+        why = ("2 managers need both alive for a raft quorum, so they tolerate no failure and are worse than 1"
+               if len(managers) == 2 else f"{len(managers)} managers")
+        out.append(Problem("hosts", f"{len(managers)} managers: swarm needs 1 or 3 ({why})",
+                           "make 1 host a manager (simple) or 3 (tolerates one failure)"))
+
+    nfs = [i for i, h in enumerate(c.hosts) if Role.NFS_SERVER in h.roles]
+    if len(nfs) != 1:
+        out.append(Problem("hosts", f"{len(nfs)} hosts have the role nfs-server; exactly one must",
+                           "add `nfs-server` to the roles of one host"))
+    hubs = [i for i, h in enumerate(c.hosts) if Role.HUB in h.roles]
+    if len(hubs) != 1:
+        out.append(Problem("hosts", f"{len(hubs)} hosts have the role hub; exactly one must",
+                           "add `hub` to the roles of one manager"))
+    for i in hubs:
+        if not c.hosts[i].is_manager:
+            out.append(Problem(f"hosts[{i}].roles", "the hub must run on a manager (it creates swarm services)",
+                               "add `hub` to a manager's roles instead"))
+
+    storage = c.docker.storage
+    if storage.driver is not StorageDriver.OVERLAY2 and not storage.disks:
+        out.append(Problem("docker.storage.disks", f"storage driver {storage.driver.value} needs a disk",
+                           "name the extra disk, e.g. `disks: [/dev/vdb, /dev/sdb]`"))
+    if storage.driver is StorageDriver.DEVICEMAPPER and (c.docker.major is None or c.docker.major >= 25):
+        got = f"version {c.docker.version}" if c.docker.version else "no version pin"
+        out.append(Problem("docker.version", f"devicemapper-direct-lvm needs Docker < 25 ({got}); "
+                                             "Docker 25 removed the devicemapper driver",
+                           "pin an older engine (e.g. `version: \"20.10\"`) or use `storage.driver: lvm`"))
+
+    share_names: dict[str, int] = {}
+    for i, s in enumerate(c.shares):
+        if s.name in share_names:
+            out.append(Problem(f"shares[{i}].name", f"{s.name!r} is already the name of shares[{share_names[s.name]}]",
+                               "give every share a unique name"))
+        share_names.setdefault(s.name, i)
+        for key, p in (("path", s.path), ("mount", s.mount)):
+            if not p.is_absolute():
+                out.append(Problem(f"shares[{i}].{key}", f"{p} is not an absolute path", "start it with /"))
+        if s.mount == PurePosixPath("/var/lib/docker/volumes") or PurePosixPath("/var/lib/docker") in (s.mount, *s.mount.parents):
+            out.append(Problem(f"shares[{i}].mount", "NFS must never be mounted over Docker's data root: "
+                                                     "Docker's volume database is per daemon",
+                               "mount the share elsewhere, e.g. /srv/cablab/<name>"))
+        for opt in s.options:
+            if opt.split("=")[0] in {"rw", "ro", "root_squash", "no_root_squash", "all_squash"}:
+                out.append(Problem(f"shares[{i}].options", f"{opt!r} is set by `read_only` / `root_squash`",
+                                   "remove it from options and use those keys"))
+    mounts = [s.mount for s in c.shares]
+    if len(set(mounts)) != len(mounts):
+        out.append(Problem("shares", "two shares use the same mount point", "give every share its own mount"))
+
+    users = c.hub.users
+    if users.home_share not in share_names:
+        out.append(Problem("hub.users.home_share", f"no share named {users.home_share!r}",
+                           f"use one of: {', '.join(share_names) or '(define shares first)'}"))
+    elif c.shares[share_names[users.home_share]].read_only:
+        out.append(Problem("hub.users.home_share", f"share {users.home_share!r} is read-only; homes must be writable",
+                           "set `read_only: false` on it or pick another share"))
+    targets = [users.home_target]
+    for i, m in enumerate(users.read_only_mounts):
+        if m.share not in share_names:
+            out.append(Problem(f"hub.users.read_only_mounts[{i}].share", f"no share named {m.share!r}",
+                               f"use one of: {', '.join(share_names) or '(define shares first)'}"))
+        targets.append(m.target)
+    if len(set(targets)) != len(targets):
+        out.append(Problem("hub.users", "two user mounts use the same target", "give each mount its own target"))
+
+    tls = c.hub.tls
+    if tls.mode is TLSMode.LETSENCRYPT:
+        if _is_ip(c.hub.public_host):
+            out.append(Problem("hub.public_host", "Let's Encrypt issues certificates for DNS names, not IP addresses",
+                               "use a DNS name that resolves to the hub host, or `tls.mode: self-signed`"))
+        if not tls.email:
+            out.append(Problem("hub.tls.email", "letsencrypt needs a contact email", "add `email: you@example.org`"))
+    if tls.mode is TLSMode.PROVIDED:
+        for key in ("cert", "key"):
+            if getattr(tls, key) is None:
+                out.append(Problem(f"hub.tls.{key}", f"tls mode `provided` needs `{key}`",
+                                   f"give the path of the PEM {'full chain' if key == 'cert' else 'private key'}"))
+    elif tls.cert is not None or tls.key is not None:
+        out.append(Problem("hub.tls", f"cert/key are only read in mode `provided` (mode is {tls.mode.value})",
+                           "remove them or set `mode: provided`"))
+
+    if c.hub.auth.lab_password and not c.lab:
+        out.append(Problem("hub.auth.lab_password", "the lab password login is for lab clusters only",
+                           "remove `lab_password` (real clusters log in with GitHub), or set `lab: true` on a lab spec"))
+
+    for key, image in (("hub", c.hub.images.hub), ("singleuser", c.hub.images.singleuser)):
+        if image.source is ImageSource.LOAD and image.tarball is None:
+            out.append(Problem(f"hub.images.{key}.tarball", "source `load` needs the tarball's path on the nodes",
+                               "add `tarball: /var/cache/cablab/images/<name>.tar`"))
+        if image.source is not ImageSource.LOAD and image.tarball is not None:
+            out.append(Problem(f"hub.images.{key}.tarball", f"a tarball is only read with source `load` "
+                                                            f"(source is {image.source.value})",
+                               "remove it or set `source: load`"))
+    return out
+
+
+def _file_checks(c: Cluster, base: Path) -> list[Problem]:
+    """Files the spec points to on the operator's machine must exist."""
+    out = []
+    secret = c.hub.auth.github.client_secret_file
+    if not (secret if secret.is_absolute() else base / secret).is_file():
+        out.append(Problem("hub.auth.github.client_secret_file", f"{secret} does not exist",
+                           "save the GitHub OAuth app's client secret in that file (mode 0600)"))
+    if c.hub.tls.mode is TLSMode.PROVIDED:
+        for key in ("cert", "key"):
+            p = getattr(c.hub.tls, key)
+            if p is not None and not (p if p.is_absolute() else base / p).is_file():
+                out.append(Problem(f"hub.tls.{key}", f"{p} does not exist", "give the path of an existing PEM file"))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Error locations → key paths, lines and hints
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def _parse_path(path: str) -> tuple:
+    parts: list = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
+
+
+def _line(data: object, loc: tuple) -> Optional[int]:
+    """1-based line of the deepest node of `loc` that exists in the YAML."""
+    node, line = data, None
+    for part in loc:
+        try:
+            if isinstance(node, dict) and part in node:
+                line = node.lc.key(part)[0] + 1  # type: ignore[attr-defined]
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                line = node.lc.item(part)[0] + 1  # type: ignore[attr-defined]
+                node = node[part]
+            else:
+                break
+        except (AttributeError, KeyError, TypeError):
+            break
+    return line
+
+
+def _with_line(p: Problem, data: object) -> Problem:
+    return Problem(p.path, p.message, p.hint, _line(data, _parse_path(p.path)))
+
+
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    """The model class that owns the mapping at `loc` (to suggest valid keys)."""
+    model: object = Cluster
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = _unwrap(model.model_fields[part].annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(tp: object) -> object:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType, tuple, list):
+            args = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else (args[0] if args else tp)
+            if not models and len(args) != 1:
+                return tp
+        else:
+            return tp
+
+
+HINTS = {
+    "missing": "add this key",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "int_type": "write a whole number",
+    "int_parsing": "write a whole number",
+    "ip_address": "write an IP address, e.g. 192.168.56.11",
+    "ip_any_address": "write an IP address, e.g. 192.168.56.11",
+    "ipv4": "write an IP address, e.g. 192.168.56.11",
+    "tuple_type": "write a YAML list, e.g. [a, b]",
+    "list_type": "write a YAML list, e.g. [a, b]",
+    "model_type": "write a mapping of keys",
+    "model_attributes_type": "write a mapping of keys",
+}
+
+
+def _from_pydantic(err: dict, data: object) -> Problem:
+    loc = tuple(err["loc"])
+    # Drop pydantic's union branch names (e.g. 'IPv4Address') from the location.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+    kind = err["type"]
+    message = err["msg"]
+    hint = HINTS.get(kind, "")
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        model = _model_at(loc[:-1])
+        allowed = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        message = f"unknown key {key!r}"
+        hint = (f"did you mean {close[0]!r}?" if close else "") + (f" valid keys: {', '.join(allowed)}" if allowed else "")
+        hint = hint.strip()
+    elif kind == "enum":
+        message = f"{err.get('input')!r} is not allowed"
+        hint = f"use one of: {err['ctx']['expected']}"
+    elif kind == "string_pattern_mismatch":
+        message = f"{err.get('input')!r} is not valid here"
+        hint = _pattern_hint(loc)
+    elif kind.startswith("ip_") or kind.startswith("ipv") or kind == "value_error" and "address" in str(loc[-1:]):
+        message = f"{err.get('input')!r} is not an IP address"
+        hint = HINTS["ip_address"]
+    elif kind == "literal_error":
+        message = f"{err.get('input')!r} is not allowed"
+        hint = f"use one of: {err['ctx']['expected']}"
+    elif kind == "value_error":
+        message = str(err["ctx"]["error"]) if "ctx" in err else message
+    return Problem(_path(loc), message, hint, _line(data, loc))
+
+
+def _pattern_hint(loc: tuple) -> str:
+    last = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    return {
+        "name": "lower case letters, digits and '-' (a hostname or identifier)",
+        "client_id": "the GitHub OAuth app's client id (letters, digits, '.', '_', '-')",
+        "disks": "a block device path such as /dev/vdb",
+        "version": "a version like 20.10 or 24.0.7",
+        "owner": "numeric uid:gid, e.g. 1000:100",
+        "mode": "an octal mode, e.g. 0755",
+        "email": "an email address",
+        "acme_directory": "an https:// URL of an ACME directory",
+    }.get(str(last), "see the spec reference in the README")

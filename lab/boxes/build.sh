@@ -1,0 +1,427 @@
+#!/usr/bin/env bash
+# Build a Debian 12 (bookworm) vagrant-libvirt box from Debian's mirror, without any box
+# download: debootstrap -> raw disk -> GRUB installed by one boot under QEMU/TCG -> qcow2 -> box.
+#
+#   lab/boxes/build.sh [baked|bare]        (default: baked)
+#
+# bare:  minimal system: systemd, ifupdown + DHCP on eth0, openssh, sudo, python3, cloud kernel,
+#        GRUB on a serial console; user vagrant with Vagrant's insecure public key and
+#        passwordless sudo; ed25519 SSH host key made on first boot; apt-daily timers masked.
+# baked: bare + the packages the provisioners install (BAKED_PACKAGES), installed by chroot at
+#        build time (18 s here instead of ~7 min of apt under TCG in every VM). Services are
+#        left as the Debian packages leave them (docker and nfs-server enabled, no swarm, no
+#        exports, no daemon.json, nothing on /dev/vdb), so the provisioners' steps still apply.
+#
+# The box is cached in $CABLAB_BOX_CACHE (default ~/.cache/cablab/boxes), keyed by a hash of
+# this script, the flavour, the package lists and the Vagrant public key; an existing file is
+# not built again (FORCE=1 rebuilds). It is then added to vagrant as cablab/bookworm-FLAVOUR
+# (provider libvirt) unless vagrant already has that very build (marker file beside the box).
+#
+# Needs root and the host packages of lab/host-setup.sh (libvirtd running only for `box add`
+# to clear a stale libvirt volume of an older build).
+# Env: DEBIAN_MIRROR (default http://deb.debian.org/debian), DEBIAN_SECURITY_MIRROR
+#      (default http://deb.debian.org/debian-security), CABLAB_BOX_CACHE, FORCE=1, KEEP_WORK=1.
+set -euo pipefail
+
+FLAVOUR=${1:-baked}
+case $FLAVOUR in
+  baked | bare) ;;
+  *) echo "usage: $0 [baked|bare]" >&2; exit 2 ;;
+esac
+
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+CACHE_ROOT=${CABLAB_CACHE:-$HOME/.cache/cablab}
+BOX_CACHE=${CABLAB_BOX_CACHE:-$CACHE_ROOT/boxes}
+DEB_CACHE=$CACHE_ROOT/debs # .deb files, shared by debootstrap and the chroot's apt
+BOX_NAME=cablab/bookworm-$FLAVOUR
+DISK_GB=20
+FS_LABEL=cablab-root
+PART_OFFSET=1048576 # the one MBR partition starts at sector 2048
+
+BASE_PACKAGES=(
+  systemd-sysv udev kmod iproute2 ifupdown isc-dhcp-client openssh-server sudo
+  linux-image-cloud-amd64 grub-pc initramfs-tools ca-certificates python3
+)
+# What the provisioners apt-get install; keep in step with them.
+BAKED_PACKAGES=(docker.io nfs-kernel-server nfs-common lvm2 xfsprogs thin-provisioning-tools openssl curl jq)
+packages=("${BASE_PACKAGES[@]}")
+[[ $FLAVOUR == baked ]] && packages+=("${BAKED_PACKAGES[@]}")
+
+log() { printf '[box %s %s] %s\n' "$FLAVOUR" "$(date +%H:%M:%S)" "$*"; }
+die() { printf '[box %s] ERROR: %s\n' "$FLAVOUR" "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+human() { numfmt --to=iec --suffix=B "$1"; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, losetup, mount)"
+for tool in debootstrap sfdisk losetup mkfs.ext4 qemu-img qemu-system-x86_64 vagrant tar flock; do
+  command -v "$tool" >/dev/null || die "$tool missing: run lab/host-setup.sh first"
+done
+
+# Vagrant's insecure public key, from the installed vagrant package.
+vagrant_pub=$(dpkg -L vagrant 2>/dev/null | sed -n '\|/keys/vagrant\.pub$|p')
+vagrant_pub=${vagrant_pub%%$'\n'*}
+[[ -n $vagrant_pub && -s $vagrant_pub ]] || die "keys/vagrant.pub not found in the vagrant package (dpkg -L vagrant)"
+
+self=$(readlink -f "${BASH_SOURCE[0]}")
+key=$({
+  cat "$self"
+  echo "flavour=$FLAVOUR suite=$SUITE"
+  echo "packages=${packages[*]}"
+  cat "$vagrant_pub"
+} | sha256sum | cut -c1-16)
+BOX_FILE=$BOX_CACHE/cablab-bookworm-$FLAVOUR-$key.box
+MARKER=$BOX_CACHE/cablab-bookworm-$FLAVOUR.vagrant-added # holds the key vagrant has
+
+mkdir -p "$BOX_CACHE" "$DEB_CACHE/partial"
+exec 9>"$BOX_CACHE/.lock-$FLAVOUR"
+flock -n 9 || { log "another build of $FLAVOUR is running: waiting"; flock 9; }
+
+T_START=$(now)
+PHASES=()
+phase_done() { # NAME T0 DETAIL: one progress line per phase, with its wall time
+  local dt
+  dt=$(secs "$2" "$(now)")
+  PHASES+=("$(printf '%-12s %7ss' "$1" "$dt")")
+  log "$(printf '%-12s %7ss  %s' "$1" "$dt" "$3")"
+}
+
+# ----------------------------------------------------------------------------------------
+build_box() {
+  WORK=$(mktemp -d /var/tmp/cablab-box-"$FLAVOUR".XXXXXX)
+  ROOT=$WORK/rootfs
+  MNT=$WORK/mnt
+  RAW=$WORK/disk.raw
+  LOOP=
+  QEMU_PID=
+  trap cleanup EXIT
+  log "building $BOX_NAME (key $key) in $WORK; phases: debootstrap configure$([[ $FLAVOUR == baked ]] && echo ' bake') disk grub-boot package"
+
+  # --- debootstrap -----------------------------------------------------------------------
+  local t0
+  t0=$(now)
+  debootstrap --variant=minbase --cache-dir="$DEB_CACHE" \
+    --include="$(IFS=,; echo "${BASE_PACKAGES[*]}")" \
+    "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+  phase_done debootstrap "$t0" "minbase + ${#BASE_PACKAGES[@]} packages, $(du -sh --one-file-system "$ROOT" | cut -f1)"
+
+  # --- configure -------------------------------------------------------------------------
+  t0=$(now)
+  configure_rootfs
+  phase_done configure "$t0" "vagrant user, ssh, eth0 DHCP, serial console, GRUB defaults, apt updated ($(du -sh --one-file-system "$ROOT" | cut -f1))"
+
+  # --- bake (baked only) -----------------------------------------------------------------
+  if [[ $FLAVOUR == baked ]]; then
+    t0=$(now)
+    chroot_mounts
+    in_root apt-get install -y -q --no-install-recommends "${BAKED_PACKAGES[@]}" >"$WORK/bake.log" 2>&1 ||
+      { tail -n 30 "$WORK/bake.log" >&2; die "installing the baked packages failed"; }
+    chroot_umounts
+    phase_done bake "$t0" "${BAKED_PACKAGES[*]} ($(du -sh --one-file-system "$ROOT" | cut -f1))"
+  fi
+  scrub_rootfs
+
+  # --- disk ------------------------------------------------------------------------------
+  t0=$(now)
+  truncate -s "${DISK_GB}G" "$RAW"
+  printf 'label: dos\nstart=%s, type=83, bootable\n' $((PART_OFFSET / 512)) | sfdisk -q "$RAW"
+  LOOP=$(losetup --find --show --offset "$PART_OFFSET" "$RAW")
+  # Inode tables and journal written now (natively), not by ext4lazyinit in every VM under TCG.
+  mkfs.ext4 -q -L "$FS_LABEL" -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP"
+  mkdir -p "$MNT"
+  mount "$LOOP" "$MNT"
+  tar -C "$ROOT" --xattrs --xattrs-include='*' --acls --numeric-owner -cf - . |
+    tar -C "$MNT" --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -
+  umount "$MNT"
+  losetup -d "$LOOP"
+  LOOP=
+  phase_done disk "$t0" "${DISK_GB}G raw, MBR, ext4 LABEL=$FS_LABEL, $(du -h "$RAW" | cut -f1) allocated"
+
+  # --- grub boot -------------------------------------------------------------------------
+  t0=$(now)
+  grub_boot
+  finalize_disk
+  phase_done grub-boot "$t0" "grub-install + update-grub in one TCG boot, first-boot state reset"
+
+  # --- package ---------------------------------------------------------------------------
+  t0=$(now)
+  package_box
+  phase_done package "$t0" "$(basename "$BOX_FILE") $(human "$(stat -c %s "$BOX_FILE")")"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n ${QEMU_PID:-} ]] && kill "$QEMU_PID" 2>/dev/null
+  chroot_umounts 2>/dev/null
+  mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
+  [[ -n ${LOOP:-} ]] && losetup -d "$LOOP"
+  if [[ ${KEEP_WORK:-0} == 1 || $rc -ne 0 && -n ${KEEP_WORK_ON_ERROR:-} ]]; then
+    log "work dir kept: $WORK"
+  else
+    rm -rf --one-file-system "$WORK"
+  fi
+  return $rc
+}
+
+# The chroot gets /proc and /dev/pts only: not the host's /dev, whose /dev/vda is the host's
+# own disk (grub-pc's maintainer scripts must never see it). debootstrap made the basic nodes.
+CHROOT_MOUNTS=(proc dev/pts var/cache/apt/archives)
+chroot_mounts() {
+  mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+  mountpoint -q "$ROOT/dev/pts" || mount -t devpts -o newinstance,ptmxmode=0666 devpts "$ROOT/dev/pts"
+  mountpoint -q "$ROOT/var/cache/apt/archives" || mount --bind "$DEB_CACHE" "$ROOT/var/cache/apt/archives"
+}
+chroot_umounts() {
+  local m
+  for m in "${CHROOT_MOUNTS[@]}"; do
+    mountpoint -q "$ROOT/$m" && umount "$ROOT/$m"
+  done
+  return 0
+}
+in_root() {
+  LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true \
+    chroot "$ROOT" "$@"
+}
+
+configure_rootfs() {
+  # Daemons must not start inside the chroot.
+  printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
+  chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+
+  cat >"$ROOT/etc/apt/sources.list" <<EOF
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb $SECURITY_MIRROR $SUITE-security main
+EOF
+  echo 'Acquire::Languages "none";' >"$ROOT/etc/apt/apt.conf.d/90cablab-no-languages"
+  # Keep GRUB away from any device while in the chroot; the grub boot sets /dev/vda.
+  echo 'grub-pc grub-pc/install_devices_empty boolean true' | in_root debconf-set-selections
+
+  chroot_mounts
+  {
+    in_root apt-get update -q &&
+      in_root apt-get dist-upgrade -y -q &&
+      in_root apt-get autoremove -y -q --purge
+  } >"$WORK/configure-apt.log" 2>&1 ||
+    { tail -n 30 "$WORK/configure-apt.log" >&2; die "apt in the chroot failed"; }
+  chroot_umounts
+
+  echo cablab >"$ROOT/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tcablab\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
+  printf 'LABEL=%s\t/\text4\tdefaults,noatime,errors=remount-ro\t0\t1\n' "$FS_LABEL" >"$ROOT/etc/fstab"
+  echo 'LANG=C.UTF-8' | tee "$ROOT/etc/default/locale" >"$ROOT/etc/locale.conf"
+  ln -sf /usr/share/zoneinfo/Etc/UTC "$ROOT/etc/localtime"
+  echo Etc/UTC >"$ROOT/etc/timezone"
+
+  # eth0 (net.ifnames=0) by DHCP; vagrant's debian guest adds the private networks here.
+  cat >"$ROOT/etc/network/interfaces" <<'EOF'
+source /etc/network/interfaces.d/*
+
+auto lo
+iface lo inet loopback
+
+auto eth0
+iface eth0 inet dhcp
+EOF
+
+  # Vagrant user: insecure public key (config.ssh.insert_key = false keeps it), sudo without
+  # password. Password "vagrant" for the serial console only (SSH takes keys only).
+  in_root useradd --create-home --shell /bin/bash --user-group --groups sudo vagrant
+  echo 'vagrant:vagrant' | in_root chpasswd
+  install -d -m 700 "$ROOT/home/vagrant/.ssh"
+  install -m 600 "$vagrant_pub" "$ROOT/home/vagrant/.ssh/authorized_keys"
+  in_root chown -R vagrant:vagrant /home/vagrant/.ssh
+  printf 'vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n' >"$ROOT/etc/sudoers.d/vagrant"
+  chmod 440 "$ROOT/etc/sudoers.d/vagrant"
+
+  # SSH: one ed25519 host key, made on first boot (RSA keygen costs ~30 s under TCG; keys
+  # baked into the box would be shared by every VM).
+  cat >"$ROOT/etc/ssh/sshd_config.d/10-cablab.conf" <<'EOF'
+HostKey /etc/ssh/ssh_host_ed25519_key
+PasswordAuthentication no
+UseDNS no
+EOF
+  cat >"$ROOT/etc/systemd/system/cablab-ssh-hostkey.service" <<'EOF'
+[Unit]
+Description=Generate the SSH ed25519 host key (first boot)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -C "" -f /etc/ssh/ssh_host_ed25519_key
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  in_root systemctl enable cablab-ssh-hostkey.service >/dev/null 2>&1
+
+  # No background apt in the VMs (it holds the dpkg lock and eats TCG CPU); no interactive
+  # first-boot questions on the console.
+  local unit
+  for unit in apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
+              systemd-firstboot.service; do
+    ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
+  done
+
+  # An empty machine-id makes systemd treat a boot as the first and apply presets, which would
+  # enable systemd-networkd etc. beside ifupdown (in the GRUB boot too): keep the image's own
+  # enable/disable state instead.
+  mkdir -p "$ROOT/etc/systemd/system-preset"
+  echo 'disable *' >"$ROOT/etc/systemd/system-preset/00-cablab.preset"
+
+  # GRUB: no menu delay, serial + VGA console, classic interface names.
+  local grub=$ROOT/etc/default/grub
+  sed -i -E \
+    -e 's/^#?GRUB_TIMEOUT=.*/GRUB_TIMEOUT=0/' \
+    -e 's/^#?GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"/' \
+    -e 's/^#?GRUB_TERMINAL=.*/GRUB_TERMINAL="console serial"/' \
+    "$grub"
+  grep -q '^GRUB_TERMINAL=' "$grub" || echo 'GRUB_TERMINAL="console serial"' >>"$grub"
+  cat >>"$grub" <<'EOF'
+GRUB_SERIAL_COMMAND="serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1"
+GRUB_DISABLE_OS_PROBER=true
+EOF
+
+  # Build-time only, removed by finalize_disk: booted once with systemd.unit=cablab-grub.target,
+  # installs GRUB to the VM's own /dev/vda, then powers off.
+  cat >"$ROOT/usr/local/sbin/cablab-grub-firstboot" <<'EOF'
+#!/bin/sh
+status=/var/lib/cablab-grub.status
+echo failed >"$status"
+trap 'sync; systemctl --no-block poweroff' EXIT
+set -e
+echo 'grub-pc grub-pc/install_devices multiselect /dev/vda' | debconf-set-selections
+echo 'grub-pc grub-pc/install_devices_empty boolean false' | debconf-set-selections
+grub-install --target=i386-pc /dev/vda
+update-grub
+echo ok >"$status"
+echo "CABLAB-GRUB-OK" >/dev/console
+EOF
+  chmod 755 "$ROOT/usr/local/sbin/cablab-grub-firstboot"
+  cat >"$ROOT/etc/systemd/system/cablab-grub.service" <<'EOF'
+[Unit]
+Description=cablab box build: install GRUB on /dev/vda, then power off
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/cablab-grub-firstboot
+StandardOutput=journal+console
+StandardError=journal+console
+EOF
+  cat >"$ROOT/etc/systemd/system/cablab-grub.target" <<'EOF'
+[Unit]
+Description=cablab box build: GRUB installation boot
+Requires=cablab-grub.service
+After=cablab-grub.service
+AllowIsolate=yes
+EOF
+}
+
+# Leave no build state, cache or identity in the image.
+scrub_rootfs() {
+  chroot_umounts
+  rm -f "$ROOT/usr/sbin/policy-rc.d"
+  rm -f "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/cache/apt/*.bin
+  rm -f "$ROOT"/etc/ssh/ssh_host_*
+  rm -f "$ROOT/etc/resolv.conf" # dhclient writes it
+  : >"$ROOT/etc/machine-id"   # empty: each VM makes its own on first boot
+  rm -f "$ROOT/var/lib/dbus/machine-id"
+  rm -rf "$ROOT"/tmp/* "$ROOT"/var/tmp/*
+}
+
+grub_boot() {
+  local kver kernel initrd
+  kver=$(find "$ROOT/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sed 's/^vmlinuz-//' | sort -V | tail -n 1)
+  kernel=$ROOT/boot/vmlinuz-$kver
+  initrd=$ROOT/boot/initrd.img-$kver
+  [[ -r $kernel && -r $initrd ]] || die "kernel or initrd missing in $ROOT/boot"
+  timeout 900 qemu-system-x86_64 \
+    -accel tcg,thread=multi -machine pc -cpu Nehalem -smp 2 -m 1024 \
+    -nodefaults -display none -no-reboot \
+    -serial "file:$WORK/grub-boot.log" \
+    -drive "file=$RAW,format=raw,if=virtio,cache=unsafe" \
+    -kernel "$kernel" -initrd "$initrd" \
+    -append "root=LABEL=$FS_LABEL rw console=ttyS0,115200n8 net.ifnames=0 systemd.unit=cablab-grub.target" &
+  QEMU_PID=$!
+  wait "$QEMU_PID" || { QEMU_PID=; tail -n 40 "$WORK/grub-boot.log" >&2; die "the GRUB boot failed or timed out"; }
+  QEMU_PID=
+}
+
+# After the GRUB boot: check it worked, remove the build-only units, reset first-boot state.
+finalize_disk() {
+  LOOP=$(losetup --find --show --offset "$PART_OFFSET" "$RAW")
+  mount "$LOOP" "$MNT"
+  if [[ $(cat "$MNT/var/lib/cablab-grub.status" 2>/dev/null) != ok || ! -s $MNT/boot/grub/grub.cfg ]] ||
+     ! head -c 512 "$RAW" | grep -aq GRUB; then
+    tail -n 40 "$WORK/grub-boot.log" >&2
+    die "GRUB was not installed (serial log above)"
+  fi
+  rm -f "$MNT/var/lib/cablab-grub.status" "$MNT/usr/local/sbin/cablab-grub-firstboot" \
+    "$MNT/etc/systemd/system/cablab-grub.service" "$MNT/etc/systemd/system/cablab-grub.target"
+  : >"$MNT/etc/machine-id"
+  rm -f "$MNT"/etc/ssh/ssh_host_* "$MNT/var/lib/systemd/random-seed" "$MNT/var/lib/systemd/credential.secret"
+  rm -rf "$MNT"/var/log/journal/* "$MNT"/var/lib/dhcp/* "$MNT"/tmp/* "$MNT"/var/tmp/*
+  fstrim "$MNT" >/dev/null 2>&1 || true # punch freed blocks out of the raw file
+  umount "$MNT"
+  losetup -d "$LOOP"
+  LOOP=
+}
+
+package_box() {
+  local pkg=$WORK/pkg
+  mkdir -p "$pkg"
+  # Compressed qcow2 (zstd), so the box is a plain tar that vagrant unpacks without gunzip and
+  # vagrant-libvirt uploads a small volume.
+  qemu-img convert -m 4 -c -O qcow2 -o compression_type=zstd "$RAW" "$pkg/box.img"
+  printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' "$DISK_GB" >"$pkg/metadata.json"
+  cat >"$pkg/Vagrantfile" <<'EOF'
+# cablab/bookworm box (lab/boxes/build.sh): Debian 12, user vagrant with the insecure key.
+Vagrant.configure("2") do |config|
+  config.vm.guest = :debian
+  config.ssh.insert_key = false
+end
+EOF
+  tar -C "$pkg" -cf "$WORK/box.tmp" metadata.json Vagrantfile box.img
+  mv "$WORK/box.tmp" "$BOX_FILE"
+  # Older builds of this flavour are superseded.
+  find "$BOX_CACHE" -maxdepth 1 -name "cablab-bookworm-$FLAVOUR-*.box" ! -name "$(basename "$BOX_FILE")" -delete
+}
+
+# ----------------------------------------------------------------------------------------
+if [[ -s $BOX_FILE && ${FORCE:-0} != 1 ]]; then
+  log "cached: $BOX_FILE ($(human "$(stat -c %s "$BOX_FILE")")), build skipped"
+else
+  build_box
+  trap - EXIT
+  cleanup
+fi
+
+# --- vagrant box add, unless vagrant has this very build ----------------------------------
+t0=$(now)
+boxes=$(vagrant box list 2>/dev/null || true)
+if [[ $(cat "$MARKER" 2>/dev/null) == "$key" ]] && grep -q "^$BOX_NAME *(libvirt," <<<"$boxes"; then
+  log "vagrant already has $BOX_NAME (libvirt) of build $key: box add skipped"
+else
+  # vagrant-libvirt reuses a base volume of the same box name already in the pool: drop the
+  # one of an older build, or new VMs would still boot the old image.
+  if virsh -c qemu:///system pool-info default >/dev/null 2>&1; then
+    vols=$(virsh -c qemu:///system vol-list default 2>/dev/null |
+      awk -v p="${BOX_NAME//\//-VAGRANTSLASH-}_vagrant_box_image_" 'index($1, p) == 1 { print $1 }')
+    for v in $vols; do
+      virsh -c qemu:///system vol-delete --pool default "$v" >/dev/null
+      log "removed stale libvirt volume $v (VMs made from the old build must be destroyed)"
+    done
+  fi
+  vagrant box add --force --name "$BOX_NAME" --provider libvirt "$BOX_FILE" >"$BOX_CACHE/box-add-$FLAVOUR.log" 2>&1 ||
+    { tail -n 20 "$BOX_CACHE/box-add-$FLAVOUR.log" >&2; die "vagrant box add failed"; }
+  echo "$key" >"$MARKER"
+  phase_done box-add "$t0" "vagrant box $BOX_NAME (libvirt)"
+fi
+
+log "total $(secs "$T_START" "$(now)")s; box $BOX_FILE"
+for p in "${PHASES[@]}"; do log "  $p"; done
