@@ -7,7 +7,6 @@ Exit status: 0 ok, 2 invalid input (every problem listed, nothing written),
 from __future__ import annotations
 
 import sys
-from importlib import resources
 from pathlib import Path
 
 import click
@@ -19,8 +18,8 @@ from .render import render_plan, write_tree
 from .secretstore import ensure_secrets, secrets_dir
 from .spec import LoadedSpec, SpecError, load_spec
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _load(path: str) -> LoadedSpec:
@@ -39,11 +38,20 @@ def _fail(exc: SpecError) -> "NoReturn":  # type: ignore[name-defined]  # noqa: 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cablab-cluster")
-def main() -> None:
+def cli() -> None:
     """One cluster spec -> per-host shell provisioners for a JupyterHub on a Docker swarm."""
 
 
-@main.command()
+def main() -> None:
+    """Entry point: anything unexpected is exit status 1 with one line, not a traceback."""
+    try:
+        cli(standalone_mode=True)
+    except Exception as exc:  # noqa: BLE001 — the last line of defence of a CLI
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="cluster.yml")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(path: Path, force: bool) -> None:
@@ -51,7 +59,7 @@ def init(path: Path, force: bool) -> None:
     if path.exists() and not force:
         err.print(f"{path} exists; use --force to overwrite it.")
         sys.exit(2)
-    example = resources.files("cablab_cluster").joinpath("example.yml").read_text(encoding="utf-8")
+    example = (Path(__file__).parent / "example.yml").read_text(encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(example, encoding="utf-8")
     userlist = path.parent / "userlist"
@@ -62,7 +70,7 @@ def init(path: Path, force: bool) -> None:
     out.print(f"next: edit it, then `cablab-cluster validate {path}`")
 
 
-@main.command()
+@cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 def validate(spec: str) -> None:
     """Check a spec; print every problem."""
@@ -72,7 +80,7 @@ def validate(spec: str) -> None:
               f"{len(c.managers)} manager(s), {len(loaded.userlist.users)} user(s)")
 
 
-@main.command()
+@cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 def plan(spec: str) -> None:
     """Print the per-host steps and the order to run the hosts in."""
@@ -90,7 +98,7 @@ def plan(spec: str) -> None:
         out.print(table)
 
 
-@main.command()
+@cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (replaced as a whole).")

@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
-from typing import Mapping, Optional
+from typing import Mapping
 
 from .spec import (
     Cluster,
     Host,
     Image,
-    ImageSource,
     LoadedSpec,
     Role,
     Share,
@@ -205,7 +204,7 @@ def host_steps(spec: LoadedSpec, h: Host) -> tuple[Step, ...]:
         steps.append(Step(StepKind.NFS_SERVER, "NFS server exporting the shares to the cluster only",
                           {"shares": c.shares, "clients": tuple(x for x in c.hosts if x != h),
                            "packages": PACKAGES["nfs-server"]}))
-    if c.shares:
+    if c.shares and in_swarm:
         steps.append(Step(StepKind.NFS_MOUNTS, "shares mounted from fstab (_netdev, reboot-safe)",
                           {"mounts": _mounts(c, h), "nfs_version": c.nfs_version,
                            "packages": PACKAGES["nfs-client"]}))
@@ -224,18 +223,23 @@ def host_steps(spec: LoadedSpec, h: Host) -> tuple[Step, ...]:
             steps.append(Step(StepKind.LETSENCRYPT, "Let's Encrypt certificate and renewal",
                               {"hub": c.hub, "packages": PACKAGES["certbot"]}))
         steps.append(Step(StepKind.HUB, "JupyterHub stack (bundle, secrets, deploy)",
-                          {"hub": c.hub, "secrets": secret_names(c)}))
+                          {"hub": c.hub, "secrets": hub_secrets(c)}))
     return tuple(steps)
 
 
-def secret_names(c: Cluster) -> tuple[str, ...]:
-    """Files the hub host needs in SECRETS_DIR (the spec's secrets directory, copied there)."""
-    names = ["cookie_secret", "github_client_secret"]
-    if c.hub.tls.mode is not TLSMode.LETSENCRYPT:
-        names += ["tls.crt", "tls.key"]
+def hub_secrets(c: Cluster) -> tuple[str, ...]:
+    """Files the hub reads from SECRETS_DIR (as docker swarm secrets)."""
+    names = ["cookie_secret", "github_client_secret", "tls.crt", "tls.key"]
     if c.hub.auth.lab_password:
         names.append("lab_password")
     return tuple(names)
+
+
+def secret_names(c: Cluster) -> tuple[str, ...]:
+    """The hub's secrets that come from the spec's secrets directory (certbot makes the TLS
+    pair itself in letsencrypt mode)."""
+    certbot = ("tls.crt", "tls.key") if c.hub.tls.mode is TLSMode.LETSENCRYPT else ()
+    return tuple(n for n in hub_secrets(c) if n not in certbot)
 
 
 def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
@@ -267,7 +271,3 @@ def make_plan(spec: LoadedSpec) -> Plan:
     c = spec.cluster
     return Plan(spec=spec, hosts=tuple(HostPlan(host=h, steps=host_steps(spec, h), after=after, why_after=why)
                                        for h, after, why in _order(c)))
-
-
-def needs_image_file(image: Image) -> Optional[PurePosixPath]:
-    return image.tarball if image.source is ImageSource.LOAD else None

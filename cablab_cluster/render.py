@@ -30,7 +30,7 @@ from .plan import (
     Plan,
     Step,
     StepKind,
-    secret_names,
+    hub_secrets,
 )
 from .spec import Cluster, ImageSource, StorageDriver
 
@@ -120,7 +120,7 @@ class Renderer:
         self.c = plan.cluster
         self.spec_name = plan.spec.path.name
         self.home_root = str(self.c.share(self.c.hub.users.home_share).mount)
-        self.secrets = secret_names(self.c)
+        self.secrets = hub_secrets(self.c)
 
     def _ctx(self, **extra: object) -> dict:
         return {

@@ -33,7 +33,7 @@ class Userlist:
         return tuple(sorted(u.name for u in self.users if u.admin))
 
     def render(self) -> str:
-        return "".join(f"{u.name}{' admin' if u.admin else ''}\n" for u in sorted(self.users, key=lambda u: u.name))
+        return "".join(f"{u.name}{' admin' if u.admin else ''}\n" for u in self.users)
 
 
 class UserlistError(ValueError):
@@ -65,4 +65,4 @@ def parse_userlist(text: str, source: str = "userlist") -> Userlist:
         users[name] = User(name=name, admin=len(fields) == 2)
     if errors:
         raise UserlistError(errors)
-    return Userlist(users=tuple(users.values()))
+    return Userlist(users=tuple(sorted(users.values(), key=lambda u: u.name)))

@@ -1,0 +1,86 @@
+"""The shell helpers every provisioner starts with: they change only what
+differs, say so in one line per step, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cablab_cluster.plan import make_plan
+from cablab_cluster.render import Renderer
+from cablab_cluster.spec import load_spec
+
+LAB = Path(__file__).parent.parent / "lab"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the provisioners refuse to run without root")
+
+
+def script(tmp: Path, body: str, steps: int) -> Path:
+    r = Renderer(make_plan(load_spec(LAB / "ubuntu.yml")))
+    hp = r.plan.for_host("node2")
+    prelude = r._t("prelude.sh.j2", host=hp.host, steps=hp.steps[:steps], after=(), why_after="")
+    path = tmp / "t.sh"
+    path.write_text(prelude + body + r._t("footer.sh.j2"))
+    return path
+
+
+BODY = """
+step files
+install_file 0640 {d}/etc/app.conf <<'CABLAB_EOF'
+a = 1
+CABLAB_EOF
+ensure_dir {d}/data 0:0 0750
+step blocks
+printf 'keep me\\n' >>{d}/fstab.seed
+[ -f {d}/fstab ] || cp {d}/fstab.seed {d}/fstab
+ensure_block {d}/fstab shares <<'CABLAB_EOF'
+srv:/a /a nfs _netdev 0 0
+CABLAB_EOF
+"""
+
+
+def run(path: Path, tmp: Path) -> list[str]:
+    env = {**os.environ, "CABLAB_LOG": str(tmp / "log")}
+    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_first_run_changes_second_run_does_not(tmp_path):
+    path = script(tmp_path, BODY.format(d=tmp_path), steps=2)
+    first = run(path, tmp_path)
+    assert first[1].startswith("[cablab node2] step 1/2 files: changed (wrote ")
+    assert first[2].startswith("[cablab node2] step 2/2 blocks: changed (updated ")
+    assert first[-1] == "[cablab node2] done: 2 steps, 2 changed: files blocks"
+    assert oct((tmp_path / "etc/app.conf").stat().st_mode & 0o777) == "0o640"
+    assert oct((tmp_path / "data").stat().st_mode & 0o777) == "0o750"
+    second = run(path, tmp_path)
+    assert second[1:] == ["[cablab node2] step 1/2 files: ok, no change",
+                          "[cablab node2] step 2/2 blocks: ok, no change",
+                          "[cablab node2] done: 2 steps, 0 changed"]
+    fstab = (tmp_path / "fstab").read_text().splitlines()
+    assert fstab == ["keep me", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares"]
+
+
+def test_drift_is_repaired_and_reported(tmp_path):
+    path = script(tmp_path, BODY.format(d=tmp_path), steps=2)
+    run(path, tmp_path)
+    (tmp_path / "etc/app.conf").chmod(0o666)
+    (tmp_path / "fstab").write_text("keep me\n# BEGIN cablab shares\nold line\n# END cablab shares\nafter\n")
+    out = run(path, tmp_path)
+    assert out[1] == f"[cablab node2] step 1/2 files: changed (mode 0640 on {tmp_path}/etc/app.conf)"
+    assert out[2].startswith("[cablab node2] step 2/2 blocks: changed")
+    assert (tmp_path / "fstab").read_text().splitlines() == [
+        "keep me", "after", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares"]
+
+
+def test_a_failing_command_stops_the_script_and_names_the_step(tmp_path):
+    path = script(tmp_path, "step broken\nrun false\nstep never\n", steps=2)
+    env = {**os.environ, "CABLAB_LOG": str(tmp_path / "log")}
+    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert "ERROR in step broken: command failed: false" in proc.stderr
+    assert "never" not in proc.stdout

@@ -1,0 +1,228 @@
+"""Every validation rule, with the error text the operator sees."""
+
+from pathlib import Path
+
+import pytest
+
+from cablab_cluster.spec import Role, SpecError, StorageDriver, load_spec
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    return exc.value.lines()
+
+
+def one(path: Path) -> str:
+    lines = problems(path)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_lab_specs_are_valid():
+    for variant in ("ubuntu", "centos"):
+        spec = load_spec(Path(__file__).parent.parent / "lab" / f"{variant}.yml")
+        c = spec.cluster
+        assert c.variant.value == variant
+        assert [h.name for h in c.hosts] == ["node1", "node2", "node3"]
+        assert c.first_manager.name == c.nfs_server.name == c.hub_host.name == "node1"
+        assert [h.name for h in c.notebook_hosts] == ["node2", "node3"]
+        assert spec.userlist.admins == ("alice",)
+    assert load_spec(Path(__file__).parent.parent / "lab" / "centos.yml").cluster.docker.storage.driver \
+        is StorageDriver.LVM
+
+
+def test_unknown_key_names_path_line_and_suggestion(write_spec):
+    def typo(d):
+        d["hosts"][1]["adress"] = d["hosts"][1].pop("address")
+
+    lines = problems(write_spec(typo))
+    assert any("hosts[1].adress: unknown key 'adress' (hint: did you mean 'address'?" in l for l in lines), lines
+    assert any("hosts[1].address: Field required" in l for l in lines), lines
+    # the line number is the spec's line of that key
+    text = (write_spec(typo)).read_text().splitlines()
+    line = next(l for l in lines if "adress" in l).split(":")[1]
+    assert "adress" in text[int(line) - 1]
+
+
+def test_wrong_type(write_spec):
+    line = one(write_spec(lambda d: d["swarm"].update(attachable="sometimes")))
+    assert "swarm.attachable:" in line and "write true or false" in line
+
+
+def test_bad_address(write_spec):
+    line = one(write_spec(lambda d: d["hosts"][2].update(address="192.168.56.300")))
+    assert "hosts[2].address: '192.168.56.300' is not an IP address" in line
+
+
+def test_bad_enum(write_spec):
+    line = one(write_spec(lambda d: d["hosts"][0]["roles"].append("consul")))
+    assert "hosts[0].roles[3]: 'consul' is not allowed (hint: use one of: 'manager', 'worker', 'nfs-server' or 'hub')" in line
+
+
+def test_two_managers_rejected_with_quorum_reason(write_spec):
+    line = one(write_spec(lambda d: d["hosts"][1].update(roles=["manager"])))
+    assert "hosts: 2 managers: swarm needs 1 or 3" in line
+    assert "raft quorum" in line and "tolerate no failure" in line
+
+
+def test_three_managers_accepted(write_spec):
+    def three(d):
+        for h in d["hosts"][1:]:
+            h["roles"] = ["manager"]
+
+    c = load_spec(write_spec(three)).cluster
+    assert len(c.managers) == 3 and c.workers == ()
+    assert [h.name for h in c.notebook_hosts] == ["node1", "node2", "node3"]
+
+
+def test_exactly_one_nfs_server(write_spec):
+    assert "1 hosts" not in one(write_spec(lambda d: d["hosts"][0]["roles"].remove("nfs-server")))
+    assert "hosts: 0 hosts have the role nfs-server; exactly one must" in \
+        one(write_spec(lambda d: d["hosts"][0]["roles"].remove("nfs-server")))
+
+
+def test_nfs_server_cannot_be_a_worker(write_spec):
+    def move(d):
+        d["hosts"][0]["roles"].remove("nfs-server")
+        d["hosts"][1]["roles"].append("nfs-server")
+
+    assert "hosts[1].roles: an NFS server cannot be a swarm worker" in one(write_spec(move))
+
+
+def test_storage_only_nfs_host_outside_the_swarm(write_spec):
+    def nas(d):
+        d["hosts"][0]["roles"].remove("nfs-server")
+        d["hosts"].append({"name": "nas", "address": "192.168.56.20", "roles": ["nfs-server"]})
+
+    c = load_spec(write_spec(nas)).cluster
+    assert c.nfs_server.name == "nas" and c.nfs_server not in c.swarm_hosts
+
+
+def test_hub_must_be_on_a_manager(write_spec):
+    def move(d):
+        d["hosts"][0]["roles"].remove("hub")
+        d["hosts"][2]["roles"].append("hub")
+
+    assert "hosts[2].roles: the hub must run on a manager" in one(write_spec(move))
+
+
+def test_unique_names_and_addresses(write_spec):
+    def dup(d):
+        d["hosts"][2]["name"] = "node2"
+        d["hosts"][2]["address"] = "192.168.56.12"
+
+    lines = problems(write_spec(dup))
+    assert any("hosts[2].name: 'node2' is already the name of hosts[1]" in l for l in lines)
+    assert any("hosts[2].address: 192.168.56.12 is already the address of hosts[1]" in l for l in lines)
+
+
+def test_manager_and_worker_both_rejected(write_spec):
+    lines = problems(write_spec(lambda d: d["hosts"][1]["roles"].append("manager")))
+    assert any("hosts[1].roles: needs exactly one of `manager` or `worker`" in l for l in lines), lines
+
+
+@pytest.mark.parametrize("driver", ["lvm", "devicemapper-direct-lvm"])
+def test_disk_storage_needs_a_disk(write_spec, driver):
+    def storage(d):
+        d["docker"]["storage"] = {"driver": driver}
+        d["docker"]["version"] = "20.10"
+
+    assert f"docker.storage.disks: storage driver {driver} needs a disk" in one(write_spec(storage))
+
+
+@pytest.mark.parametrize("version, ok", [(None, False), ("25.0", False), ("28.1.1", False), ("20.10", True), ("24.0.7", True)])
+def test_devicemapper_needs_docker_below_25(write_spec, version, ok):
+    def storage(d):
+        d["docker"]["storage"] = {"driver": "devicemapper-direct-lvm", "disks": ["/dev/vdb"]}
+        if version:
+            d["docker"]["version"] = version
+
+    path = write_spec(storage)
+    if ok:
+        assert load_spec(path).cluster.docker.major == int(version.split(".")[0])
+    else:
+        line = one(path)
+        assert "docker.version: devicemapper-direct-lvm needs Docker < 25" in line
+        assert "Docker 25 removed the devicemapper driver" in line
+
+
+def test_letsencrypt_needs_a_dns_name_and_email(write_spec):
+    lines = problems(write_spec(lambda d: d["hub"]["tls"].update(mode="letsencrypt")))
+    assert any("hub.public_host: Let's Encrypt issues certificates for DNS names, not IP addresses" in l for l in lines)
+    assert any("hub.tls.email: letsencrypt needs a contact email" in l for l in lines)
+
+    def ok(d):
+        d["hub"]["public_host"] = "hub.example.org"
+        d["hub"]["tls"] = {"mode": "letsencrypt", "email": "ops@example.org",
+                           "acme_directory": "https://localhost:14000/dir"}
+
+    assert load_spec(write_spec(ok)).cluster.hub.oauth_callback_url == "https://hub.example.org/hub/oauth_callback"
+
+
+def test_provided_tls_needs_existing_files(write_spec):
+    lines = problems(write_spec(lambda d: d["hub"]["tls"].update(mode="provided")))
+    assert any("hub.tls.cert: tls mode `provided` needs `cert`" in l for l in lines)
+    line = one(write_spec(lambda d: d["hub"].update(tls={"mode": "provided", "cert": "no.pem", "key": "userlist.lab"})))
+    assert "hub.tls.cert: no.pem does not exist" in line
+
+
+def test_lab_password_needs_a_lab_spec(write_spec):
+    line = one(write_spec(lambda d: d.update(lab=False)))
+    assert "hub.auth.lab_password: the lab password login is for lab clusters only" in line
+
+
+def test_github_secret_file_must_exist(write_spec):
+    line = one(write_spec(lambda d: d["hub"]["auth"]["github"].update(client_secret_file="missing")))
+    assert "hub.auth.github.client_secret_file: missing does not exist" in line
+
+
+def test_userlist_errors_carry_their_line(write_spec, spec_dir):
+    (spec_dir / "userlist.lab").write_text("alice admin\nbob sudo\n")
+    line = one(write_spec())
+    assert "hub.userlist:" in line and "userlist.lab line 2: 'bob sudo' is not `name` or `name admin`" in line
+
+
+def test_empty_userlist_admits_nobody(write_spec, spec_dir):
+    (spec_dir / "userlist.lab").write_text("# nobody yet\n")
+    assert "names no user; JupyterHub would admit nobody" in one(write_spec())
+
+
+def test_shares_rules(write_spec):
+    def bad(d):
+        d["shares"][0]["mount"] = "/var/lib/docker/volumes"
+        d["shares"][1]["options"] = ["no_root_squash"]
+        d["hub"]["users"]["home_share"] = "cube"
+        d["hub"]["users"]["read_only_mounts"][1]["share"] = "nope"
+
+    lines = problems(write_spec(bad))
+    assert any("shares[0].mount: NFS must never be mounted over Docker's data root" in l for l in lines)
+    assert any("shares[1].options: 'no_root_squash' is set by `read_only` / `root_squash`" in l for l in lines)
+    assert any("hub.users.home_share: share 'cube' is read-only; homes must be writable" in l for l in lines)
+    assert any("hub.users.read_only_mounts[1].share: no share named 'nope'" in l for l in lines)
+
+
+def test_load_source_needs_a_tarball(write_spec):
+    line = one(write_spec(lambda d: d["hub"]["images"]["hub"].pop("tarball")))
+    assert "hub.images.hub.tarball: source `load` needs the tarball's path on the nodes" in line
+
+
+def test_every_problem_at_once(write_spec):
+    def many(d):
+        d["name"] = "Bad Name"
+        d["hosts"][0]["address"] = "nope"
+        d["variant"] = "arch"
+
+    lines = problems(write_spec(many))
+    assert {l.split(": ")[1] for l in lines} >= {"name", "variant", "hosts[0].address"}
+
+
+def test_yaml_syntax_error_has_a_line(spec_dir):
+    path = spec_dir / "broken.yml"
+    path.write_text("name: x\nhosts: [\n")
+    line = one(path)
+    assert line.startswith(f"{path}:") and "not valid YAML" in line
+
+
+def test_roles_enum():
+    assert {r.value for r in Role} == {"manager", "worker", "nfs-server", "hub"}
