@@ -1,0 +1,5 @@
+import sys
+
+from lab.harness import main
+
+sys.exit(main())

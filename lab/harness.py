@@ -1,0 +1,300 @@
+"""The lab lifecycle, like Molecule: create → converge → idempotence → verify → destroy.
+
+    python -m lab ubuntu|centos [--destroy passing|always|never] [--flavour baked|bare]
+
+Phases and their wall times go to lab/reports/<variant>.json and are printed:
+host (host setup), box, images, up, provision, idempotence, verify, destroy.
+A failed cluster stays up by default (`--destroy passing`), with the command
+to reach it printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, make_plan, secret_names
+from cablab_cluster.secretstore import secrets_dir
+from cablab_cluster.spec import ImageSource, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = ROOT / "lab"
+CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
+BASE_IMAGE = "cablab/base:bookworm"
+DONE = re.compile(r"done: (\d+) steps, (\d+) changed(?:: (.*))?$")
+
+
+def log(msg: str) -> None:
+    print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, capture: bool = False,
+       prefix: str = "", timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command; stream its output with a prefix unless captured."""
+    shell = isinstance(cmd, str)
+    if capture:
+        proc = subprocess.run(cmd, shell=shell, env=env, text=True, capture_output=True, timeout=timeout)
+    else:
+        p = subprocess.Popen(cmd, shell=shell, env=env, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, bufsize=1)
+        lines = []
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line)
+            print(f"{prefix}{line}", end="", flush=True)
+        p.wait(timeout=timeout)
+        proc = subprocess.CompletedProcess(cmd, p.returncode, "".join(lines), "")
+    if check and proc.returncode != 0:
+        tail = (proc.stdout or "")[-2000:] + (proc.stderr or "")[-2000:]
+        raise LabError(f"command failed ({proc.returncode}): {cmd if shell else shlex.join(cmd)}\n{tail}")
+    return proc
+
+
+@dataclass
+class Report:
+    variant: str
+    phases: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, object] = field(default_factory=dict)
+    result: str = "running"
+
+    @contextmanager
+    def phase(self, name: str):
+        log(f"phase {name} ...")
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.monotonic() - t0, 1)
+            log(f"phase {name}: {self.phases[name]:.1f} s")
+            self.save()
+
+    def save(self) -> None:
+        out = LAB / "reports"
+        out.mkdir(exist_ok=True)
+        (out / f"{self.variant}.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    def print(self) -> None:
+        print("\nphase            seconds")
+        for k, v in self.phases.items():
+            print(f"{k:<16} {v:>8.1f}")
+        print(f"{'total':<16} {sum(self.phases.values()):>8.1f}")
+        for k, v in self.notes.items():
+            print(f"{k}: {v}")
+        print(f"result: {self.result}  (report: lab/reports/{self.variant}.json)")
+
+
+class Lab:
+    def __init__(self, variant: str, flavour: str, box: str | None):
+        self.variant = variant
+        self.spec_path = LAB / f"{variant}.yml"
+        self.spec = load_spec(self.spec_path)
+        self.plan: Plan = make_plan(self.spec)
+        self.flavour = flavour
+        self.box = box or os.environ.get("CABLAB_BOX") or f"cablab/bookworm-{flavour}"
+        self.state = ROOT / ".vagrant" / variant
+        self.ssh_config = self.state / "ssh-config"
+        self.env = {**os.environ, "CABLAB_VARIANT": variant, "CABLAB_BOX": self.box,
+                    "VAGRANT_DOTFILE_PATH": str(self.state), "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+                    "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+                    "VAGRANT_NO_COLOR": "1"}
+        self.report = Report(variant)
+        self.images: dict[str, Path] = {}
+
+    # -- vagrant -------------------------------------------------------------
+    def vagrant(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
+        return sh(["vagrant", *args], env=self.env, capture=capture, prefix="  vagrant| ")
+
+    def ssh(self, host: str, command: str, *, capture: bool = True, check: bool = True,
+            prefix: str = "") -> subprocess.CompletedProcess:
+        return sh(["ssh", "-F", str(self.ssh_config), host, command], capture=capture, check=check,
+                  prefix=prefix)
+
+    def put(self, host: str, src: Path, dest: str, mode: str = "0644") -> None:
+        """Copy a file to the VM as root (scp to /tmp, then install)."""
+        tmp = f"/tmp/cablab-upload-{src.name}"
+        sh(["scp", "-q", "-F", str(self.ssh_config), str(src), f"{host}:{tmp}"])
+        self.ssh(host, f"sudo install -D -m {mode} {shlex.quote(tmp)} {shlex.quote(dest)} && rm -f {shlex.quote(tmp)}")
+
+    # -- phases --------------------------------------------------------------
+    def host_setup(self) -> None:
+        sh(["bash", str(LAB / "host-setup.sh")], prefix="  host| ")
+
+    def build_box(self) -> None:
+        if self.box.startswith("cablab/bookworm-"):
+            sh(["bash", str(LAB / "boxes" / "build.sh"), self.flavour], prefix="  box| ")
+
+    def build_images(self) -> None:
+        """Build hub and single-user images from the rendered Dockerfiles, save them gzipped,
+        cached by Dockerfile + base image."""
+        sh(["bash", str(LAB / "images" / "build-base.sh")], prefix="  base| ")
+        base_id = sh(["docker", "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE], capture=True).stdout.strip()
+        rendered = ROOT / "provision" / self.variant
+        (CACHE / "images").mkdir(parents=True, exist_ok=True)
+        for key in ("hub", "singleuser"):
+            image = getattr(self.spec.cluster.hub.images, key)
+            dockerfile = rendered / key / "Dockerfile"
+            digest = hashlib.sha256(dockerfile.read_bytes() + base_id.encode() + image.name.encode()).hexdigest()[:16]
+            tarball = CACHE / "images" / f"{key}-{digest}.tar.gz"
+            if not tarball.exists():
+                t0 = time.monotonic()
+                sh(["docker", "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", image.name,
+                    str(dockerfile.parent)], prefix=f"  build {key}| ")
+                tmp = tarball.with_suffix(".tmp")
+                with gzip.open(tmp, "wb", compresslevel=1) as fh:
+                    save = subprocess.Popen(["docker", "save", image.name], stdout=subprocess.PIPE)
+                    assert save.stdout is not None
+                    shutil.copyfileobj(save.stdout, fh, 1 << 20)
+                    if save.wait() != 0:
+                        raise LabError(f"docker save {image.name} failed")
+                tmp.rename(tarball)
+                log(f"image {image.name}: built and saved in {time.monotonic() - t0:.0f} s")
+            size = sh(["docker", "image", "inspect", "--format", "{{.Size}}", image.name], capture=True,
+                      check=False).stdout.strip()
+            self.report.notes[f"image {key}"] = (f"{image.name}: {int(size) / 1e6:.0f} MB raw, " if size.isdigit()
+                                                 else f"{image.name}: ") + \
+                f"{tarball.stat().st_size / 1e6:.0f} MB saved+gzip ({tarball.name})"
+            self.images[key] = tarball
+
+    def up(self) -> None:
+        self.vagrant("up", "--no-provision")
+        self.state.mkdir(parents=True, exist_ok=True)
+        cfg = self.vagrant("ssh-config", capture=True).stdout
+        cfg = cfg.replace("LogLevel FATAL", "LogLevel ERROR")
+        self.ssh_config.write_text(cfg + "\nHost *\n  ServerAliveInterval 30\n  ConnectTimeout 30\n")
+
+    def _inputs(self, host: str) -> None:
+        """What the operator copies by hand on a real cluster: images, secrets, join token."""
+        c = self.spec.cluster
+        for step in self.plan.for_host(host).steps:
+            if step.kind is StepKind.IMAGE and step.params["image"].source is ImageSource.LOAD:
+                self.put(host, self.images[str(step.params["key"])], str(step.params["image"].tarball))
+            if step.kind is StepKind.HUB:
+                for name in secret_names(c):
+                    self.put(host, secrets_dir(self.spec) / name, f"{SECRETS_DIR}/{name}", "0600")
+            if step.kind is StepKind.SWARM_JOIN:
+                role = step.params["role"]
+                token = self.ssh(c.first_manager.name, f"sudo cat {SWARM_TOKEN_DIR}/{role}.token").stdout.strip()
+                self.ssh(host, f"sudo install -d -m 0700 {SWARM_TOKEN_DIR} && "
+                               f"echo {shlex.quote(token)} | sudo tee {SWARM_TOKEN_DIR}/{role}.token >/dev/null && "
+                               f"sudo chmod 0600 {SWARM_TOKEN_DIR}/{role}.token")
+
+    def _provision_host(self, host: str, results: dict, upload: bool) -> None:
+        t0 = time.monotonic()
+        if upload:
+            self._inputs(host)
+            self.put(host, ROOT / "provision" / self.variant / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
+        out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
+                       prefix=f"  {host}| ")
+        match = next((DONE.search(l) for l in reversed(out.stdout.splitlines()) if DONE.search(l)), None)
+        results[host] = {"rc": out.returncode, "seconds": round(time.monotonic() - t0, 1),
+                         "steps": int(match.group(1)) if match else None,
+                         "changed": int(match.group(2)) if match else None,
+                         "changed_steps": (match.group(3) or "").split() if match else None}
+
+    def _waves(self) -> list[list[str]]:
+        """Hosts in plan order, grouped so that hosts with the same predecessors run together."""
+        waves: list[list[str]] = []
+        done: set[str] = set()
+        pending = [hp for hp in self.plan.hosts]
+        while pending:
+            ready = [hp.host.name for hp in pending if set(hp.after) <= done]
+            if not ready:
+                raise LabError("plan order has a cycle")
+            waves.append(ready)
+            done |= set(ready)
+            pending = [hp for hp in pending if hp.host.name not in done]
+        return waves
+
+    def provision(self, upload: bool = True) -> dict:
+        results: dict = {}
+        for wave in self._waves():
+            threads = [threading.Thread(target=self._provision_host, args=(h, results, upload)) for h in wave]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            failed = [h for h in wave if results.get(h, {}).get("rc") != 0]
+            if failed:
+                raise LabError(f"provisioning failed on {', '.join(failed)}: {results}")
+        return results
+
+    def verify(self) -> None:
+        sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider",
+            "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)], prefix="  verify| ")
+
+    def destroy(self) -> None:
+        self.vagrant("destroy", "-f")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variant", choices=["ubuntu", "centos"])
+    ap.add_argument("--destroy", choices=["passing", "always", "never"], default="passing")
+    ap.add_argument("--flavour", choices=["baked", "bare"], default=os.environ.get("CABLAB_FLAVOUR", "baked"))
+    ap.add_argument("--box", help="vagrant box (default: the locally built cablab/bookworm-<flavour>)")
+    ap.add_argument("--skip-host-setup", action="store_true")
+    args = ap.parse_args(argv)
+
+    lab = Lab(args.variant, args.flavour, args.box)
+    r = lab.report
+    r.notes["box"] = lab.box
+    ok = False
+    try:
+        if not args.skip_host_setup:
+            with r.phase("host"):
+                lab.host_setup()
+        with r.phase("box"):
+            lab.build_box()
+        with r.phase("images"):
+            lab.build_images()
+        with r.phase("up"):
+            lab.up()
+        with r.phase("provision"):
+            first = lab.provision()
+        r.notes["provision"] = first
+        with r.phase("idempotence"):
+            second = lab.provision(upload=False)
+        r.notes["idempotence"] = second
+        changed = {h: v["changed_steps"] for h, v in second.items() if v["changed"] != 0}
+        ratio = r.phases["idempotence"] / max(r.phases["provision"], 1e-9)
+        r.notes["idempotence/provision"] = f"{ratio:.1%} (target <= 10%)"
+        if changed:
+            raise LabError(f"second provision changed something: {changed}")
+        with r.phase("verify"):
+            lab.verify()
+        ok = True
+        r.result = "passed"
+    except (LabError, subprocess.SubprocessError, OSError) as exc:
+        r.result = f"failed: {str(exc)[:2000]}"
+        log(r.result)
+    finally:
+        if args.destroy == "always" or (args.destroy == "passing" and ok):
+            with r.phase("destroy"):
+                try:
+                    lab.destroy()
+                except LabError as exc:
+                    log(f"destroy failed: {exc}")
+        elif lab.ssh_config.exists():
+            log(f"cluster left up: ssh -F {lab.ssh_config} node1   |   "
+                f"CABLAB_VARIANT={args.variant} VAGRANT_DOTFILE_PATH={lab.state} vagrant destroy -f")
+        r.save()
+        r.print()
+    return 0 if ok else 1
