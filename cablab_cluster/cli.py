@@ -6,6 +6,7 @@ Exit status: 0 ok, 2 invalid input (every problem listed, nothing written),
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,6 +115,29 @@ def render(spec: str, out_dir: Path) -> None:
     out.print(f"rendered {len(files)} files to {out_dir}/ (run order in {out_dir}/README)")
     summary = ", ".join(f"{a.name} {a.action}" for a in actions)
     out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--ssh-config", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="OpenSSH config with a `Host <name>` entry for every host (e.g. `vagrant ssh-config`).")
+@click.option("--secrets", "secrets", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The spec's secrets directory (default: secrets/<cluster>/ beside the spec).")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def verify(spec: str, ssh_config: Path, secrets: Path | None, pytest_args: tuple[str, ...]) -> None:
+    """Check a provisioned cluster against its spec (pytest on tests/cluster; extra pytest args after --)."""
+    _load(spec)
+    # The checks live in the checkout beside the package.
+    checks = Path(__file__).resolve().parent.parent / "tests" / "cluster"
+    if not (checks / "conftest.py").is_file():
+        err.print(f"the cluster checks are not here ({checks}): run verify from a checkout of cablab-cluster "
+                  "(pip install -e '.[lab]'), not from an installed wheel", markup=False)
+        sys.exit(1)
+    args = [sys.executable, "-m", "pytest", str(checks), "--spec", str(Path(spec).resolve()),
+            "--ssh-config", str(ssh_config.resolve())]
+    if secrets is not None:
+        args += ["--secrets", str(secrets.resolve())]
+    sys.exit(subprocess.call([*args, *pytest_args]))
 
 
 if __name__ == "__main__":  # pragma: no cover

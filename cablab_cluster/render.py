@@ -87,7 +87,8 @@ def _daemon_json(c: Cluster) -> str:
     if storage.driver is StorageDriver.DEVICEMAPPER:
         cfg["storage-driver"] = "devicemapper"
         cfg["storage-opts"] = [
-            f"dm.thinpooldev=/dev/mapper/{storage.volume_group}-thinpool",
+            # device-mapper doubles a '-' inside a VG name: vg-a → /dev/mapper/vg--a-thinpool
+            f"dm.thinpooldev=/dev/mapper/{storage.volume_group.replace('-', '--')}-thinpool",
             "dm.use_deferred_removal=true",
             "dm.use_deferred_deletion=true",
         ]

@@ -18,10 +18,7 @@ def secret(name):
 c.JupyterHub.bind_url = "https://0.0.0.0:8443"
 c.JupyterHub.ssl_cert = str(SECRETS / "tls.crt")
 c.JupyterHub.ssl_key = str(SECRETS / "tls.key")
-c.ConfigurableHTTPProxy.command = [
-    "configurable-http-proxy",
-    "--ssl-protocols", "TLSv1.2", "TLSv1.3",
-]
+# The proxy is node: NODE_OPTIONS=--tls-min-v1.2 is set in the hub's stack file.
 c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_connect_ip = 'cablab_hub'
 c.JupyterHub.cookie_secret_file = str(SECRETS / "cookie_secret")
@@ -70,7 +67,8 @@ c.SwarmSpawner.http_timeout = 300
 c.SwarmSpawner.notebook_dir = '/home/jovyan/work'
 # The user's home follows them to any node: a directory of the NFS share,
 # mounted at the same place on every host.
-c.SwarmSpawner.volumes = {'/srv/cablab/homes/{username}': '/home/jovyan/work'}
+# raw_username: the GitHub login as is (dockerspawner's {username} is escaped: a-b → a-2db).
+c.SwarmSpawner.volumes = {'/srv/cablab/homes/{raw_username}': '/home/jovyan/work'}
 c.SwarmSpawner.read_only_volumes = {'/srv/cablab/cube': '/home/jovyan/cube', '/srv/cablab/notebooks': '/home/jovyan/samples'}
 
 HOME_ROOT = '/srv/cablab/homes'

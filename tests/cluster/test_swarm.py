@@ -1,0 +1,60 @@
+"""Swarm: every swarm host is a ready node with its spec role, the overlay
+network is as the spec says, and no host offers Docker's API over TCP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def swarm_nodes(nodes, cluster) -> dict[str, dict]:
+    """`docker node ls` on the first manager, by hostname."""
+    out = nodes.run(cluster.first_manager, "docker node ls --format '{{json .}}'")
+    return {n["Hostname"]: n for n in (json.loads(line) for line in out.splitlines() if line.strip())}
+
+
+def test_the_swarm_is_exactly_the_spec_swarm_hosts(swarm_nodes, cluster):
+    assert sorted(swarm_nodes) == sorted(h.name for h in cluster.swarm_hosts)
+
+
+def test_node_is_ready_active_with_its_role(swarm_host, swarm_nodes):
+    node = swarm_nodes.get(swarm_host.name)
+    assert node, f"{swarm_host.name} is not a swarm node (nodes: {', '.join(swarm_nodes)})"
+    assert node["Status"] == "Ready"
+    assert node["Availability"] == "Active"
+    if swarm_host.is_manager:
+        assert node["ManagerStatus"] in ("Leader", "Reachable"), f"{swarm_host.name} should be a reachable manager"
+    else:
+        assert node["ManagerStatus"] == "", f"{swarm_host.name} should be a worker, is {node['ManagerStatus']}"
+
+
+def test_node_advertises_its_spec_address(swarm_host, nodes):
+    info = nodes.run(swarm_host, "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}'")
+    assert info == f"active {swarm_host.address}"
+
+
+def test_manager_count_and_one_leader(swarm_nodes, cluster):
+    statuses = [n["ManagerStatus"] for n in swarm_nodes.values() if n["ManagerStatus"]]
+    assert len(statuses) == len(cluster.managers), f"manager statuses: {statuses}"
+    assert statuses.count("Leader") == 1
+
+
+def test_overlay_network(nodes, cluster):
+    swarm = cluster.swarm
+    result = nodes.try_run(cluster.first_manager, "docker network inspect --format '{{json .}}' %s", swarm.network)
+    assert result.rc == 0, f"no network {swarm.network} on {cluster.first_manager.name}: {result.stderr.strip()}"
+    net = json.loads(result.stdout)
+    assert net["Driver"] == "overlay"
+    assert net["Scope"] == "swarm"
+    assert net["Attachable"] is swarm.attachable
+    assert ("encrypted" in (net.get("Options") or {})) is swarm.encrypted, f"options: {net.get('Options')}"
+
+
+def test_no_docker_api_on_tcp(any_host, nodes):
+    listening = [line.split()[3] for line in nodes.run(any_host, "ss -Hltn").splitlines() if len(line.split()) > 3]
+    exposed = [addr for addr in listening if addr.rsplit(":", 1)[-1] in ("2375", "2376")]
+    assert not exposed, f"{any_host.name} listens on {', '.join(exposed)}: an unauthenticated Docker API"

@@ -1,0 +1,170 @@
+"""A real user, end to end, through the hub's HTTPS front door: log in with the
+lab password, start a notebook server pinned to one node, write into the home
+directory, find the read-only mounts read-only, stop, start again on another
+node and read the file back. Lab clusters only (`hub.auth.lab_password`):
+real clusters log in through GitHub, which these checks cannot drive."""
+
+from __future__ import annotations
+
+import json
+import string
+import uuid
+from typing import Callable, Optional
+
+import pytest
+
+from cablab_cluster.plan import STACK
+
+pytestmark = pytest.mark.cluster
+
+START_TIMEOUT = 600  # s; the VMs run under slow emulation
+STOP_TIMEOUT = 300
+WRITE = 'printf "%s\\n" "$1" > "$2"'  # sh -c WRITE sh TEXT PATH
+
+
+def escaped_username(name: str) -> str:
+    """dockerspawner's {username}: lower-case letters and digits kept, every other
+    byte as -XX (upper-case hex), then lower-cased (DockerSpawner._escape)."""
+    safe = set(string.ascii_lowercase + string.digits)
+    return "".join(c if c in safe else "".join(f"-{b:X}" for b in c.encode()) for c in name).lower()
+
+
+def service_name(name: str) -> str:
+    """SwarmSpawner's service for a user's default server: name_template "{prefix}-{username}", prefix "jupyter"."""
+    return f"jupyter-{escaped_username(name)}"
+
+
+class UserServer:
+    """A user's default server, driven through the hub's REST API with the user's own session."""
+
+    def __init__(self, session, name: str, wait_until: Callable):
+        self.session = session
+        self.name = name
+        self.wait_until = wait_until
+
+    def model(self) -> Optional[dict]:
+        """The server's model while it is active (starting, running, stopping), else None."""
+        response = self.session.api("GET", f"/users/{self.name}")
+        assert response.status == 200, f"GET /hub/api/users/{self.name}: {response}"
+        return (response.json().get("servers") or {}).get("")
+
+    def start(self, node: str) -> None:
+        # The rendered pre_spawn_hook pins the server to the user option "node".
+        response = self.session.api("POST", f"/users/{self.name}/server", {"node": node})
+        assert response.status in (201, 202), f"starting {self.name}'s server on {node}: {response}"
+        self.wait_until(self._ready, START_TIMEOUT, f"{self.name}'s server on {node} to be ready")
+
+    def _ready(self) -> bool:
+        server = self.model()
+        if server is None:
+            raise AssertionError(
+                f"{self.name}'s server stopped while starting: on the first manager see "
+                f"`docker service ps --no-trunc {service_name(self.name)}` and `docker service logs {STACK}_hub`")
+        return bool(server.get("ready"))
+
+    def stop(self) -> None:
+        if self.model() is None:
+            return
+        response = self.session.api("DELETE", f"/users/{self.name}/server")
+        assert response.status in (202, 204), f"stopping {self.name}'s server: {response}"
+        self.wait_until(lambda: self.model() is None, STOP_TIMEOUT, f"{self.name}'s server to stop")
+
+
+@pytest.fixture(scope="module")
+def username(spec) -> str:
+    if not spec.cluster.hub.auth.lab_password:
+        pytest.skip("hub.auth.lab_password is off: this cluster logs in through GitHub only, "
+                    "which the checks cannot drive")
+    users = spec.userlist.users
+    return next((u for u in users if not u.admin), users[0]).name
+
+
+@pytest.fixture(scope="module")
+def password(secrets, username) -> str:
+    path = secrets / "lab_password"
+    assert path.is_file(), f"{path} is missing: `cablab-cluster render` makes it for a lab_password spec"
+    return path.read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="module")
+def session(hub_client, username, password):
+    """The user's logged-in browser session."""
+    browser = hub_client()
+    response = browser.login(username, password)
+    assert response.status == 302 and browser.cookie("jupyterhub-hub-login"), \
+        f"logging in as {username} with the lab password: {response}"
+    return browser
+
+
+@pytest.fixture
+def server(session, username, wait_until):
+    srv = UserServer(session, username, wait_until)
+    srv.stop()  # left running by an earlier run
+    yield srv
+    srv.stop()  # also when a check failed
+
+
+def placement(nodes, cluster, username: str) -> str:
+    return nodes.run(cluster.first_manager, "docker service ps --filter desired-state=running --format %s %s",
+                     "{{.Node}}", service_name(username)).strip()
+
+
+def container(nodes, host, username: str) -> str:
+    label = f"label=com.docker.swarm.service.name={service_name(username)}"
+    ids = nodes.run(host, "docker ps -q --filter %s --filter status=running", label).split()
+    assert len(ids) == 1, f"{len(ids)} running containers of {service_name(username)} on {host.name}"
+    return ids[0]
+
+
+def check_read_only_mounts(nodes, host, cid: str, mounts) -> None:
+    binds = {m["Destination"]: m for m in json.loads(nodes.run(host, "docker inspect --format %s %s",
+                                                                "{{json .Mounts}}", cid))}
+    for mount in mounts:
+        target = str(mount.target)
+        assert target in binds, f"{target} is not mounted in the user's container"
+        assert binds[target]["RW"] is False, f"{target} is mounted read-write: {binds[target]}"
+        nodes.run(host, "docker exec %s ls -A %s", cid, target)  # readable
+        probe = f"{target}/.cablab-check-{uuid.uuid4().hex}"
+        if nodes.try_run(host, "docker exec -u 0 %s touch %s", cid, probe).rc == 0:
+            nodes.try_run(host, "docker exec -u 0 %s rm -f %s", cid, probe)
+            pytest.fail(f"root in the user's container could write {probe} into read-only {target}")
+
+
+def test_lab_password_logs_in(session, username):
+    response = session.api("GET", f"/users/{username}")
+    assert response.status == 200, str(response)
+    assert response.json()["name"] == username
+
+
+def test_wrong_password_and_unknown_user_are_refused(hub_client, username, password):
+    for name, secret in ((username, password + "-wrong"), ("cablab-not-in-userlist", password)):
+        browser = hub_client()
+        response = browser.login(name, secret)
+        assert response.status != 302 and not browser.cookie("jupyterhub-hub-login"), \
+            f"{name} logged in with a wrong password or without being in the userlist"
+
+
+def test_home_follows_the_user_to_another_node(server, nodes, cluster, username):
+    users = cluster.hub.users
+    hosts = cluster.notebook_hosts
+    first, second = hosts[0], hosts[1 % len(hosts)]  # the same host again if there is only one
+    check_file = f"{users.home_target}/lab-check.txt"
+    token = uuid.uuid4().hex
+
+    server.start(first.name)
+    assert placement(nodes, cluster, username) == first.name
+    cid = container(nodes, first, username)
+    nodes.run(first, "docker exec %s sh -c %s sh %s %s", cid, WRITE, token, check_file)
+    home = cluster.share(users.home_share)
+    on_share = f"{home.path}/{username}/lab-check.txt"  # the hook makes the home with the raw login
+    assert nodes.run(cluster.nfs_server, "stat -c %%u:%%g %s", on_share) == f"{users.uid}:{users.gid}", \
+        f"{on_share} on the NFS server should belong to the notebook user"
+    check_read_only_mounts(nodes, first, cid, users.read_only_mounts)
+
+    server.stop()
+    server.start(second.name)
+    assert placement(nodes, cluster, username) == second.name
+    cid = container(nodes, second, username)
+    assert nodes.run(second, "docker exec %s cat %s", cid, check_file).strip() == token, \
+        f"{check_file} written on {first.name} reads differently on {second.name}"
+    nodes.run(second, "docker exec %s rm -f %s", cid, check_file)
