@@ -40,7 +40,7 @@ VERSIONS = {
     "dockerspawner": "14.0.0",
     "oauthenticator": "17.4.0",
     "jupyter_server": "2.21.1",
-    "chp": "5.3.0",
+    "chp": "5.1.0",  # the newest whose dependencies accept bookworm's node 18
 }
 INTERNAL_PORT = 8443  # the proxy's port inside the hub container
 HEREDOC_END = "CABLAB_EOF"

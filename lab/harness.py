@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -154,8 +155,15 @@ class Lab:
             tarball = CACHE / "images" / f"{key}-{digest}.tar.gz"
             if not tarball.exists():
                 t0 = time.monotonic()
-                sh(["docker", "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", image.name,
-                    str(dockerfile.parent)], prefix=f"  build {key}| ")
+                with tempfile.TemporaryDirectory(prefix="cablab-ctx-") as ctx:
+                    # The rendered Dockerfile + extra-ca/: this host's CAs (PyPI/npm may sit
+                    # behind a TLS-intercepting proxy), trusted by the build stages only.
+                    shutil.copy(dockerfile, Path(ctx) / "Dockerfile")
+                    (Path(ctx) / "extra-ca").mkdir()
+                    for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+                        shutil.copy(crt, Path(ctx) / "extra-ca" / crt.name)
+                    sh(["docker", "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", image.name, ctx],
+                       env={**os.environ, "DOCKER_BUILDKIT": "0"}, prefix=f"  build {key}| ")
                 tmp = tarball.with_suffix(".tmp")
                 with gzip.open(tmp, "wb", compresslevel=1) as fh:
                     save = subprocess.Popen(["docker", "save", image.name], stdout=subprocess.PIPE)
