@@ -15,7 +15,8 @@ LIBVIRT_URI=qemu:///system
 POOL_DIR=/var/lib/libvirt/images
 
 # Host packages. Installed without Recommends (they would add ~340 packages: guestfs, GUI
-# codecs, exim...). fdisk, e2fsprogs, rsync, qemu-utils and debootstrap are for lab/boxes/build.sh.
+# codecs, exim...). debootstrap, fdisk, e2fsprogs and qemu-utils are for lab/boxes/build.sh;
+# rsync for vagrant's rsync synced folders.
 PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base
   docker.io debootstrap fdisk e2fsprogs rsync iptables procps util-linux ca-certificates
@@ -157,7 +158,12 @@ else
   changed "dockerd: started (pid $(<"$DOCKERD_PID"), log $DOCKERD_LOG)"
 fi
 wait_for 60 "docker info" "$DOCKER_CLI" info
-log "docker: $DOCKER_CLI answers (server $("$DOCKER_CLI" version --format '{{.Server.Version}}' 2>/dev/null))"
+# Every docker client on PATH must reach it (a newer CLI negotiates the API version down).
+for cli in $(printf '%s\n' "$DOCKER_CLI" "$(command -v docker)" | sort -u); do
+  v=$("$cli" version --format '{{.Client.Version}} -> server {{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null) ||
+    die "$cli cannot talk to dockerd"
+  log "docker: $cli $v"
+done
 
 # --- summary ------------------------------------------------------------------------------
 if ((changes == 0)); then

@@ -10,15 +10,16 @@
 # The Dockerfiles take it via `--build-arg BASE_IMAGE=cablab/base:bookworm`;
 # on a real cluster they use their default, debian:bookworm-slim.
 #
-# Env: DEBIAN_MIRROR (default http://deb.debian.org/debian),
-#      DEBIAN_SECURITY_MIRROR (default http://deb.debian.org/debian-security),
+# Env: DEBIAN_MIRROR (default: debootstrap's own default mirror),
+#      DEBIAN_SECURITY_MIRROR (default: <mirror>-security, i.e. the mirror URL
+#      with /debian replaced by /debian-security),
 #      BASE_PACKAGES (extra packages, default none: parity with bookworm-slim),
 #      BASE_REPO (default cablab/base), FORCE=1 to rebuild.
 set -euo pipefail
 
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+MIRROR=${DEBIAN_MIRROR:-}
+SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-}
 BASE_PACKAGES=${BASE_PACKAGES:-}
 REPO=${BASE_REPO:-cablab/base}
 DOCKER=${DOCKER:-docker}
@@ -48,11 +49,14 @@ trap 'rm -rf --one-file-system "$work"' EXIT
 rootfs="$work/rootfs"
 
 # 1. debootstrap (minbase = Essential + apt; what bookworm-slim starts from)
-log "debootstrap --variant=minbase $SUITE from $MIRROR"
+log "debootstrap --variant=minbase $SUITE ${MIRROR:-(default mirror)}"
 include=()
 [ -n "$BASE_PACKAGES" ] && include=(--include="$(echo "$BASE_PACKAGES" | tr ' ' ',')")
-debootstrap --variant=minbase "${include[@]}" "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase "${include[@]}" "$SUITE" "$rootfs" ${MIRROR:+"$MIRROR"} >"$work/debootstrap.log" 2>&1 \
   || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
+# The mirror debootstrap used (its default unless DEBIAN_MIRROR was given).
+MIRROR=$(awk '$1 == "deb" {print $2; exit}' "$rootfs/etc/apt/sources.list")
+SECURITY_MIRROR=${SECURITY_MIRROR:-${MIRROR%/}-security}
 t1=$(now); log "debootstrap: $(dt "$t0" "$t1") s"
 
 # 2. Configure like the official Docker images (debuerreotype "slim" flavour).

@@ -71,6 +71,15 @@ if [ -n "$ok" ]; then
   echo "single-user server answered through the proxy $((t2 - t1)) s after the spawn request:"
   api "http://127.0.0.1:$PORT/user/smoke-user/api/status"; echo
   api "http://127.0.0.1:$PORT/user/smoke-user/api/kernelspecs" | head -c 300; echo
+  base="http://127.0.0.1:$PORT/user/smoke-user"
+  if api "$base/api/kernelspecs" | grep -q '"spec"'; then
+    kid=$(api -X POST -H 'Content-Type: application/json' -d '{"name":"python3"}' "$base/api/kernels" \
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    sleep 3
+    echo "kernel $kid: $(api "$base/api/kernels/$kid" | head -c 200)"
+    api -X DELETE -o /dev/null -w 'kernel delete: %{http_code}\n' "$base/api/kernels/$kid"
+  fi
+  echo "GET /user/smoke-user/lab: $(api -o /dev/null -w '%{http_code}' "$base/lab")"
   echo "SMOKE OK"
 else
   echo "SMOKE FAILED (last code $code)"; $DOCKER logs cablab-smoke-hub 2>&1 | tail -40
