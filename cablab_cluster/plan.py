@@ -56,8 +56,11 @@ PACKAGES = {
     "lvm": Packages(apt=("lvm2", "xfsprogs"), dnf=("lvm2", "xfsprogs")),
     "thinpool": Packages(apt=("lvm2", "thin-provisioning-tools"), dnf=("lvm2", "device-mapper-persistent-data")),
     "certbot": Packages(apt=("certbot",), dnf=("certbot",)),
-    "docker-distro": Packages(apt=("docker.io",), dnf=()),  # EL ships no Docker: docker-repo
-    "docker-repo": Packages(apt=("docker-ce", "docker-ce-cli", "containerd.io"),
+    # apparmor: Debian's kernel has AppArmor on; without apparmor_parser Docker cannot load
+    # its docker-default profile and refuses to start any container (a recommends, not a
+    # dependency, so --no-install-recommends drops it). EL ships no Docker: docker-repo.
+    "docker-distro": Packages(apt=("docker.io", "apparmor"), dnf=()),
+    "docker-repo": Packages(apt=("docker-ce", "docker-ce-cli", "containerd.io", "apparmor"),
                             dnf=("docker-ce", "docker-ce-cli", "containerd.io")),
 }
 

@@ -137,9 +137,21 @@ class Lab:
     def host_setup(self) -> None:
         sh(["bash", str(LAB / "host-setup.sh")], prefix="  host| ")
 
+    def baked_packages(self) -> list[str]:
+        """Every apt package the lab's provisioners may install (both variants: one box)."""
+        names: set[str] = set()
+        for variant in ("ubuntu", "centos"):
+            for hp in make_plan(load_spec(LAB / f"{variant}.yml")).hosts:
+                for step in hp.steps:
+                    pk = step.params.get("packages")
+                    if pk is not None:
+                        names.update(pk.apt)
+        return sorted(names)
+
     def build_box(self) -> None:
         if self.box.startswith("cablab/bookworm-"):
-            sh(["bash", str(LAB / "boxes" / "build.sh"), self.flavour], prefix="  box| ")
+            env = {**os.environ, "CABLAB_BAKED_PACKAGES": " ".join(self.baked_packages())}
+            sh(["bash", str(LAB / "boxes" / "build.sh"), self.flavour], env=env, prefix="  box| ")
 
     def build_images(self) -> None:
         """Build hub and single-user images from the rendered Dockerfiles, save them gzipped,

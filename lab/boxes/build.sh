@@ -46,8 +46,9 @@ BASE_PACKAGES=(
   systemd-sysv udev kmod iproute2 ifupdown isc-dhcp-client openssh-server sudo
   linux-image-cloud-amd64 grub-pc initramfs-tools ca-certificates python3
 )
-# What the provisioners apt-get install; keep in step with them.
-BAKED_PACKAGES=(docker.io nfs-kernel-server nfs-common lvm2 xfsprogs thin-provisioning-tools openssl curl jq)
+# What the provisioners apt-get install. The lab harness passes the exact list from
+# cablab_cluster.plan.PACKAGES (CABLAB_BAKED_PACKAGES); this default is for running by hand.
+read -r -a BAKED_PACKAGES <<<"${CABLAB_BAKED_PACKAGES:-docker.io apparmor nfs-kernel-server nfs-common lvm2 xfsprogs thin-provisioning-tools}"
 packages=("${BASE_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] && packages+=("${BAKED_PACKAGES[@]}")
 

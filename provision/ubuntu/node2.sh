@@ -210,7 +210,7 @@ step docker_engine
 if [ "$FAMILY" = dnf ]; then
   die "EL distributions ship no Docker engine: set docker.source: docker-repo in the spec"
 fi
-ensure_packages docker.io ''
+ensure_packages 'docker.io apparmor' ''
 # No TCP API (the seed exposed 2375 to the network): only the unix socket.
 install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
