@@ -42,7 +42,8 @@ VERSIONS = {
     "jupyter_server": "2.21.1",
     "chp": "5.1.0",  # the newest whose dependencies accept bookworm's node 18
 }
-INTERNAL_PORT = 8443  # the proxy's port inside the hub container
+INTERNAL_PORT = 8443  # the proxy's public port inside its container
+PROXY_API_PORT = 8001
 HEREDOC_END = "CABLAB_EOF"
 
 
@@ -160,6 +161,8 @@ class Renderer:
             callback_url=hub.oauth_callback_url,
             lab_password=hub.auth.lab_password,
             hub_service=f"{STACK}_hub",
+            public_url=hub.public_url,
+            proxy_api_url=f"http://{STACK}_proxy:{PROXY_API_PORT}",
             singleuser_image=hub.images.singleuser.name,
             network=c.swarm.network,
             users=hub.users,
@@ -170,6 +173,7 @@ class Renderer:
 
     def stack(self) -> str:
         return self._t("bundle/stack.yml.j2", hub_image=self.c.hub.images.hub.name, port=self.c.hub.port,
+                       proxy_api_port=PROXY_API_PORT,
                        network=self.c.swarm.network, secrets=self.secrets, hub_host=self.c.hub_host.name)
 
     def deploy(self) -> str:

@@ -146,6 +146,7 @@ def ensure_secrets(spec: LoadedSpec) -> list[SecretAction]:
             actions.append(SecretAction(name, "generated"))
 
     keep_or("cookie_secret", lambda: (pysecrets.token_hex(32) + "\n").encode())
+    keep_or("proxy_token", lambda: (pysecrets.token_hex(32) + "\n").encode())
 
     put("github_client_secret", spec.resolve(c.hub.auth.github.client_secret_file).read_bytes(), "copied")
 

@@ -129,7 +129,7 @@ def test_dockerfiles_take_the_base_as_a_build_arg():
 def secrets_dir(tmp_path, monkeypatch):
     d = tmp_path / "run-secrets"
     d.mkdir()
-    for name, value in {"cookie_secret": "ab" * 32, "github_client_secret": "gh-secret",
+    for name, value in {"cookie_secret": "ab" * 32, "github_client_secret": "gh-secret", "proxy_token": "proxy-token",
                         "lab_password": "lab-password-123", "tls.crt": "x", "tls.key": "y"}.items():
         (d / name).write_text(value + "\n")
         (d / name).chmod(0o600)
@@ -157,6 +157,10 @@ def test_config_real_cluster(secrets_dir, tmp_path):
     assert cfg.SwarmSpawner.volumes == {"/srv/cablab/homes/{raw_username}": "/home/jovyan/work"}
     assert cfg.SwarmSpawner.read_only_volumes == {"/export/cube": "/home/jovyan/cube"}
     assert cfg.JupyterHub.cookie_secret_file == str(secrets_dir / "cookie_secret")
+    assert cfg.JupyterHub.public_url == "https://hub.single.example:8443/"
+    assert cfg.ConfigurableHTTPProxy.should_start is False
+    assert cfg.ConfigurableHTTPProxy.api_url == "http://cablab_proxy:8001"
+    assert cfg.ConfigurableHTTPProxy.auth_token == "proxy-token"
     assert "LabPassword" not in (tmp_path / "jupyterhub_config.py").read_text()
 
 
@@ -222,3 +226,4 @@ def test_stack_secrets_and_config_are_content_named():
     assert "name: cablab_jupyterhub_config_${CABLAB_SHA_JUPYTERHUB_CONFIG_PY}" in stack
     assert "mode: host" in stack and "node.hostname == node1" in stack
     assert "NODE_OPTIONS: --tls-min-v1.2" in stack
+    assert 'CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)"' in stack

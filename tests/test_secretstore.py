@@ -13,7 +13,7 @@ def mode(p):
 def test_generated_once_kept_across_renders_0600(write_spec):
     spec = load_spec(write_spec())
     first = {a.name: a.action for a in ensure_secrets(spec)}
-    assert first == {"cookie_secret": "generated", "github_client_secret": "copied", "tls.crt": "generated",
+    assert first == {"cookie_secret": "generated", "proxy_token": "generated", "github_client_secret": "copied", "tls.crt": "generated",
                      "tls.key": "generated", "lab_password": "generated"}
     d = secrets_dir(spec)
     assert mode(d) == 0o700

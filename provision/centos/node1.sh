@@ -422,11 +422,12 @@ def secret(name):
     return (SECRETS / name).read_text().strip()
 
 
-# --- Proxy and hub: TLS terminated by the proxy, TLS 1.2 or newer only ------
-c.JupyterHub.bind_url = "https://0.0.0.0:8443"
-c.JupyterHub.ssl_cert = str(SECRETS / "tls.crt")
-c.JupyterHub.ssl_key = str(SECRETS / "tls.key")
-# The proxy is node: NODE_OPTIONS=--tls-min-v1.2 is set in the hub's stack file.
+# --- Proxy: its own swarm service (it outlives hub restarts, and the hub does
+# not wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
+c.JupyterHub.public_url = 'https://hub.lab-centos.test/'
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = 'http://cablab_proxy:8001'
+c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
 c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_connect_ip = 'cablab_hub'
 c.JupyterHub.cookie_secret_file = str(SECRETS / "cookie_secret")
@@ -508,23 +509,57 @@ CABLAB_EOF
 install_file 0644 /opt/cablab/hub/stack.yml <<'CABLAB_EOF'
 # Docker stack of the hub for cluster lab-centos; rendered by cablab-cluster from centos.yml.
 # Deployed by /opt/cablab/hub/deploy.sh, which sets the CABLAB_SHA_* variables:
-# a changed secret or config gets a new name, so the hub is rolled onto it.
+# a changed secret or config gets a new name, so the services are rolled onto it.
 version: "3.8"
 services:
-  hub:
+  # configurable-http-proxy: the public HTTPS endpoint (TLS >= 1.2), routes to the
+  # hub and the users' servers; runs from the hub image, beside the hub.
+  proxy:
     image: cablab/hub:lab
-    command: ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"]
+    entrypoint: ["/bin/sh", "-c"]
+    command:
+      - >-
+        CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy
+        --ip 0.0.0.0 --port 8443
+        --api-ip 0.0.0.0 --api-port 8001
+        --default-target http://cablab_hub:8081
+        --error-target http://cablab_hub:8081/hub/error
+        --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
+    environment:
+      NODE_OPTIONS: --tls-min-v1.2
     ports:
       - target: 8443
         published: 443
         protocol: tcp
         mode: host
+    networks:
+      - swarmnet
+    secrets:
+      - source: proxy_token
+        target: proxy_token
+        mode: 0400
+      - source: tls_crt
+        target: tls.crt
+        mode: 0400
+      - source: tls_key
+        target: tls.key
+        mode: 0400
+    deploy:
+      replicas: 1
+      placement:
+        constraints:
+          - node.role == manager
+          - node.hostname == node1
+      restart_policy:
+        condition: any
+        delay: 5s
+  hub:
+    image: cablab/hub:lab
+    command: ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"]
     volumes:
       - /var/run/docker.sock:/var/run/docker.sock
       - /var/lib/cablab/hub:/srv/jupyterhub/data
       - /srv/cablab/homes:/srv/cablab/homes
-    environment:
-      NODE_OPTIONS: --tls-min-v1.2  # the proxy (node) refuses TLS < 1.2
     networks:
       - swarmnet
     configs:
@@ -533,6 +568,9 @@ services:
     secrets:
       - source: cookie_secret
         target: cookie_secret
+        mode: 0400
+      - source: proxy_token
+        target: proxy_token
         mode: 0400
       - source: github_client_secret
         target: github_client_secret
@@ -566,6 +604,9 @@ secrets:
   cookie_secret:
     name: cablab_cookie_secret_${CABLAB_SHA_COOKIE_SECRET}
     file: /etc/cablab/secrets/cookie_secret
+  proxy_token:
+    name: cablab_proxy_token_${CABLAB_SHA_PROXY_TOKEN}
+    file: /etc/cablab/secrets/proxy_token
   github_client_secret:
     name: cablab_github_client_secret_${CABLAB_SHA_GITHUB_CLIENT_SECRET}
     file: /etc/cablab/secrets/github_client_secret
@@ -587,7 +628,7 @@ install_file 0755 /opt/cablab/hub/deploy.sh <<'CABLAB_EOF'
 set -euo pipefail
 cd /opt/cablab/hub
 state=""
-for f in jupyterhub_config.py /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
+for f in jupyterhub_config.py /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
   sum=$(sha256sum "$f" | cut -c1-12)
   var=CABLAB_SHA_$(basename "$f" | tr '[:lower:].' '[:upper:]_')
   export "$var=$sum"
@@ -608,7 +649,7 @@ alice admin
 bob
 CABLAB_EOF
 install -d -m 0700 /etc/cablab/secrets
-for secret in cookie_secret github_client_secret tls.crt tls.key lab_password; do
+for secret in cookie_secret proxy_token github_client_secret tls.crt tls.key lab_password; do
   [ -s "/etc/cablab/secrets/$secret" ] || die "secret /etc/cablab/secrets/$secret is missing: copy the spec's secrets directory (secrets/lab-centos/, made by 'cablab-cluster render') to /etc/cablab/secrets/ on this host"
   ensure_mode 0600 "/etc/cablab/secrets/$secret"
 done
@@ -616,14 +657,16 @@ ensure_dir /var/lib/cablab/hub 0:0 0700
 if [ "$(/opt/cablab/hub/deploy.sh)" = deployed ]; then
   changed "deployed stack cablab"
 fi
-# Wait until the hub's task runs (first start under emulation takes minutes).
+# Wait until the proxy's and the hub's tasks run (first start under emulation takes minutes).
 deadline=$((SECONDS + ${CABLAB_HUB_TIMEOUT:-900}))
+for service in cablab_proxy cablab_hub; do
 
-until [ "$(docker service ps cablab_hub --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1)" = Running ]; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    die "the hub is not running: $(docker service ps --no-trunc --format '{{.Error}}' cablab_hub | head -n 3 | tr '\n' ' ')"
-  fi
-  sleep 5
+  until [ "$(docker service ps "$service" --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1)" = Running ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      die "$service is not running: $(docker service ps --no-trunc --format '{{.Error}}' "$service" | head -n 3 | tr '\n' ' ')"
+    fi
+    sleep 5
+  done
 done
 
 finish_step

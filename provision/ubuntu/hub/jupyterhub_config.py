@@ -14,11 +14,12 @@ def secret(name):
     return (SECRETS / name).read_text().strip()
 
 
-# --- Proxy and hub: TLS terminated by the proxy, TLS 1.2 or newer only ------
-c.JupyterHub.bind_url = "https://0.0.0.0:8443"
-c.JupyterHub.ssl_cert = str(SECRETS / "tls.crt")
-c.JupyterHub.ssl_key = str(SECRETS / "tls.key")
-# The proxy is node: NODE_OPTIONS=--tls-min-v1.2 is set in the hub's stack file.
+# --- Proxy: its own swarm service (it outlives hub restarts, and the hub does
+# not wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
+c.JupyterHub.public_url = 'https://192.168.56.11/'
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = 'http://cablab_proxy:8001'
+c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
 c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_connect_ip = 'cablab_hub'
 c.JupyterHub.cookie_secret_file = str(SECRETS / "cookie_secret")
