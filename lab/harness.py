@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, make_plan, secret_names
-from cablab_cluster.secretstore import secrets_dir
+from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import ImageSource, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,6 +244,10 @@ class Lab:
 
     def provision(self, upload: bool = True) -> dict:
         results: dict = {}
+        if upload:
+            # What `cablab-cluster render` does beside the spec: generated once, then kept.
+            actions = ensure_secrets(self.spec)
+            log("secrets: " + ", ".join(f"{a.name} {a.action}" for a in actions))
         for wave in self._waves():
             threads = [threading.Thread(target=self._provision_host, args=(h, results, upload)) for h in wave]
             for t in threads:
