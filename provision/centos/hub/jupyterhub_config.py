@@ -61,6 +61,9 @@ c.JupyterHub.authenticator_class = LabPasswordGitHubOAuthenticator
 # --- Spawner: one swarm service per user, on the overlay network -----------
 c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
 c.SwarmSpawner.image = 'cablab/singleuser:lab'
+# Explicit: without it dockerspawner inspects the image on the hub's own node to
+# read its CMD, and the hub's node need not hold the single-user image.
+c.SwarmSpawner.cmd = ["jupyterhub-singleuser"]
 c.SwarmSpawner.network_name = 'swarmnet'
 c.SwarmSpawner.use_internal_ip = True
 c.SwarmSpawner.start_timeout = 600
