@@ -127,8 +127,10 @@ def render(spec: str, out_dir: Path) -> None:
 def verify(spec: str, ssh_config: Path, secrets: Path | None, pytest_args: tuple[str, ...]) -> None:
     """Check a provisioned cluster against its spec (pytest on tests/cluster; extra pytest args after --)."""
     _load(spec)
-    # The checks live in the checkout beside the package.
-    checks = Path(__file__).resolve().parent.parent / "tests" / "cluster"
+    # The checks live in the checkout: beside the package (editable install) or
+    # under the working directory (an installed package run from the checkout).
+    candidates = [Path(__file__).resolve().parent.parent / "tests" / "cluster", Path.cwd() / "tests" / "cluster"]
+    checks = next((c for c in candidates if (c / "conftest.py").is_file()), candidates[0])
     if not (checks / "conftest.py").is_file():
         err.print(f"the cluster checks are not here ({checks}): run verify from a checkout of cablab-cluster "
                   "(pip install -e '.[lab]'), not from an installed wheel", markup=False)
