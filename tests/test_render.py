@@ -155,7 +155,6 @@ def test_config_real_cluster(secrets_dir, tmp_path):
     assert cfg.GitHubOAuthenticator.allowed_organizations == {"cablab"}
     assert cfg.SwarmSpawner.image == "registry.example:5000/cablab/singleuser:2.1"
     assert cfg.SwarmSpawner.cmd == ["jupyterhub-singleuser"]  # no image inspect on the hub's node
-    assert cfg.JupyterHubHTTPClient.connector_options == {"use_dns_cache": False}
     assert cfg.SwarmSpawner.volumes == {"/srv/cablab/homes/{raw_username}": "/home/jovyan/work"}
     assert cfg.SwarmSpawner.read_only_volumes == {"/export/cube": "/home/jovyan/cube"}
     assert cfg.JupyterHub.cookie_secret_file == str(secrets_dir / "cookie_secret")

@@ -415,9 +415,6 @@ c.SwarmSpawner.image = 'cablab/singleuser:lab'
 c.SwarmSpawner.cmd = ["jupyterhub-singleuser"]
 c.SwarmSpawner.network_name = 'swarmnet'
 c.SwarmSpawner.use_internal_ip = True
-# A user's server is a new swarm service at every start, with a new virtual IP under
-# the same name: the hub must not keep resolving the name to the old one (seen in the lab).
-c.JupyterHubHTTPClient.connector_options = {"use_dns_cache": False}
 c.SwarmSpawner.start_timeout = 600
 c.SwarmSpawner.http_timeout = 300
 c.SwarmSpawner.notebook_dir = '/home/jovyan/work'
