@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -30,7 +31,7 @@ def _load(path: str) -> LoadedSpec:
         _fail(exc)
 
 
-def _fail(exc: SpecError) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def _fail(exc: SpecError) -> NoReturn:
     for line in exc.lines():
         err.print(line, markup=False)
     err.print(f"{len(exc.problems)} problem(s); nothing was written.", style="red")

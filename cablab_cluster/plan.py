@@ -36,11 +36,6 @@ STATE_DIR = PurePosixPath("/var/lib/cablab")
 STACK = "cablab"  # docker stack name of the hub
 
 
-class Family(str, Enum):
-    APT = "apt"
-    DNF = "dnf"
-
-
 @dataclass(frozen=True)
 class Packages:
     """One logical package set, named per OS package family (chosen at run time)."""
