@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,53 @@ def test_config_lab(secrets_dir, tmp_path):
     assert login("bob", "lab-password-123")["name"] == "bob"
     assert login("bob", "wrong") is None
     assert login("mallory", "lab-password-123") is None
+
+
+def test_hub_http_client_resolves_each_connection_anew(secrets_dir, tmp_path, monkeypatch):
+    """A user's server started again is a new swarm service under the same name, at a
+    new address: the hub's HTTP client must not keep the old answer (found by the lab:
+    c-ares kept it for the DNS TTL, 600 s). Two local servers stand in for the old and
+    the new service; the name moves from one address to the other between requests."""
+    from aiohttp import web
+    from jupyterhub.httpclient import JupyterHubHTTPClient
+
+    cfg = load_config(LAB / "ubuntu.yml", tmp_path)
+    where = {"jupyter-bob": "127.0.0.1"}
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        return real_getaddrinfo(where.get(host, host), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    async def serve(address: str, body: str) -> web.AppRunner:
+        app = web.Application()
+        async def handler(request):
+            return web.Response(text=body)
+
+        app.router.add_get("/", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, address, port).start()
+        return runner
+
+    async def scenario() -> list[str]:
+        client = JupyterHubHTTPClient.instance(config=cfg)  # as the hub makes it
+        seen = []
+        old = await serve("127.0.0.1", "old")
+        seen.append(await (await client.fetch(f"http://jupyter-bob:{port}/")).text())
+        await old.cleanup()  # the server is stopped: its service is removed
+        where["jupyter-bob"] = "127.0.0.2"  # started again: same name, new address
+        new = await serve("127.0.0.2", "new")
+        seen.append(await (await client.fetch(f"http://jupyter-bob:{port}/")).text())
+        await new.cleanup()
+        await client.close()
+        return seen
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert asyncio.run(scenario()) == ["old", "new"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates a home as uid 1000, needs root")

@@ -434,6 +434,31 @@ c.JupyterHub.cookie_secret_file = str(SECRETS / "cookie_secret")
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
 c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
 
+# --- Name resolution for the hub's own HTTP client --------------------------
+# A user's server is the swarm service jupyter-<name>; every start is a new
+# service, with a new address, under the same name. JupyterHub's client resolves
+# with c-ares (aiodns), which keeps answers for their TTL (600 s from Docker's
+# DNS), and aiohttp keeps them 10 s more on top: a server started again within
+# ten minutes was looked for at its old address and never became ready. Ask the
+# system resolver on every connection, with neither cache.
+import asyncio  # noqa: E402
+
+from aiohttp import ThreadedResolver  # noqa: E402
+
+
+class SystemResolver(ThreadedResolver):
+    """getaddrinfo() per connection, no cache; bound to the loop that uses it."""
+
+    def __init__(self):  # ThreadedResolver binds the running loop, none while config loads
+        pass
+
+    @property
+    def _loop(self):
+        return asyncio.get_running_loop()
+
+
+c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
+
 # --- Who may log in: the userlist, rendered ---------------------------------
 c.Authenticator.allowed_users = {'alice', 'bob'}
 c.Authenticator.admin_users = {'alice'}
