@@ -3,7 +3,7 @@
     python -m lab ubuntu|centos [--destroy passing|always|never] [--flavour baked|bare]
 
 Phases and their wall times go to lab/reports/<variant>.json and are printed:
-host (host setup), box, images, up, provision, idempotence, verify, destroy.
+host (host setup), images, box, up, provision, idempotence, verify, destroy.
 A failed cluster stays up by default (`--destroy passing`), with the command
 to reach it printed.
 """
@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import vagrant
+
 from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, make_plan, secret_names
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import ImageSource, load_spec
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
-PHASES = ("host", "box", "images", "up", "provision", "idempotence", "verify")
+PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify")
 DONE = re.compile(r"done: (\d+) steps, (\d+) changed(?:: (.*))?$")
 
 
@@ -118,11 +120,11 @@ class Lab:
                     "VAGRANT_NO_COLOR": "1"}
         self.report = Report(variant)
         self.images: dict[str, Path] = {}
+        # python-vagrant runs the vagrant CLI in the repository with our environment;
+        # stderr passes through, `up` streams its stdout line by line.
+        self.machines = vagrant.Vagrant(root=str(ROOT), env=self.env, quiet_stdout=False, quiet_stderr=False)
 
     # -- vagrant -------------------------------------------------------------
-    def vagrant(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
-        return sh(["vagrant", *args], env=self.env, capture=capture, prefix="  vagrant| ")
-
     def ssh(self, host: str, command: str, *, capture: bool = True, check: bool = True,
             prefix: str = "") -> subprocess.CompletedProcess:
         return sh(["ssh", "-F", str(self.ssh_config), host, command], capture=capture, check=check,
@@ -150,8 +152,11 @@ class Lab:
         return sorted(names)
 
     def build_box(self) -> None:
+        """The locally built box; `baked` also holds the packages and the images (loaded
+        at build time on this host, instead of `docker load` under TCG in every VM)."""
         if self.box.startswith("cablab/bookworm-"):
-            env = {**os.environ, "CABLAB_BAKED_PACKAGES": " ".join(self.baked_packages())}
+            env = {**os.environ, "CABLAB_BAKED_PACKAGES": " ".join(self.baked_packages()),
+                   "CABLAB_BAKED_IMAGES": " ".join(str(self.images[k]) for k in sorted(self.images))}
             sh(["bash", str(LAB / "boxes" / "build.sh"), self.flavour], env=env, prefix="  box| ")
 
     def build_images(self) -> None:
@@ -164,7 +169,10 @@ class Lab:
         for key in ("hub", "singleuser"):
             image = getattr(self.spec.cluster.hub.images, key)
             dockerfile = rendered / key / "Dockerfile"
-            digest = hashlib.sha256(dockerfile.read_bytes() + base_id.encode() + image.name.encode()).hexdigest()[:16]
+            # Comment lines do not change the image (they name the source spec, which differs
+            # between the variants): leave them out of the key, so both variants share images.
+            content = "".join(line for line in dockerfile.read_text().splitlines(True) if not line.startswith("#"))
+            digest = hashlib.sha256(content.encode() + base_id.encode() + image.name.encode()).hexdigest()[:16]
             tarball = CACHE / "images" / f"{key}-{digest}.tar.gz"
             if not tarball.exists():
                 t0 = time.monotonic()
@@ -194,9 +202,10 @@ class Lab:
             self.images[key] = tarball
 
     def up(self) -> None:
-        self.vagrant("up", "--no-provision")
+        for line in self.machines.up(provision=False, stream_output=True):
+            print(f"  vagrant| {line}", end="" if line.endswith("\n") else "\n", flush=True)
         self.state.mkdir(parents=True, exist_ok=True)
-        cfg = self.vagrant("ssh-config", capture=True).stdout
+        cfg = self.machines.ssh_config()
         cfg = cfg.replace("LogLevel FATAL", "LogLevel ERROR")
         self.ssh_config.write_text(cfg + "\nHost *\n  ServerAliveInterval 30\n  ConnectTimeout 30\n")
 
@@ -205,7 +214,13 @@ class Lab:
         c = self.spec.cluster
         for step in self.plan.for_host(host).steps:
             if step.kind is StepKind.IMAGE and step.params["image"].source is ImageSource.LOAD:
-                self.put(host, self.images[str(step.params["key"])], str(step.params["image"].tarball))
+                image = step.params["image"]
+                have = self.ssh(host, f"sudo docker image inspect {shlex.quote(image.name)} >/dev/null 2>&1",
+                                check=False).returncode == 0
+                if have:  # baked into the box: the step will find it (an operator skips the copy too)
+                    log(f"{host}: {image.name} present, tarball not copied")
+                else:
+                    self.put(host, self.images[str(step.params["key"])], str(image.tarball))
             if step.kind is StepKind.HUB:
                 for name in secret_names(c):
                     self.put(host, secrets_dir(self.spec) / name, f"{SECRETS_DIR}/{name}", "0600")
@@ -265,7 +280,7 @@ class Lab:
             "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)], prefix="  verify| ")
 
     def destroy(self) -> None:
-        self.vagrant("destroy", "-f")
+        self.machines.destroy()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,12 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         if "host" in todo:
             with r.phase("host"):
                 lab.host_setup()
+        if "box" in todo or "provision" in todo:  # baked into the box, uploaded if missing (cached: ~1 s)
+            with r.phase("images"):
+                lab.build_images()
         if "box" in todo:
             with r.phase("box"):
                 lab.build_box()
-        if "provision" in todo:  # the tarballs to upload (cached: about a second)
-            with r.phase("images"):
-                lab.build_images()
         if "up" in todo:
             with r.phase("up"):
                 lab.up()
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             with r.phase("destroy"):
                 try:
                     lab.destroy()
-                except LabError as exc:
+                except (LabError, subprocess.SubprocessError) as exc:
                     log(f"destroy failed: {exc}")
         elif lab.ssh_config.exists():
             log(f"cluster left up: ssh -F {lab.ssh_config} node1   |   "

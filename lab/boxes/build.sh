@@ -11,9 +11,15 @@
 #        build time (~30 s here instead of ~7 min of apt under TCG in every VM). Services are
 #        left as the Debian packages leave them (docker and nfs-server enabled, no swarm, no
 #        exports, no daemon.json, nothing on /dev/vdb), so the provisioners' steps still apply.
+#        With CABLAB_BAKED_IMAGES (docker save tarballs, .tar or .tar.gz), the images are loaded
+#        into the disk's /var/lib/docker at build time by a throwaway dockerd on this host
+#        (seconds here; `docker load` of the hub image took ~15 min inside a TCG VM): the
+#        provisioners' `load` image steps then find them and change nothing. Host and box run
+#        the same Debian docker.io, so the overlay2 layout is the box's own.
 #
 # The box is cached in $CABLAB_BOX_CACHE (default ~/.cache/cablab/boxes), keyed by a hash of
-# this script, the flavour, the package lists and the Vagrant public key; an existing file is
+# this script, the flavour, the package lists, the baked images' names (content-keyed by the
+# harness) and the Vagrant public key; an existing file is
 # not built again (FORCE=1 rebuilds). It is then added to vagrant as cablab/bookworm-FLAVOUR
 # (provider libvirt) unless vagrant already has that very build (marker file beside the box).
 #
@@ -49,8 +55,13 @@ BASE_PACKAGES=(
 # What the provisioners apt-get install. The lab harness passes the exact list from
 # cablab_cluster.plan.PACKAGES (CABLAB_BAKED_PACKAGES); this default is for running by hand.
 read -r -a BAKED_PACKAGES <<<"${CABLAB_BAKED_PACKAGES:-docker.io apparmor nfs-kernel-server nfs-common lvm2 xfsprogs thin-provisioning-tools}"
+read -r -a BAKED_IMAGES <<<"${CABLAB_BAKED_IMAGES:-}"
 packages=("${BASE_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] && packages+=("${BAKED_PACKAGES[@]}")
+[[ $FLAVOUR == baked ]] || BAKED_IMAGES=()
+for tarball in "${BAKED_IMAGES[@]}"; do
+  [[ -s $tarball ]] || { echo "[box] ERROR: CABLAB_BAKED_IMAGES: $tarball is missing or empty (build the images first: python -m lab VARIANT --from images)" >&2; exit 2; }
+done
 
 log() { printf '[box %s %s] %s\n' "$FLAVOUR" "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[box %s] ERROR: %s\n' "$FLAVOUR" "$*" >&2; exit 1; }
@@ -59,7 +70,9 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 human() { numfmt --to=iec --suffix=B "$1"; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, losetup, mount)"
-for tool in debootstrap sfdisk losetup mkfs.ext4 qemu-img qemu-system-x86_64 vagrant tar flock; do
+tools=(debootstrap sfdisk losetup mkfs.ext4 qemu-img qemu-system-x86_64 vagrant tar flock)
+[[ ${#BAKED_IMAGES[@]} -gt 0 ]] && tools+=(dockerd docker)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool missing: run lab/host-setup.sh first"
 done
 
@@ -73,6 +86,7 @@ key=$({
   cat "$self"
   echo "flavour=$FLAVOUR suite=$SUITE"
   echo "packages=${packages[*]}"
+  for tarball in "${BAKED_IMAGES[@]}"; do echo "image=$(basename "$tarball")"; done
   cat "$vagrant_pub"
 } | sha256sum | cut -c1-16)
 BOX_FILE=$BOX_CACHE/cablab-bookworm-$FLAVOUR-$key.box
@@ -143,10 +157,16 @@ build_box() {
   mount "$LOOP" "$MNT"
   tar -C "$ROOT" --xattrs --xattrs-include='*' --acls --numeric-owner -cf - . |
     tar -C "$MNT" --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -
+  phase_done disk "$t0" "${DISK_GB}G raw, MBR, ext4 LABEL=$FS_LABEL, $(du -h "$RAW" | cut -f1) allocated"
+
+  if [[ ${#BAKED_IMAGES[@]} -gt 0 ]]; then
+    t0=$(now)
+    bake_images
+    phase_done images "$t0" "$BAKED_SUMMARY in /var/lib/docker ($(du -sh --one-file-system "$MNT/var/lib/docker" | cut -f1))"
+  fi
   umount "$MNT"
   losetup -d "$LOOP"
   LOOP=
-  phase_done disk "$t0" "${DISK_GB}G raw, MBR, ext4 LABEL=$FS_LABEL, $(du -h "$RAW" | cut -f1) allocated"
 
   # --- grub boot -------------------------------------------------------------------------
   t0=$(now)
@@ -164,6 +184,7 @@ cleanup() {
   local rc=$?
   set +e
   [[ -n ${QEMU_PID:-} ]] && kill "$QEMU_PID" 2>/dev/null
+  stop_bake_dockerd
   chroot_umounts 2>/dev/null
   mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
   [[ -n ${LOOP:-} ]] && losetup -d "$LOOP"
@@ -180,6 +201,46 @@ cleanup() {
 
 # The chroot gets /proc and /dev/pts only: not the host's /dev, whose /dev/vda is the host's
 # own disk (grub-pc's maintainer scripts must never see it). debootstrap made the basic nodes.
+# --- images: a throwaway dockerd whose data root is the new disk's /var/lib/docker ---------
+BAKE_DOCKERD_PID=
+BAKED_SUMMARY=
+bake_docker() { docker -H "unix://$WORK/bake-docker.sock" "$@"; }
+bake_images() {
+  local root=$MNT/var/lib/docker tarball i
+  mkdir -p "$root" "$WORK/bake-exec"
+  echo '{}' >"$WORK/bake-daemon.json" # not the host's /etc/docker/daemon.json
+  # No networking of its own: it only loads images. Its containerd lives under its exec root.
+  dockerd --config-file "$WORK/bake-daemon.json" --data-root "$root" --exec-root "$WORK/bake-exec" \
+    --pidfile "$WORK/bake-dockerd.pid" -H "unix://$WORK/bake-docker.sock" --storage-driver overlay2 \
+    --bridge none --iptables=false --ip-masq=false >"$WORK/bake-dockerd.log" 2>&1 &
+  BAKE_DOCKERD_PID=$!
+  for i in $(seq 120); do
+    bake_docker version >/dev/null 2>&1 && break
+    kill -0 "$BAKE_DOCKERD_PID" 2>/dev/null || { tail -n 20 "$WORK/bake-dockerd.log" >&2; die "the image-baking dockerd exited"; }
+    [[ $i == 120 ]] && { tail -n 20 "$WORK/bake-dockerd.log" >&2; die "the image-baking dockerd did not answer in 60 s"; }
+    sleep 0.5
+  done
+  for tarball in "${BAKED_IMAGES[@]}"; do
+    bake_docker load -q -i "$tarball" >>"$WORK/bake-images.log" 2>&1 ||
+      { tail -n 20 "$WORK/bake-images.log" >&2; die "docker load $tarball failed"; }
+  done
+  BAKED_SUMMARY=$(bake_docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | paste -sd, -)
+  stop_bake_dockerd
+  # Keep the images only: the box's own dockerd makes its network and runtime state on first boot.
+  for i in "$root"/*; do
+    case ${i##*/} in image | overlay2) ;; *) rm -rf --one-file-system "$i" ;; esac
+  done
+}
+stop_bake_dockerd() {
+  [[ -n ${BAKE_DOCKERD_PID:-} ]] || return 0
+  kill "$BAKE_DOCKERD_PID" 2>/dev/null
+  for _ in $(seq 60); do kill -0 "$BAKE_DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$BAKE_DOCKERD_PID" 2>/dev/null
+  wait "$BAKE_DOCKERD_PID" 2>/dev/null
+  BAKE_DOCKERD_PID=
+  return 0
+}
+
 CHROOT_MOUNTS=(proc dev/pts var/cache/apt/archives)
 chroot_mounts() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
