@@ -50,14 +50,14 @@ class LabError(RuntimeError):
 
 
 def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, capture: bool = False,
-       prefix: str = "", timeout: float | None = None) -> subprocess.CompletedProcess:
+       prefix: str = "", timeout: float | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run a command; stream its output with a prefix unless captured."""
     shell = isinstance(cmd, str)
     if capture:
-        proc = subprocess.run(cmd, shell=shell, env=env, text=True, capture_output=True, timeout=timeout)
+        proc = subprocess.run(cmd, shell=shell, env=env, text=True, capture_output=True, timeout=timeout, cwd=cwd)
     else:
         p = subprocess.Popen(cmd, shell=shell, env=env, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, bufsize=1)
+                             stderr=subprocess.STDOUT, bufsize=1, cwd=cwd)
         lines = []
         assert p.stdout is not None
         for line in p.stdout:
@@ -202,6 +202,7 @@ class Lab:
             self.images[key] = tarball
 
     def up(self) -> None:
+        sh(["vagrant", "validate"], env=self.env, cwd=ROOT, prefix="  vagrant| ")
         for line in self.machines.up(provision=False, stream_output=True):
             print(f"  vagrant| {line}", end="" if line.endswith("\n") else "\n", flush=True)
         self.state.mkdir(parents=True, exist_ok=True)
