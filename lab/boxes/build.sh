@@ -233,10 +233,10 @@ bake_images() {
 }
 stop_bake_dockerd() {
   [[ -n ${BAKE_DOCKERD_PID:-} ]] || return 0
-  kill "$BAKE_DOCKERD_PID" 2>/dev/null
+  kill "$BAKE_DOCKERD_PID" 2>/dev/null || true
   for _ in $(seq 60); do kill -0 "$BAKE_DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
-  kill -9 "$BAKE_DOCKERD_PID" 2>/dev/null
-  wait "$BAKE_DOCKERD_PID" 2>/dev/null
+  kill -9 "$BAKE_DOCKERD_PID" 2>/dev/null || true # still there after 30 s
+  wait "$BAKE_DOCKERD_PID" 2>/dev/null || true     # its exit status after SIGTERM is not ours
   BAKE_DOCKERD_PID=
   return 0
 }
