@@ -39,6 +39,7 @@ CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
 PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify")
 DONE = re.compile(r"done: (\d+) steps, (\d+) changed(?:: (.*))?$")
+STEP = re.compile(r"\] step \d+/\d+ (\S+): .* in (\d+\.\d) s$")
 
 
 def log(msg: str) -> None:
@@ -243,7 +244,9 @@ class Lab:
         results[host] = {"rc": out.returncode, "seconds": round(time.monotonic() - t0, 1),
                          "steps": int(match.group(1)) if match else None,
                          "changed": int(match.group(2)) if match else None,
-                         "changed_steps": (match.group(3) or "").split() if match else None}
+                         "changed_steps": (match.group(3) or "").split() if match else None,
+                         "step_seconds": {m.group(1): float(m.group(2))
+                                          for m in map(STEP.search, out.stdout.splitlines()) if m}}
 
     def _waves(self) -> list[list[str]]:
         """Hosts in plan order, grouped so that hosts with the same predecessors run together."""

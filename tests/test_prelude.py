@@ -4,6 +4,7 @@ differs, say so in one line per step, and a second run changes nothing."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def run(path: Path, tmp: Path) -> list[str]:
     return proc.stdout.splitlines()
 
 
+STEP_TIME = re.compile(r",? in \d+\.\d s$")
+
+
+def untimed(line: str) -> str:
+    """A step line without its wall time (`... in 0.1 s`), which every step line ends with."""
+    if " step " in line:
+        assert STEP_TIME.search(line), f"no wall time on {line!r}"
+    return STEP_TIME.sub("", line)
+
+
 def test_first_run_changes_second_run_does_not(tmp_path):
     path = script(tmp_path, BODY.format(d=tmp_path), steps=2)
     first = run(path, tmp_path)
@@ -58,9 +69,9 @@ def test_first_run_changes_second_run_does_not(tmp_path):
     assert oct((tmp_path / "etc/app.conf").stat().st_mode & 0o777) == "0o640"
     assert oct((tmp_path / "data").stat().st_mode & 0o777) == "0o750"
     second = run(path, tmp_path)
-    assert second[1:] == ["[cablab node2] step 1/2 files: ok, no change",
-                          "[cablab node2] step 2/2 blocks: ok, no change",
-                          "[cablab node2] done: 2 steps, 0 changed"]
+    assert [untimed(line) for line in second[1:]] == ["[cablab node2] step 1/2 files: ok, no change",
+                                                      "[cablab node2] step 2/2 blocks: ok, no change",
+                                                      "[cablab node2] done: 2 steps, 0 changed"]
     fstab = (tmp_path / "fstab").read_text().splitlines()
     assert fstab == ["keep me", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares"]
 
@@ -71,7 +82,7 @@ def test_drift_is_repaired_and_reported(tmp_path):
     (tmp_path / "etc/app.conf").chmod(0o666)
     (tmp_path / "fstab").write_text("keep me\n# BEGIN cablab shares\nold line\n# END cablab shares\nafter\n")
     out = run(path, tmp_path)
-    assert out[1] == f"[cablab node2] step 1/2 files: changed (mode 0640 on {tmp_path}/etc/app.conf)"
+    assert untimed(out[1]) == f"[cablab node2] step 1/2 files: changed (mode 0640 on {tmp_path}/etc/app.conf)"
     assert out[2].startswith("[cablab node2] step 2/2 blocks: changed")
     assert (tmp_path / "fstab").read_text().splitlines() == [
         "keep me", "after", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares"]
@@ -84,3 +95,11 @@ def test_a_failing_command_stops_the_script_and_names_the_step(tmp_path):
     assert proc.returncode == 1
     assert "ERROR in step broken: command failed: false" in proc.stderr
     assert "never" not in proc.stdout
+
+
+def test_each_step_line_carries_its_wall_time(tmp_path):
+    body = "step slow\nsleep 0.4\nstep quick\ntrue\n"
+    out = run(script(tmp_path, body, steps=2), tmp_path)
+    slow, quick = (float(re.search(r"in (\d+\.\d) s$", line).group(1)) for line in out[1:3])
+    assert 0.4 <= slow < 5, out
+    assert quick < 0.4, out

@@ -26,18 +26,24 @@ run() {
   fi
 }
 changed() { STEP_NOTES+=("$*"); }
+# CLOCK_US: now in microseconds (bash >= 5 without a fork; date(1) on older bash).
+clock() { if [ -n "${EPOCHREALTIME:-}" ]; then CLOCK_US=${EPOCHREALTIME//[^0-9]/}; else CLOCK_US=$(date +%s%6N); fi; }
 finish_step() {
   [ -n "$STEP_NAME" ] || return 0
+  local took
+  clock
+  took=$(((CLOCK_US - STEP_T0) / 100000))
+  took="$((took / 10)).$((took % 10)) s"
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     CHANGED_STEPS+=("$STEP_NAME")
     local IFS=';'
-    log "step $STEP_NO/$STEPS_TOTAL $STEP_NAME: changed (${STEP_NOTES[*]})"
+    log "step $STEP_NO/$STEPS_TOTAL $STEP_NAME: changed (${STEP_NOTES[*]}) in $took"
   else
-    log "step $STEP_NO/$STEPS_TOTAL $STEP_NAME: ok, no change"
+    log "step $STEP_NO/$STEPS_TOTAL $STEP_NAME: ok, no change, in $took"
   fi
   STEP_NAME=""
 }
-step() { finish_step; STEP_NO=$((STEP_NO + 1)); STEP_NAME=$1; STEP_NOTES=(); }
+step() { finish_step; STEP_NO=$((STEP_NO + 1)); STEP_NAME=$1; STEP_NOTES=(); clock; STEP_T0=$CLOCK_US; }
 
 # install_file MODE PATH < content: write only when the content differs.
 install_file() {
