@@ -84,8 +84,31 @@ def test_drift_is_repaired_and_reported(tmp_path):
     out = run(path, tmp_path)
     assert untimed(out[1]) == f"[cablab node2] step 1/2 files: changed (mode 0640 on {tmp_path}/etc/app.conf)"
     assert out[2].startswith("[cablab node2] step 2/2 blocks: changed")
-    assert (tmp_path / "fstab").read_text().splitlines() == [
-        "keep me", "after", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares"]
+    assert (tmp_path / "fstab").read_text().splitlines() == [  # replaced where it stood
+        "keep me", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares", "after"]
+
+
+def test_two_blocks_in_one_file_settle(tmp_path):
+    """fstab holds Docker's LV and the shares: a second run must leave both alone
+    (found by the centos lab: each run moved one block behind the other)."""
+    body = f"""
+step blocks
+ensure_block {tmp_path}/fstab docker-data <<'CABLAB_EOF'
+/dev/docker/data /var/lib/docker xfs defaults 0 0
+CABLAB_EOF
+ensure_block {tmp_path}/fstab shares <<'CABLAB_EOF'
+srv:/a /a nfs _netdev 0 0
+CABLAB_EOF
+"""
+    (tmp_path / "fstab").write_text("LABEL=root / ext4 defaults 0 1\n")
+    path = script(tmp_path, body, steps=1)
+    assert run(path, tmp_path)[-1] == "[cablab node2] done: 1 steps, 1 changed: blocks"
+    first = (tmp_path / "fstab").read_text()
+    assert run(path, tmp_path)[-1] == "[cablab node2] done: 1 steps, 0 changed"
+    assert (tmp_path / "fstab").read_text() == first == (
+        "LABEL=root / ext4 defaults 0 1\n"
+        "# BEGIN cablab docker-data\n/dev/docker/data /var/lib/docker xfs defaults 0 0\n# END cablab docker-data\n"
+        "# BEGIN cablab shares\nsrv:/a /a nfs _netdev 0 0\n# END cablab shares\n")
 
 
 def test_a_failing_command_stops_the_script_and_names_the_step(tmp_path):

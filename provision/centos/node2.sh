@@ -82,13 +82,21 @@ ensure_dir() {
 }
 # ensure_block FILE NAME < lines: keep a marked block of FILE equal to the lines.
 ensure_block() {
-  local file=$1 begin="# BEGIN cablab $2" end="# END cablab $2" want tmp
-  want=$(cat)
+  local file=$1 begin="# BEGIN cablab $2" end="# END cablab $2" block tmp
+  block=$(mktemp)
   tmp=$(mktemp)
-  if [ -f "$file" ]; then
-    awk -v b="$begin" -v e="$end" '$0 == b {skip = 1} !skip {print} $0 == e {skip = 0}' "$file" >"$tmp"
+  { printf '%s\n' "$begin"; cat; printf '%s\n' "$end"; } >"$block"
+  if [ -f "$file" ] && grep -qxF "$begin" "$file"; then
+    # Replaced where it stands: several blocks in one file (fstab) keep their order.
+    awk -v b="$begin" -v e="$end" -v blk="$block" '
+      $0 == b { while ((getline line < blk) > 0) print line; skip = 1; next }
+      skip { if ($0 == e) skip = 0; next }
+      { print }' "$file" >"$tmp"
+  else
+    if [ -f "$file" ]; then cat "$file" >"$tmp"; fi
+    cat "$block" >>"$tmp"
   fi
-  printf '%s\n%s\n%s\n' "$begin" "$want" "$end" >>"$tmp"
+  rm -f "$block"
   LAST_CHANGED=0
   if [ -f "$file" ] && cmp -s "$tmp" "$file"; then
     rm -f "$tmp"
