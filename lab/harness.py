@@ -268,7 +268,10 @@ class Lab:
             # What `cablab-cluster render` does beside the spec: generated once, then kept.
             actions = ensure_secrets(self.spec)
             log("secrets: " + ", ".join(f"{a.name} {a.action}" for a in actions))
-        for wave in self._waves():
+        # The first run follows the plan's order (joins need the first manager's token, mounts
+        # the NFS server); the second changes nothing, so every host runs it at once.
+        waves = self._waves() if upload else [[hp.host.name for hp in self.plan.hosts]]
+        for wave in waves:
             threads = [threading.Thread(target=self._provision_host, args=(h, results, upload)) for h in wave]
             for t in threads:
                 t.start()
@@ -280,7 +283,7 @@ class Lab:
         return results
 
     def verify(self) -> None:
-        sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider",
+        sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider", "--durations=8",
             "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)], prefix="  verify| ")
 
     def destroy(self) -> None:
