@@ -71,7 +71,7 @@ human() { numfmt --to=iec --suffix=B "$1"; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, losetup, mount)"
 tools=(debootstrap sfdisk losetup mkfs.ext4 qemu-img qemu-system-x86_64 vagrant tar flock)
-[[ ${#BAKED_IMAGES[@]} -gt 0 ]] && tools+=(dockerd docker)
+[[ ${#BAKED_IMAGES[@]} -gt 0 ]] && tools+=(dockerd docker unshare)
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool missing: run lab/host-setup.sh first"
 done
@@ -209,8 +209,10 @@ bake_images() {
   local root=$MNT/var/lib/docker tarball i
   mkdir -p "$root" "$WORK/bake-exec"
   echo '{}' >"$WORK/bake-daemon.json" # not the host's /etc/docker/daemon.json
-  # No networking of its own: it only loads images. Its containerd lives under its exec root.
-  dockerd --config-file "$WORK/bake-daemon.json" --data-root "$root" --exec-root "$WORK/bake-exec" \
+  # It only loads images: no networking, and in a network namespace of its own (a dockerd
+  # with --bridge none deletes the host's docker0, which the host's dockerd builds need).
+  # Its containerd lives under its exec root.
+  unshare --net dockerd --config-file "$WORK/bake-daemon.json" --data-root "$root" --exec-root "$WORK/bake-exec" \
     --pidfile "$WORK/bake-dockerd.pid" -H "unix://$WORK/bake-docker.sock" --storage-driver overlay2 \
     --bridge none --iptables=false --ip-masq=false >"$WORK/bake-dockerd.log" 2>&1 &
   BAKE_DOCKERD_PID=$!
