@@ -207,6 +207,7 @@ def test_hub_http_client_resolves_each_connection_anew(secrets_dir, tmp_path, mo
 
     async def serve(address: str, body: str) -> web.AppRunner:
         app = web.Application()
+
         async def handler(request):
             return web.Response(text=body)
 

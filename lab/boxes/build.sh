@@ -199,14 +199,12 @@ cleanup() {
   return $rc
 }
 
-# The chroot gets /proc and /dev/pts only: not the host's /dev, whose /dev/vda is the host's
-# own disk (grub-pc's maintainer scripts must never see it). debootstrap made the basic nodes.
 # --- images: a throwaway dockerd whose data root is the new disk's /var/lib/docker ---------
 BAKE_DOCKERD_PID=
 BAKED_SUMMARY=
 bake_docker() { docker -H "unix://$WORK/bake-docker.sock" "$@"; }
 bake_images() {
-  local root=$MNT/var/lib/docker tarball i
+  local root=$MNT/var/lib/docker tarball i entry
   mkdir -p "$root" "$WORK/bake-exec"
   echo '{}' >"$WORK/bake-daemon.json" # not the host's /etc/docker/daemon.json
   # It only loads images: no networking, and in a network namespace of its own (a dockerd
@@ -229,8 +227,8 @@ bake_images() {
   BAKED_SUMMARY=$(bake_docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | paste -sd, -)
   stop_bake_dockerd
   # Keep the images only: the box's own dockerd makes its network and runtime state on first boot.
-  for i in "$root"/*; do
-    case ${i##*/} in image | overlay2) ;; *) rm -rf --one-file-system "$i" ;; esac
+  for entry in "$root"/*; do
+    case ${entry##*/} in image | overlay2) ;; *) rm -rf --one-file-system "$entry" ;; esac
   done
 }
 stop_bake_dockerd() {
@@ -243,6 +241,8 @@ stop_bake_dockerd() {
   return 0
 }
 
+# The chroot gets /proc and /dev/pts only: not the host's /dev, whose /dev/vda is the host's
+# own disk (grub-pc's maintainer scripts must never see it). debootstrap made the basic nodes.
 CHROOT_MOUNTS=(proc dev/pts var/cache/apt/archives)
 chroot_mounts() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
