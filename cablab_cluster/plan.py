@@ -20,6 +20,7 @@ from .spec import (
     Image,
     LoadedSpec,
     Role,
+    Seed,
     Share,
     StorageDriver,
     TLSMode,
@@ -32,6 +33,8 @@ SWARM_TOKEN_DIR = ETC / "swarm"  # join tokens handed to joining hosts
 HUB_DIR = PurePosixPath("/opt/cablab/hub")  # the hub bundle on the hub host
 HUB_DATA = PurePosixPath("/var/lib/cablab/hub")  # the hub's sqlite database
 IMAGE_DIR = PurePosixPath("/opt/cablab/images")  # Dockerfiles for `source: build`
+SEED_DIR = PurePosixPath("/var/cache/cablab/seed")  # the NFS server's inputs for seeded shares
+CUBE_NAME = "esdc-8d-2deg-synthetic"  # the synthetic cube: <name>.zarr on the share, <name>.tar.gz input
 STATE_DIR = PurePosixPath("/var/lib/cablab")
 STACK = "cablab"  # docker stack name of the hub
 
@@ -99,6 +102,7 @@ class StepKind(str, Enum):
     DOCKER_THINPOOL = "docker_thinpool"
     DOCKER_ENGINE = "docker_engine"
     NFS_SERVER = "nfs_server"
+    SEED_SHARES = "seed_shares"
     NFS_MOUNTS = "nfs_mounts"
     SWARM_INIT = "swarm_init"
     SWARM_JOIN = "swarm_join"
@@ -202,6 +206,9 @@ def host_steps(spec: LoadedSpec, h: Host) -> tuple[Step, ...]:
         steps.append(Step(StepKind.NFS_SERVER, "NFS server exporting the shares to the cluster only",
                           {"shares": c.shares, "clients": tuple(x for x in c.hosts if x != h),
                            "packages": PACKAGES["nfs-server"]}))
+    if Role.NFS_SERVER in h.roles and any(s.seed for s in c.shares):
+        steps.append(Step(StepKind.SEED_SHARES, "sample data and notebooks on empty shares",
+                          {"shares": tuple(s for s in c.shares if s.seed)}))
     if c.shares and in_swarm:
         steps.append(Step(StepKind.NFS_MOUNTS, "shares mounted from fstab (_netdev, reboot-safe)",
                           {"mounts": _mounts(c, h), "nfs_version": c.nfs_version,
@@ -223,6 +230,18 @@ def host_steps(spec: LoadedSpec, h: Host) -> tuple[Step, ...]:
         steps.append(Step(StepKind.HUB, "JupyterHub stack (bundle, secrets, deploy)",
                           {"hub": c.hub, "secrets": hub_secrets(c)}))
     return tuple(steps)
+
+
+def cube_tarball() -> PurePosixPath:
+    """Where the NFS server expects the synthetic cube (`cablab-cluster cube --tarball`)."""
+    return SEED_DIR / f"{CUBE_NAME}.tar.gz"
+
+
+def host_inputs(c: Cluster, h: Host) -> tuple[str, ...]:
+    """Files an operator copies to host `h` before its script runs (besides tokens and secrets)."""
+    if Role.NFS_SERVER in h.roles and any(s.seed is Seed.SYNTHETIC_CUBE for s in c.shares):
+        return (str(cube_tarball()),)
+    return ()
 
 
 def hub_secrets(c: Cluster) -> tuple[str, ...]:

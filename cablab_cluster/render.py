@@ -9,17 +9,23 @@ embedded in the hub host's script and written beside it for review.
 
 from __future__ import annotations
 
+import io
+from importlib import resources
 import json
 import os
 import shlex
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Mapping
+from typing import Any, Mapping
 
 import jinja2
+from ruamel.yaml import YAML
+
+from . import bundle as static
 
 from .plan import (
+    CUBE_NAME,
     HUB_DATA,
     HUB_DIR,
     IMAGE_DIR,
@@ -30,25 +36,38 @@ from .plan import (
     Plan,
     Step,
     StepKind,
+    cube_tarball,
     hub_secrets,
 )
 from .spec import Cluster, ImageSource, StorageDriver
 
-# Versions baked into the images (the fast suite tests the config against these).
+# Versions baked into the hub image (the fast suite tests the config against these,
+# and checks them against pyproject's test pins and the single-user lock).
 VERSIONS = {
     "jupyterhub": "6.1.1",
     "dockerspawner": "14.0.0",
     "oauthenticator": "17.4.0",
-    "jupyter_server": "2.21.1",
     "chp": "5.1.0",  # the newest whose dependencies accept bookworm's node 18
 }
+# The single-user environment every spec gets; versions come from the lock
+# (bundle/singleuser-constraints.txt), extra `packages` of the spec are added.
+SINGLEUSER_STACK = (
+    "jupyterhub",  # jupyterhub-singleuser: the hub's version, from the lock
+    "jupyterlab",  # JupyterLab 4, the default UI (/lab)
+    "notebook",  # Notebook 7 at /tree
+    "ipykernel",  # the one Python kernel
+    "numpy",  # arrays
+    "pandas",  # tables and time indexes (xarray needs it)
+    "xarray",  # the cube's labelled arrays: open_zarr / open_dataset
+    "dask",  # out-of-core, chunked computation over the cube
+    "zarr",  # the cube's storage format (ESDC is Zarr)
+    "netCDF4",  # NetCDF in and out (results, other data sets)
+    "matplotlib",  # maps and time series
+)
+CONSTRAINTS = "singleuser-constraints.txt"
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 PROXY_API_PORT = 8001
 HEREDOC_END = "CABLAB_EOF"
-
-
-def _pyset(values: list) -> str:
-    return "{" + ", ".join(repr(v) for v in sorted(values)) + "}" if values else "set()"
 
 
 def _env() -> jinja2.Environment:
@@ -64,8 +83,6 @@ def _env() -> jinja2.Environment:
         comment_end_string="#>",
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
-    env.filters["pyrepr"] = repr
-    env.filters["pyset"] = _pyset
     return env
 
 
@@ -100,6 +117,53 @@ def _daemon_json(c: Cluster) -> str:
 
 def _storage_driver(c: Cluster) -> str:
     return "devicemapper" if c.docker.storage.driver is StorageDriver.DEVICEMAPPER else "overlay2"
+
+
+def _locked(name: str) -> str:
+    """The version of `name` in the single-user lock."""
+    for line in static.text(CONSTRAINTS).splitlines():
+        pkg, _, version = line.partition("==")
+        if pkg.strip().lower().replace("_", "-") == name.lower().replace("_", "-") and version:
+            return version.strip()
+    raise KeyError(f"{name} is not in {CONSTRAINTS}")
+
+
+def _compose(value: Any) -> Any:
+    """Escape `$` in every string of a stack-file structure, except the placeholders we put in."""
+    if isinstance(value, dict):
+        return {k: _compose(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_compose(v) for v in value]
+    if isinstance(value, str) and not isinstance(value, _Placeholder):
+        return value.replace("$", "$$")
+    return str(value) if isinstance(value, _Placeholder) else value
+
+
+def sample_notebooks() -> list[tuple[str, str]]:
+    """(file name, content) of the sample notebooks shipped in cablab_cluster/samples/."""
+    folder = resources.files("cablab_cluster").joinpath("samples")
+    if not folder.is_dir():
+        return []
+    return sorted((f.name, f.read_text(encoding="utf-8").rstrip("\n")) for f in folder.iterdir()
+                  if f.name.endswith(".ipynb"))
+
+
+class _Placeholder(str):
+    """A `${VAR}` that docker stack deploy must expand (set by deploy.sh)."""
+
+
+def _sha_var(filename: str) -> str:
+    return "CABLAB_SHA_" + filename.replace(".", "_").upper()
+
+
+def _dump_yaml(data: Mapping[str, Any]) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096  # no folded lines: one command, one line
+    yaml.sort_base_mapping_type_on_output = False  # keep our order
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
 
 
 def _exports(step: Step) -> list[str]:
@@ -147,42 +211,119 @@ class Renderer:
         return text
 
     # -- hub bundle --------------------------------------------------------
-    def dockerfile(self, key: str) -> str:
+    def build_context(self, key: str) -> dict[str, str]:
+        """The files of an image's build context (besides extra-ca/), by name."""
         image = getattr(self.c.hub.images, key)
-        return self._t(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users)
+        files = {"Dockerfile": self._t(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
+                                       stack=SINGLEUSER_STACK, constraints=CONSTRAINTS)}
+        if key == "singleuser":
+            files[CONSTRAINTS] = static.text(CONSTRAINTS)
+        return files
 
-    def jupyterhub_config(self) -> str:
+    def dockerfile(self, key: str) -> str:
+        return self.build_context(key)["Dockerfile"]
+
+    def hub_data(self) -> dict[str, Any]:
+        """cablab.json: everything the static jupyterhub_config.py + cablab_hub.py need."""
         c, hub = self.c, self.c.hub
-        notebook_nodes = [h.name for h in c.notebook_hosts]
-        return self._t(
-            "bundle/jupyterhub_config.py.j2",
-            userlist=self.plan.spec.userlist,
-            github=hub.auth.github,
-            callback_url=hub.oauth_callback_url,
-            lab_password=hub.auth.lab_password,
-            hub_service=f"{STACK}_hub",
-            public_url=hub.public_url,
-            proxy_api_url=f"http://{STACK}_proxy:{PROXY_API_PORT}",
-            singleuser_image=hub.images.singleuser.name,
-            network=c.swarm.network,
-            users=hub.users,
-            read_only_volumes={str(c.share(m.share).mount): str(m.target) for m in hub.users.read_only_mounts},
-            notebook_nodes=notebook_nodes,
-            placement=["node.role == worker"] if c.workers else ["node.role == manager"],
-        )
+        users = hub.users
+        return {
+            "cluster": c.name,
+            "public_url": hub.public_url + "/",
+            "proxy_api_url": f"http://{STACK}_proxy:{PROXY_API_PORT}",
+            "hub_connect_ip": f"{STACK}_hub",
+            "allowed_users": sorted(self.plan.spec.userlist.allowed),
+            "admin_users": sorted(self.plan.spec.userlist.admins),
+            "github": {
+                "client_id": hub.auth.github.client_id,
+                "callback_url": hub.oauth_callback_url,
+                "allowed_organizations": sorted(hub.auth.github.allowed_organizations),
+            },
+            "lab_password": hub.auth.lab_password,
+            "spawner": {
+                "image": hub.images.singleuser.name,
+                "network": c.swarm.network,
+                "home_root": self.home_root,
+                "home_target": str(users.home_target),
+                "uid": users.uid,
+                "gid": users.gid,
+                "default_url": "/lab",
+                "read_only_volumes": {str(c.share(m.share).mount): str(m.target) for m in users.read_only_mounts},
+                "notebook_nodes": [h.name for h in c.notebook_hosts],
+                "placement": ["node.role == worker"] if c.workers else ["node.role == manager"],
+            },
+        }
+
+    def hub_configs(self) -> dict[str, str]:
+        """The hub's docker swarm configs: file name → content (content-named in the stack)."""
+        return {
+            "jupyterhub_config.py": static.text("jupyterhub_config.py"),
+            "cablab_hub.py": static.text("cablab_hub.py"),
+            "cablab.json": json.dumps(self.hub_data(), indent=2, sort_keys=True) + "\n",
+        }
 
     def stack(self) -> str:
-        return self._t("bundle/stack.yml.j2", hub_image=self.c.hub.images.hub.name, port=self.c.hub.port,
-                       proxy_api_port=PROXY_API_PORT,
-                       network=self.c.swarm.network, secrets=self.secrets, hub_host=self.c.hub_host.name)
+        """The hub's stack file, built as data and written by a YAML emitter."""
+        c = self.c
+        net = c.swarm.network
+        placement = {"constraints": ["node.role == manager", f"node.hostname == {c.hub_host.name}"]}
+        deploy = {"replicas": 1, "placement": placement, "restart_policy": {"condition": "any", "delay": "5s"}}
+
+        def secret_refs(names: tuple[str, ...]) -> list[dict[str, Any]]:
+            return [{"source": n.replace(".", "_"), "target": n, "mode": 0o400} for n in names]
+
+        proxy_cmd = " ".join([
+            'CONFIGPROXY_AUTH_TOKEN="$(cat /run/secrets/proxy_token)" exec configurable-http-proxy',
+            f"--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip 0.0.0.0 --api-port {PROXY_API_PORT}",
+            f"--default-target http://{STACK}_hub:8081 --error-target http://{STACK}_hub:8081/hub/error",
+            "--ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt",
+        ])
+        configs = self.hub_configs()
+        stack = {
+            "version": "3.8",
+            "services": {
+                # configurable-http-proxy: the public HTTPS endpoint (TLS >= 1.2), routes to the
+                # hub and the users' servers; runs from the hub image, beside the hub.
+                "proxy": {
+                    "image": c.hub.images.hub.name,
+                    "entrypoint": ["/bin/sh", "-c"],
+                    "command": [proxy_cmd],
+                    "environment": {"NODE_OPTIONS": "--tls-min-v1.2"},
+                    "ports": [{"target": INTERNAL_PORT, "published": c.hub.port, "protocol": "tcp", "mode": "host"}],
+                    "networks": [net],
+                    "secrets": secret_refs(("proxy_token", "tls.crt", "tls.key")),
+                    "deploy": deploy,
+                },
+                "hub": {
+                    "image": c.hub.images.hub.name,
+                    "command": ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"],
+                    "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data",
+                                f"{self.home_root}:{self.home_root}"],
+                    "networks": [net],
+                    "configs": [{"source": n.replace(".", "_"), "target": f"/srv/jupyterhub/{n}", "mode": 0o444}
+                                for n in configs],
+                    "secrets": secret_refs(self.secrets),
+                    "deploy": deploy,
+                },
+            },
+            "networks": {net: {"external": True}},
+            "configs": {n.replace(".", "_"): {"name": _Placeholder(f"{STACK}_{n.replace('.', '_')}_${{{_sha_var(n)}}}"),
+                                              "file": f"./{n}"} for n in configs},
+            "secrets": {n.replace(".", "_"): {"name": _Placeholder(f"{STACK}_{n.replace('.', '_')}_${{{_sha_var(n)}}}"),
+                                              "file": f"{SECRETS_DIR}/{n}"} for n in self.secrets},
+        }
+        header = (f"# Docker stack of the hub for cluster {c.name}; rendered by cablab-cluster from {self.spec_name}.\n"
+                  f"# Deployed by {HUB_DIR}/deploy.sh, which sets the CABLAB_SHA_* variables: a changed\n"
+                  "# secret or config gets a new name, so the services are rolled onto it.\n")
+        return header + _dump_yaml(_compose(stack))
 
     def deploy(self) -> str:
-        return self._t("bundle/deploy.sh.j2", secrets=self.secrets)
+        return self._t("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
 
     def bundle(self) -> list[tuple[str, str, str]]:
         """(name in HUB_DIR, mode, content) for the hub host."""
         return [
-            ("jupyterhub_config.py", "0644", self.jupyterhub_config()),
+            *((name, "0644", text) for name, text in self.hub_configs().items()),
             ("stack.yml", "0644", self.stack()),
             ("deploy.sh", "0755", self.deploy()),
             ("userlist", "0644", self.plan.spec.userlist.render()),
@@ -200,8 +341,10 @@ class Renderer:
             params["mount_options"] = lambda m: _mount_options(m, version)
         elif step.kind is StepKind.IMAGE:
             image = params["image"]
-            params["dockerfile"] = self.dockerfile(str(params["key"])).rstrip("\n") \
-                if image.source is ImageSource.BUILD else ""
+            params["context"] = sorted((n, t.rstrip("\n")) for n, t in self.build_context(str(params["key"])).items()) \
+                if image.source is ImageSource.BUILD else []
+        elif step.kind is StepKind.SEED_SHARES:
+            params.update(cube_tarball=cube_tarball(), cube_name=CUBE_NAME, samples=sample_notebooks())
         elif step.kind is StepKind.HUB:
             params.update(bundle=[(n, m, t.rstrip("\n")) for n, m, t in self.bundle()],
                           cluster_name=self.c.name)
@@ -222,8 +365,8 @@ class Renderer:
     def files(self) -> dict[str, str]:
         files = {f"{hp.host.name}.sh": self.host_script(hp.host.name) for hp in self.plan.hosts}
         files["README"] = self.readme()
-        files["hub/Dockerfile"] = self.dockerfile("hub")
-        files["singleuser/Dockerfile"] = self.dockerfile("singleuser")
+        for key in ("hub", "singleuser"):
+            files.update({f"{key}/{name}": text for name, text in self.build_context(key).items()})
         for name, _, text in self.bundle():
             files[f"hub/{name}"] = text
         return files

@@ -163,6 +163,13 @@ class Docker(Strict):
         return int(self.version.split(".")[0]) if self.version else None
 
 
+class Seed(str, Enum):
+    """What the NFS server puts on a share while it is empty (never over anything else)."""
+
+    SYNTHETIC_CUBE = "synthetic-cube"  # `cablab-cluster cube` output, a host input of the NFS server
+    SAMPLES = "samples"  # the sample notebooks shipped with cablab-cluster, in the NFS server's script
+
+
 class Share(Strict):
     name: Annotated[str, Field(pattern=NAME)]
     path: PurePosixPath  # directory on the NFS server
@@ -172,6 +179,7 @@ class Share(Strict):
     options: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(=[A-Za-z0-9_:./-]+)?$")], ...] = ("sync", "no_subtree_check")
     owner: Annotated[str, Field(pattern=r"^[0-9]+:[0-9]+$")] = "0:0"
     mode: Annotated[str, Field(pattern=r"^0?[0-7]{3,4}$")] = "0755"
+    seed: Optional[Seed] = None
 
 
 class ImageSource(str, Enum):
@@ -191,7 +199,9 @@ class Image(Strict):
 
 class Images(Strict):
     hub: Image = Image(name="cablab/hub:1.0")
-    singleuser: Image = Image(name="cablab/singleuser:1.0", packages=("jupyterlab==4.6.6",))
+    # JupyterLab, a kernel and the data-cube stack are always in it (render.SINGLEUSER_STACK);
+    # `packages` adds to them.
+    singleuser: Image = Image(name="cablab/singleuser:1.0")
 
 
 class GitHub(Strict):
@@ -231,7 +241,9 @@ class UserMount(Strict):
 
 class Users(Strict):
     home_share: Annotated[str, Field(pattern=NAME)]
-    home_target: PurePosixPath = PurePosixPath("/home/jovyan/work")
+    # The whole home is the user's directory on the home share: settings, ~/.local and
+    # dotfiles follow the user to any node.
+    home_target: PurePosixPath = PurePosixPath("/home/jovyan")
     uid: int = Field(1000, ge=1)
     gid: int = Field(100, ge=0)
     # Mounted read-only into every user container (data cube, sample notebooks).
@@ -492,6 +504,11 @@ def cross_checks(c: Cluster) -> list[Problem]:
             if opt.split("=")[0] in {"rw", "ro", "root_squash", "no_root_squash", "all_squash"}:
                 out.append(Problem(f"shares[{i}].options", f"{opt!r} is set by `read_only` / `root_squash`",
                                    "remove it from options and use those keys"))
+    for kind in Seed:
+        seeded = [i for i, s in enumerate(c.shares) if s.seed is kind]
+        for i in seeded[1:]:
+            out.append(Problem(f"shares[{i}].seed", f"shares[{seeded[0]}] is already seeded with {kind.value}",
+                               "seed one share with each"))
     mounts = [s.mount for s in c.shares]
     if len(set(mounts)) != len(mounts):
         out.append(Problem("shares", "two shares use the same mount point", "give every share its own mount"))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import vagrant
 
-from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, make_plan, secret_names
+from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, host_inputs, make_plan, secret_names
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import ImageSource, load_spec
 
@@ -169,18 +169,20 @@ class Lab:
         (CACHE / "images").mkdir(parents=True, exist_ok=True)
         for key in ("hub", "singleuser"):
             image = getattr(self.spec.cluster.hub.images, key)
-            dockerfile = rendered / key / "Dockerfile"
+            context = sorted(p for p in (rendered / key).iterdir() if p.is_file())  # Dockerfile (+ the lock)
             # Comment lines do not change the image (they name the source spec, which differs
             # between the variants): leave them out of the key, so both variants share images.
-            content = "".join(line for line in dockerfile.read_text().splitlines(True) if not line.startswith("#"))
+            content = "".join(f"{p.name}\n" + "".join(line for line in p.read_text().splitlines(True)
+                                                     if not line.startswith("#")) for p in context)
             digest = hashlib.sha256(content.encode() + base_id.encode() + image.name.encode()).hexdigest()[:16]
             tarball = CACHE / "images" / f"{key}-{digest}.tar.gz"
             if not tarball.exists():
                 t0 = time.monotonic()
                 with tempfile.TemporaryDirectory(prefix="cablab-ctx-") as ctx:
-                    # The rendered Dockerfile + extra-ca/: this host's CAs (PyPI/npm may sit
+                    # The rendered build context + extra-ca/: this host's CAs (PyPI/npm may sit
                     # behind a TLS-intercepting proxy), trusted by the build stages only.
-                    shutil.copy(dockerfile, Path(ctx) / "Dockerfile")
+                    for p in context:
+                        shutil.copy(p, Path(ctx) / p.name)
                     (Path(ctx) / "extra-ca").mkdir()
                     for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
                         shutil.copy(crt, Path(ctx) / "extra-ca" / crt.name)
@@ -211,9 +213,25 @@ class Lab:
         cfg = cfg.replace("LogLevel FATAL", "LogLevel ERROR")
         self.ssh_config.write_text(cfg + "\nHost *\n  ServerAliveInterval 30\n  ConnectTimeout 30\n")
 
+    def cube_tarball(self) -> Path:
+        """The synthetic cube as the operator makes it (`cablab-cluster cube --tarball`), cached
+        by the generator's source."""
+        from cablab_cluster import cube
+
+        key = hashlib.sha256(Path(cube.__file__).read_bytes()).hexdigest()[:16]
+        tarball = CACHE / "seed" / f"{cube.CUBE_NAME.removesuffix('.zarr')}-{key}.tar.gz"
+        if not tarball.exists():
+            t0 = time.monotonic()
+            cube.cube_tarball(tarball)
+            log(f"synthetic cube: {tarball.stat().st_size / 1e6:.1f} MB in {time.monotonic() - t0:.0f} s")
+        return tarball
+
     def _inputs(self, host: str) -> None:
-        """What the operator copies by hand on a real cluster: images, secrets, join token."""
+        """What the operator copies by hand on a real cluster: images, secrets, join token, seed data."""
         c = self.spec.cluster
+        for path in host_inputs(c, c.host(host)):
+            if self.ssh(host, f"sudo test -f {shlex.quote(path)}", check=False).returncode != 0:
+                self.put(host, self.cube_tarball(), path)
         for step in self.plan.for_host(host).steps:
             if step.kind is StepKind.IMAGE and step.params["image"].source is ImageSource.LOAD:
                 image = step.params["image"]
@@ -283,8 +301,16 @@ class Lab:
         return results
 
     def verify(self) -> None:
-        sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider", "--durations=8",
-            "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)], prefix="  verify| ")
+        reports = LAB / "reports"
+        timings = reports / "verify-timings.json"
+        timings.unlink(missing_ok=True)
+        try:
+            sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider",
+                "--durations=8", "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)],
+               env={**os.environ, "CABLAB_REPORT_DIR": str(reports)}, prefix="  verify| ")
+        finally:
+            if timings.exists():  # what the checks measured (spawns, kernel, notebooks, browser)
+                self.report.notes["verify timings (s)"] = json.loads(timings.read_text())
 
     def destroy(self) -> None:
         self.machines.destroy()
@@ -347,8 +373,14 @@ def main(argv: list[str] | None = None) -> int:
                 except (LabError, subprocess.SubprocessError) as exc:
                     log(f"destroy failed: {exc}")
         elif lab.ssh_config.exists():
-            log(f"cluster left up: ssh -F {lab.ssh_config} node1   |   "
+            c = lab.spec.cluster
+            log(f"cluster left up: ssh -F {lab.ssh_config} {c.first_manager.name}   |   "
                 f"CABLAB_VARIANT={args.variant} VAGRANT_DOTFILE_PATH={lab.state} vagrant destroy -f")
+            if ok and c.hub.auth.lab_password:
+                # The lab as a local dev cluster: where to point a browser, and as whom.
+                users = ", ".join(u.name + (" (admin)" if u.admin else "") for u in lab.spec.userlist.users)
+                log(f"hub: {c.hub.public_url}/hub/login (self-signed: {secrets_dir(lab.spec) / 'tls.crt'})")
+                log(f"users: {users}; password: {secrets_dir(lab.spec) / 'lab_password'}")
         r.save()
         r.print()
     return 0 if ok else 1

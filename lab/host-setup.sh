@@ -20,6 +20,7 @@ POOL_DIR=/var/lib/libvirt/images
 PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base
   docker.io debootstrap fdisk e2fsprogs rsync iptables procps util-linux ca-certificates
+  chromium # the cluster checks' real browser (Playwright drives /usr/bin/chromium)
 )
 
 changes=0

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cablab_cluster.plan import StepKind, hub_secrets, make_plan, secret_names
+from cablab_cluster.plan import StepKind, host_inputs, hub_secrets, make_plan, secret_names
 from cablab_cluster.spec import load_spec
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -19,8 +19,8 @@ def test_lab_ubuntu_order_and_steps():
     assert plan.for_host("node1").after == ()
     assert plan.for_host("node2").after == ("node1",)
     assert kinds(plan, "node1") == [
-        StepKind.HOSTNAME, StepKind.FIREWALL, StepKind.DOCKER_ENGINE, StepKind.NFS_SERVER, StepKind.NFS_MOUNTS,
-        StepKind.SWARM_INIT, StepKind.SWARM_NETWORK, StepKind.IMAGE, StepKind.HUB,
+        StepKind.HOSTNAME, StepKind.FIREWALL, StepKind.DOCKER_ENGINE, StepKind.NFS_SERVER, StepKind.SEED_SHARES,
+        StepKind.NFS_MOUNTS, StepKind.SWARM_INIT, StepKind.SWARM_NETWORK, StepKind.IMAGE, StepKind.HUB,
     ]
     assert kinds(plan, "node3") == [
         StepKind.HOSTNAME, StepKind.FIREWALL, StepKind.DOCKER_ENGINE, StepKind.NFS_MOUNTS,
@@ -29,6 +29,10 @@ def test_lab_ubuntu_order_and_steps():
     # the hub image only where the hub runs, the notebook image only on the workers
     images = {hp.host.name: [s.params["key"] for s in hp.steps if s.kind is StepKind.IMAGE] for hp in plan.hosts}
     assert images == {"node1": ["hub"], "node2": ["singleuser"], "node3": ["singleuser"]}
+    # the synthetic cube is an input of the NFS server only
+    c = plan.cluster
+    assert {h.name: host_inputs(c, h) for h in c.hosts} == {
+        "node1": ("/var/cache/cablab/seed/esdc-8d-2deg-synthetic.tar.gz",), "node2": (), "node3": ()}
 
 
 def test_lvm_storage_precedes_the_engine():

@@ -4,6 +4,7 @@ script, determinism, and the rendered JupyterHub config loaded by JupyterHub."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -119,7 +120,51 @@ def test_dockerfiles_take_the_base_as_a_build_arg():
         assert "FROM ${BASE_IMAGE}" in text
         assert "cookie" not in text and "secret" not in text.lower()
     assert "jupyterhub==6.1.1 dockerspawner==14.0.0 oauthenticator==17.4.0" in files["hub/Dockerfile"]
-    assert "jupyterlab" not in files["singleuser/Dockerfile"]  # the lab spec keeps it lean
+
+
+def test_the_lab_builds_the_image_users_get():
+    """The lab's single-user image is the default one: the same Dockerfile and lock as a
+    spec that says nothing about it (only BASE_IMAGE's default and the header differ)."""
+    lab = rendered(LAB / "ubuntu.yml")
+    default = rendered(SPECS / "single-host.yml")
+
+    def body(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith(("#", "ARG BASE_IMAGE"))]
+
+    assert body(lab["singleuser/Dockerfile"]) == body(default["singleuser/Dockerfile"])
+    assert lab["singleuser/singleuser-constraints.txt"] == default["singleuser/singleuser-constraints.txt"]
+    run = next(line for line in lab["singleuser/Dockerfile"].splitlines() if "bin/pip install" in line)
+    assert "-c /tmp/singleuser-constraints.txt" in run
+    stack_line = next(line for line in lab["singleuser/Dockerfile"].splitlines() if "jupyterlab" in line
+                      and "numpy" in line)
+    for pkg in ("jupyterhub", "jupyterlab", "notebook", "ipykernel", "numpy", "pandas", "xarray", "dask", "zarr",
+                "netCDF4", "matplotlib"):
+        assert pkg in stack_line.split()
+    assert "pip uninstall -y -q pip" not in lab["singleuser/Dockerfile"]  # pip stays for users
+
+
+def test_the_lock_pins_every_package_once_and_matches_the_hub():
+    from cablab_cluster.render import SINGLEUSER_STACK, VERSIONS, _locked
+
+    lock = rendered(LAB / "ubuntu.yml")["singleuser/singleuser-constraints.txt"]
+    names = [line.split("==")[0].lower() for line in lock.splitlines() if line and not line.startswith("#")]
+    assert all("==" in line for line in lock.splitlines() if line and not line.startswith("#"))
+    assert len(names) == len(set(names))
+    for pkg in SINGLEUSER_STACK:
+        assert _locked(pkg)  # every top-level package is pinned
+    assert _locked("jupyterhub") == VERSIONS["jupyterhub"]  # singleuser talks to the hub of the same version
+
+
+def test_hub_versions_match_the_test_pins():
+    """render.VERSIONS is what the hub image installs; the fast suite loads the config against
+    pyproject's test pins: they must be the same versions."""
+    import tomllib
+
+    from cablab_cluster.render import VERSIONS
+
+    test_pins = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    for name in ("jupyterhub", "dockerspawner", "oauthenticator"):
+        assert f"{name}=={VERSIONS[name]}" in test_pins
 
 
 # --------------------------------------------------------------------------
@@ -138,14 +183,19 @@ def secrets_dir(tmp_path, monkeypatch):
     return d
 
 
-def load_config(spec: Path, tmp_path: Path):
-    cfg_file = tmp_path / "jupyterhub_config.py"
-    cfg_file.write_text(rendered(spec)["hub/jupyterhub_config.py"])
-    return PyFileConfigLoader(cfg_file.name, path=str(tmp_path)).load_config()
+def load_config(spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The hub's three config files as the stack delivers them, loaded by JupyterHub's loader."""
+    files = rendered(spec)
+    for name in ("jupyterhub_config.py", "cablab_hub.py", "cablab.json"):
+        (tmp_path / name).write_text(files[f"hub/{name}"])
+    monkeypatch.setenv("CABLAB_HUB_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "cablab_hub", raising=False)
+    return PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
 
 
-def test_config_real_cluster(secrets_dir, tmp_path):
-    cfg = load_config(SPECS / "single-host.yml", tmp_path)
+def test_config_real_cluster(secrets_dir, tmp_path, monkeypatch):
+    cfg = load_config(SPECS / "single-host.yml", tmp_path, monkeypatch)
     assert cfg.JupyterHub.authenticator_class == "github"
     assert cfg.JupyterHub.spawner_class == "dockerspawner.SwarmSpawner"
     assert cfg.Authenticator.allowed_users == {"alice", "bob"}
@@ -156,7 +206,11 @@ def test_config_real_cluster(secrets_dir, tmp_path):
     assert cfg.GitHubOAuthenticator.allowed_organizations == {"cablab"}
     assert cfg.SwarmSpawner.image == "registry.example:5000/cablab/singleuser:2.1"
     assert cfg.SwarmSpawner.cmd == ["jupyterhub-singleuser"]  # no image inspect on the hub's node
-    assert cfg.SwarmSpawner.volumes == {"/srv/cablab/homes/{raw_username}": "/home/jovyan/work"}
+    assert cfg.SwarmSpawner.volumes == {"/srv/cablab/homes/{raw_username}": "/home/jovyan"}
+    assert cfg.SwarmSpawner.notebook_dir == "/home/jovyan"
+    assert cfg.Spawner.default_url == "/lab"
+    assert cfg.Authenticator.allow_existing_users is False  # removed from the userlist = no access
+    assert cfg.GitHubOAuthenticator.scope == ["read:org"]  # allowed_organizations needs it
     assert cfg.SwarmSpawner.read_only_volumes == {"/export/cube": "/home/jovyan/cube"}
     assert cfg.JupyterHub.cookie_secret_file == str(secrets_dir / "cookie_secret")
     assert cfg.JupyterHub.public_url == "https://hub.single.example:8443/"
@@ -164,10 +218,11 @@ def test_config_real_cluster(secrets_dir, tmp_path):
     assert cfg.ConfigurableHTTPProxy.api_url == "http://cablab_proxy:8001"
     assert cfg.ConfigurableHTTPProxy.auth_token == "proxy-token"
     assert "LabPassword" not in (tmp_path / "jupyterhub_config.py").read_text()
+    assert json.loads((tmp_path / "cablab.json").read_text())["lab_password"] is False
 
 
-def test_config_lab(secrets_dir, tmp_path):
-    cfg = load_config(LAB / "ubuntu.yml", tmp_path)
+def test_config_lab(secrets_dir, tmp_path, monkeypatch):
+    cfg = load_config(LAB / "ubuntu.yml", tmp_path, monkeypatch)
     cls = cfg.JupyterHub.authenticator_class
     assert cls.__name__ == "LabPasswordGitHubOAuthenticator"
     assert cfg.GitHubOAuthenticator.oauth_callback_url == "https://192.168.56.11/hub/oauth_callback"
@@ -196,7 +251,7 @@ def test_hub_http_client_resolves_each_connection_anew(secrets_dir, tmp_path, mo
     from aiohttp import web
     from jupyterhub.httpclient import JupyterHubHTTPClient
 
-    cfg = load_config(LAB / "ubuntu.yml", tmp_path)
+    cfg = load_config(LAB / "ubuntu.yml", tmp_path, monkeypatch)
     where = {"jupyter-bob": "127.0.0.1"}
     real_getaddrinfo = socket.getaddrinfo
 
@@ -236,44 +291,13 @@ def test_hub_http_client_resolves_each_connection_anew(secrets_dir, tmp_path, mo
     assert asyncio.run(scenario()) == ["old", "new"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creates a home as uid 1000, needs root")
-def test_pre_spawn_hook_makes_the_home_as_the_notebook_user_and_pins(secrets_dir, tmp_path, request):
-    cfg = load_config(LAB / "ubuntu.yml", tmp_path)
-    hook = cfg.Spawner.pre_spawn_hook
-    base = Path(tempfile.mkdtemp(prefix="cablab-homes-"))  # traversable by uid 1000
-    base.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(base))
-    homes = base / "homes"
-    homes.mkdir()
-    os.chown(homes, 1000, 100)
-    hook.__globals__["HOME_ROOT"] = str(homes)
-
-    class User:
-        name = "alice"
-
-    class Spawner:
-        user = User()
-        user_options = {"node": "node3"}
-        extra_placement_spec: dict = {}
-
-    sp = Spawner()
-    hook(sp)
-    st = (homes / "alice").stat()
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1000, 100, 0o700)
-    assert sp.extra_placement_spec == {"constraints": ["node.role == worker", "node.hostname == node3"]}
-    sp.user_options = {"node": "node1"}  # the manager runs no notebooks in the lab
-    with pytest.raises(ValueError, match="does not run notebooks"):
-        hook(sp)
-    sp.user_options = {}
-    hook(sp)  # the home exists already: nothing to do
-    assert sp.extra_placement_spec == {"constraints": ["node.role == worker"]}
-
-
 def test_stack_secrets_and_config_are_content_named():
     stack = rendered(LAB / "ubuntu.yml")["hub/stack.yml"]
     assert "name: cablab_cookie_secret_${CABLAB_SHA_COOKIE_SECRET}" in stack
     assert "name: cablab_tls_crt_${CABLAB_SHA_TLS_CRT}" in stack
-    assert "name: cablab_jupyterhub_config_${CABLAB_SHA_JUPYTERHUB_CONFIG_PY}" in stack
+    for name, var in (("jupyterhub_config_py", "JUPYTERHUB_CONFIG_PY"), ("cablab_hub_py", "CABLAB_HUB_PY"),
+                      ("cablab_json", "CABLAB_JSON")):
+        assert f"name: cablab_{name}_${{CABLAB_SHA_{var}}}" in stack
     assert "mode: host" in stack and "node.hostname == node1" in stack
     assert "NODE_OPTIONS: --tls-min-v1.2" in stack
     assert 'CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)"' in stack

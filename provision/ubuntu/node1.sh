@@ -8,7 +8,7 @@ umask 022
 
 CABLAB_HOST=node1
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
-STEPS_TOTAL=9
+STEPS_TOTAL=10
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
@@ -285,6 +285,27 @@ if ! exportfs -s | grep -q '^/srv/nfs/notebooks '; then
   changed "exported /srv/nfs/notebooks"
 fi
 
+step seed_shares
+# A share is seeded only while it is empty, or while it holds what an earlier seed put
+# there (its marker): data an operator put on a share is never touched.
+dir=/srv/nfs/cube
+marker="$dir/.cablab-seed"
+if [ -z "$(ls -A "$dir")" ] || [ -f "$marker" ]; then
+  tarball=/var/cache/cablab/seed/esdc-8d-2deg-synthetic.tar.gz
+  if [ ! -d "$dir"/esdc-8d-2deg-synthetic.zarr ]; then
+    [ -f "$tarball" ] || die "share $dir is empty and $tarball is missing: make it with 'cablab-cluster cube --tarball esdc-8d-2deg-synthetic.tar.gz' and copy it here"
+    run tar -xzf "$tarball" -C "$dir" --no-same-owner --no-same-permissions
+    chmod -R u=rwX,go=rX "$dir"/esdc-8d-2deg-synthetic.zarr
+    printf '%s\n' "synthetic-cube $(sha256sum "$tarball" | cut -c1-16)" >"$marker"
+    changed "unpacked the synthetic cube into $dir"
+  fi
+fi
+dir=/srv/nfs/notebooks
+marker="$dir/.cablab-seed"
+if [ -z "$(ls -A "$dir")" ] || [ -f "$marker" ]; then
+  [ -f "$marker" ] || { printf '%s\n' samples >"$marker"; changed "seeded $dir with the sample notebooks"; }
+fi
+
 step nfs_mounts
 if [ ! -d /srv/cablab/homes ]; then
   mkdir -p /srv/cablab/homes
@@ -361,82 +382,111 @@ fi
 
 step hub
 install_file 0644 /opt/cablab/hub/jupyterhub_config.py <<'CABLAB_EOF'
-# JupyterHub configuration for cluster 'lab-ubuntu'.
-# Rendered by cablab-cluster from ubuntu.yml: change the spec, not this file.
-# Secrets are read from files (docker swarm secrets in /run/secrets); none is in here.
+# JupyterHub configuration of a cablab cluster. Static: every value comes from
+# cablab.json (rendered from the cluster spec) and every rule from cablab_hub.py,
+# both delivered beside this file as docker swarm configs. Change the spec, not
+# these files.
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(os.environ.get("CABLAB_HUB_DIR", "/srv/jupyterhub"))
+sys.path.insert(0, str(HERE))
+
+import cablab_hub  # noqa: E402
+
+cablab_hub.configure(get_config(), json.loads((HERE / "cablab.json").read_text(encoding="utf-8")))  # noqa: F821
+CABLAB_EOF
+install_file 0644 /opt/cablab/hub/cablab_hub.py <<'CABLAB_EOF'
+"""The hub's own Python: configured from data, shipped beside jupyterhub_config.py.
+
+This file runs inside the hub container (JupyterHub, dockerspawner, oauthenticator,
+aiohttp; the standard library) and is unit-tested in cablab-cluster's fast suite.
+It is delivered as a docker swarm config, so a change rolls the hub without a new
+image. `configure(c, data)` is the only entry point; `data` is cablab.json, which
+`cablab-cluster render` writes from the validated spec (JSON: data, never code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
 import os
 import subprocess
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
-c = get_config()  # noqa: F821 (provided by JupyterHub's config loader)
-
-SECRETS = Path(os.environ.get("CABLAB_SECRETS_DIR", "/run/secrets"))
-
-
-def secret(name):
-    return (SECRETS / name).read_text().strip()
+from aiohttp import ThreadedResolver
+from oauthenticator.github import GitHubOAuthenticator
 
 
-# --- Proxy: its own swarm service (it outlives hub restarts, and the hub does
-# not wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
-c.JupyterHub.public_url = 'https://192.168.56.11/'
-c.ConfigurableHTTPProxy.should_start = False
-c.ConfigurableHTTPProxy.api_url = 'http://cablab_proxy:8001'
-c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
-c.JupyterHub.hub_ip = "0.0.0.0"
-c.JupyterHub.hub_connect_ip = 'cablab_hub'
-c.JupyterHub.cookie_secret_file = str(SECRETS / "cookie_secret")
-c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
-c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
 
-# --- Name resolution for the hub's own HTTP client --------------------------
+def secrets_dir() -> Path:
+    """Where docker puts the hub's swarm secrets (another place in tests)."""
+    return Path(os.environ.get("CABLAB_SECRETS_DIR", "/run/secrets"))
+
+
+def secret(name: str) -> str:
+    """A docker swarm secret's content, stripped."""
+    return (secrets_dir() / name).read_text(encoding="utf-8").strip()
+
+
+# --- Name resolution for the hub's own HTTP client ----------------------------
 # A user's server is the swarm service jupyter-<name>; every start is a new
 # service, with a new address, under the same name. JupyterHub's client resolves
 # with c-ares (aiodns), which keeps answers for their TTL (600 s from Docker's
 # DNS), and aiohttp keeps them 10 s more on top: a server started again within
 # ten minutes was looked for at its old address and never became ready. Ask the
 # system resolver on every connection, with neither cache.
-import asyncio  # noqa: E402
-
-from aiohttp import ThreadedResolver  # noqa: E402
 
 
 class SystemResolver(ThreadedResolver):
     """getaddrinfo() per connection, no cache; bound to the loop that uses it."""
 
-    def __init__(self):  # ThreadedResolver binds the running loop, none while config loads
+    def __init__(self) -> None:  # ThreadedResolver binds the running loop, none while config loads
         pass
 
     @property
-    def _loop(self):
+    def _loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
 
-c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
+# --- LAB ONLY: a password form beside the GitHub button -----------------------
+# Used only when cablab.json says `lab_password: true`, which render writes only
+# for a spec with `lab: true` (validation refuses `lab_password` elsewhere).
 
-# --- Who may log in: the userlist, rendered ---------------------------------
-c.Authenticator.allowed_users = {'alice', 'bob'}
-c.Authenticator.admin_users = {'alice'}
-
-# --- GitHub OAuth ------------------------------------------------------------
-c.GitHubOAuthenticator.client_id = 'cablab-lab-client-id'
-c.GitHubOAuthenticator.client_secret = secret("github_client_secret")
-c.GitHubOAuthenticator.oauth_callback_url = 'https://192.168.56.11/hub/oauth_callback'
-
-# --- LAB ONLY: rendered because the spec says `lab: true` and
-# `hub.auth.lab_password: true`; a spec without `lab: true` is refused. The
-# GitHub button works as on a real cluster; userlist users may also post
-# username + the generated lab password to /hub/login (GitHub is unreachable
-# from the lab).
-import hmac  # noqa: E402
-
-from oauthenticator.github import GitHubOAuthenticator  # noqa: E402
+LAB_LOGIN_HTML = """
+<div class="service-login">
+  <a role="button" class="btn btn-jupyter btn-lg" href="{{ authenticator_login_url }}">Sign in with GitHub</a>
+</div>
+<form action="{{ login_url }}?next={{ next }}" method="post" role="form" id="lab-login">
+  <div class="auth-form-header"><h1>Lab sign-in</h1></div>
+  <div class="auth-form-body m-auto">
+    <p class="text-muted">This is a lab cluster: users of the userlist may sign in with the lab password.</p>
+    {% if login_error %}<p class="login_error">{{ login_error }}</p>{% endif %}
+    <input type="hidden" name="_xsrf" value="{{ xsrf }}" />
+    <label for="username_input">Username:</label>
+    <input id="username_input" type="text" autocapitalize="off" autocorrect="off" autocomplete="username"
+           class="form-control" name="username" value="{{ username or '' }}" autofocus="autofocus" />
+    <label for="password_input">Password:</label>
+    <input id="password_input" type="password" class="form-control" autocomplete="current-password"
+           name="password" />
+    <div class="feedback-container">
+      <input id="login_submit" type="submit" class="btn btn-jupyter form-control" value="Sign in" tabindex="3" />
+    </div>
+  </div>
+</form>
+"""
 
 
 class LabPasswordGitHubOAuthenticator(GitHubOAuthenticator):
-    """GitHub OAuth, plus a shared lab password for userlist users."""
+    """GitHub OAuth as on a real cluster, plus the generated lab password for userlist users."""
 
-    async def authenticate(self, handler, data=None, **kwargs):
+    def get_custom_html(self, base_url: str) -> str:
+        return LAB_LOGIN_HTML
+
+    async def authenticate(self, handler: Any, data: Mapping[str, str] | None = None, **kwargs: Any):
         if data and "password" in data:
             name = self.normalize_username(data.get("username", ""))
             ok = hmac.compare_digest(data["password"].encode(), secret("lab_password").encode())
@@ -444,135 +494,230 @@ class LabPasswordGitHubOAuthenticator(GitHubOAuthenticator):
         return await super().authenticate(handler, data, **kwargs)
 
 
-c.JupyterHub.authenticator_class = LabPasswordGitHubOAuthenticator
-
-# --- Spawner: one swarm service per user, on the overlay network -----------
-c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
-c.SwarmSpawner.image = 'cablab/singleuser:lab'
-# Explicit: without it dockerspawner inspects the image on the hub's own node to
-# read its CMD, and the hub's node need not hold the single-user image.
-c.SwarmSpawner.cmd = ["jupyterhub-singleuser"]
-c.SwarmSpawner.network_name = 'swarmnet'
-c.SwarmSpawner.use_internal_ip = True
-c.SwarmSpawner.start_timeout = 600
-c.SwarmSpawner.http_timeout = 300
-c.SwarmSpawner.notebook_dir = '/home/jovyan/work'
-# The user's home follows them to any node: a directory of the NFS share,
-# mounted at the same place on every host.
-# raw_username: the GitHub login as is (dockerspawner's {username} is escaped: a-b → a-2db).
-c.SwarmSpawner.volumes = {'/srv/cablab/homes/{raw_username}': '/home/jovyan/work'}
-c.SwarmSpawner.read_only_volumes = {'/srv/cablab/cube': '/home/jovyan/cube', '/srv/cablab/notebooks': '/home/jovyan/samples'}
-
-HOME_ROOT = '/srv/cablab/homes'
-NOTEBOOK_NODES = ['node2', 'node3']
-PLACEMENT = ['node.role == worker']
+# --- The user's home and the server's placement --------------------------------
 
 
-def pre_spawn_hook(spawner):
-    """Create the user's home on the share as the notebook user, and place the server.
-
-    The home is made with the notebook user's uid so that it works through
-    root_squash. A server may be pinned to a node with the user option `node`.
-    """
-    home = os.path.join(HOME_ROOT, spawner.user.name)
-    if not os.path.isdir(home):
-        subprocess.run(["mkdir", "-m", "0700", home], check=True,
-                       user=1000, group=100, extra_groups=[])
-    constraints = list(PLACEMENT)
-    node = (spawner.user_options or {}).get("node")
-    if node:
-        if node not in NOTEBOOK_NODES:
-            raise ValueError(f"node {node!r} does not run notebooks; use one of {', '.join(NOTEBOOK_NODES)}")
-        constraints.append(f"node.hostname == {node}")
-    spawner.extra_placement_spec = {"constraints": constraints}
+def make_home(home: Path, uid: int, gid: int, mount_points: Sequence[str]) -> None:
+    """The user's home on the NFS share, mode 0700, and the mount points of the read-only
+    shares inside it, all made as the notebook user: the share is root_squashed, so
+    neither the hub (root) nor dockerd (root, when it binds the shares) may create them."""
+    missing = [p for p in [home] + [home / m for m in mount_points] if not p.is_dir()]
+    if not missing:
+        return
+    subprocess.run(["mkdir", "-p", "-m", "0700", str(home)], check=True, user=uid, group=gid, extra_groups=[])
+    if len(missing) > 1 or missing[0] != home:
+        subprocess.run(["mkdir", "-p"] + [str(home / m) for m in mount_points], check=True,
+                       user=uid, group=gid, extra_groups=[])
 
 
-c.Spawner.pre_spawn_hook = pre_spawn_hook
+def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
+    home_root = Path(spawner_data["home_root"])
+    home_target = spawner_data["home_target"]
+    # Read-only shares mounted below the home need their mount points in it.
+    mount_points = [os.path.relpath(t, home_target) for t in spawner_data["read_only_volumes"].values()
+                    if t.startswith(home_target.rstrip("/") + "/")]
+    nodes = list(spawner_data["notebook_nodes"])
+    placement = list(spawner_data["placement"])
+    uid, gid = int(spawner_data["uid"]), int(spawner_data["gid"])
+
+    def pre_spawn_hook(spawner: Any) -> None:
+        """Make the home, then place the server (user option `node` pins it to a notebook node)."""
+        make_home(home_root / spawner.user.name, uid, gid, mount_points)
+        constraints = list(placement)
+        node = (spawner.user_options or {}).get("node")
+        if node:
+            if node not in nodes:
+                raise ValueError(f"node {node!r} does not run notebooks; use one of {', '.join(nodes)}")
+            constraints.append(f"node.hostname == {node}")
+        spawner.extra_placement_spec = {"constraints": constraints}
+
+    return pre_spawn_hook
+
+
+# --- Everything, from data ------------------------------------------------------
+
+
+def configure(c: Any, data: Mapping[str, Any]) -> None:
+    """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
+    # Proxy: its own swarm service (it outlives hub restarts, and the hub does not
+    # wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
+    c.JupyterHub.public_url = data["public_url"]
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = data["proxy_api_url"]
+    c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
+    c.JupyterHub.hub_ip = "0.0.0.0"
+    c.JupyterHub.hub_connect_ip = data["hub_connect_ip"]
+    c.JupyterHub.cookie_secret_file = str(secrets_dir() / "cookie_secret")
+    c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+    c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
+    c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
+
+    # Who may log in: exactly the userlist. A user removed from it loses access
+    # (JupyterHub's default, allow_existing_users, would keep everyone in the database).
+    c.Authenticator.allowed_users = set(data["allowed_users"])
+    c.Authenticator.admin_users = set(data["admin_users"])
+    c.Authenticator.allow_existing_users = False
+
+    gh = data["github"]
+    c.GitHubOAuthenticator.client_id = gh["client_id"]
+    c.GitHubOAuthenticator.client_secret = secret("github_client_secret")
+    c.GitHubOAuthenticator.oauth_callback_url = gh["callback_url"]
+    if gh["allowed_organizations"]:
+        # Members of these organisations are admitted too (a union with the userlist);
+        # reading private memberships needs the read:org scope.
+        c.GitHubOAuthenticator.allowed_organizations = set(gh["allowed_organizations"])
+        c.GitHubOAuthenticator.scope = ["read:org"]
+    c.JupyterHub.authenticator_class = LabPasswordGitHubOAuthenticator if data["lab_password"] else "github"
+
+    # Spawner: one swarm service per user, on the overlay network.
+    sp = data["spawner"]
+    c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
+    c.SwarmSpawner.image = sp["image"]
+    # Explicit: without it dockerspawner inspects the image on the hub's own node to
+    # read its CMD, and the hub's node need not hold the single-user image.
+    c.SwarmSpawner.cmd = ["jupyterhub-singleuser"]
+    c.SwarmSpawner.network_name = sp["network"]
+    c.SwarmSpawner.use_internal_ip = True
+    c.SwarmSpawner.start_timeout = 600
+    c.SwarmSpawner.http_timeout = 300
+    c.SwarmSpawner.notebook_dir = sp["home_target"]
+    c.Spawner.default_url = sp["default_url"]
+    # The user's home follows them to any node: a directory of the NFS share,
+    # mounted at the same place on every host. raw_username: the GitHub login as is
+    # (dockerspawner's {username} is escaped: a-b → a-2db).
+    c.SwarmSpawner.volumes = {sp["home_root"].rstrip("/") + "/{raw_username}": sp["home_target"]}
+    c.SwarmSpawner.read_only_volumes = dict(sp["read_only_volumes"])
+    c.Spawner.pre_spawn_hook = make_pre_spawn_hook(sp)
+CABLAB_EOF
+install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
+{
+  "admin_users": [
+    "alice"
+  ],
+  "allowed_users": [
+    "alice",
+    "bob"
+  ],
+  "cluster": "lab-ubuntu",
+  "github": {
+    "allowed_organizations": [],
+    "callback_url": "https://192.168.56.11/hub/oauth_callback",
+    "client_id": "cablab-lab-client-id"
+  },
+  "hub_connect_ip": "cablab_hub",
+  "lab_password": true,
+  "proxy_api_url": "http://cablab_proxy:8001",
+  "public_url": "https://192.168.56.11/",
+  "spawner": {
+    "default_url": "/lab",
+    "gid": 100,
+    "home_root": "/srv/cablab/homes",
+    "home_target": "/home/jovyan",
+    "image": "cablab/singleuser:lab",
+    "network": "swarmnet",
+    "notebook_nodes": [
+      "node2",
+      "node3"
+    ],
+    "placement": [
+      "node.role == worker"
+    ],
+    "read_only_volumes": {
+      "/srv/cablab/cube": "/home/jovyan/cube",
+      "/srv/cablab/notebooks": "/home/jovyan/samples"
+    },
+    "uid": 1000
+  }
+}
 CABLAB_EOF
 install_file 0644 /opt/cablab/hub/stack.yml <<'CABLAB_EOF'
 # Docker stack of the hub for cluster lab-ubuntu; rendered by cablab-cluster from ubuntu.yml.
-# Deployed by /opt/cablab/hub/deploy.sh, which sets the CABLAB_SHA_* variables:
-# a changed secret or config gets a new name, so the services are rolled onto it.
-version: "3.8"
+# Deployed by /opt/cablab/hub/deploy.sh, which sets the CABLAB_SHA_* variables: a changed
+# secret or config gets a new name, so the services are rolled onto it.
+version: '3.8'
 services:
-  # configurable-http-proxy: the public HTTPS endpoint (TLS >= 1.2), routes to the
-  # hub and the users' servers; runs from the hub image, beside the hub.
   proxy:
     image: cablab/hub:lab
-    entrypoint: ["/bin/sh", "-c"]
+    entrypoint:
+    - /bin/sh
+    - -c
     command:
-      - >-
-        CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy
-        --ip 0.0.0.0 --port 8443
-        --api-ip 0.0.0.0 --api-port 8001
-        --default-target http://cablab_hub:8081
-        --error-target http://cablab_hub:8081/hub/error
-        --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
+    - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
     environment:
       NODE_OPTIONS: --tls-min-v1.2
     ports:
-      - target: 8443
-        published: 443
-        protocol: tcp
-        mode: host
+    - target: 8443
+      published: 443
+      protocol: tcp
+      mode: host
     networks:
-      - swarmnet
+    - swarmnet
     secrets:
-      - source: proxy_token
-        target: proxy_token
-        mode: 0400
-      - source: tls_crt
-        target: tls.crt
-        mode: 0400
-      - source: tls_key
-        target: tls.key
-        mode: 0400
+    - source: proxy_token
+      target: proxy_token
+      mode: 256
+    - source: tls_crt
+      target: tls.crt
+      mode: 256
+    - source: tls_key
+      target: tls.key
+      mode: 256
     deploy:
       replicas: 1
       placement:
         constraints:
-          - node.role == manager
-          - node.hostname == node1
+        - node.role == manager
+        - node.hostname == node1
       restart_policy:
         condition: any
         delay: 5s
   hub:
     image: cablab/hub:lab
-    command: ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"]
+    command:
+    - jupyterhub
+    - -f
+    - /srv/jupyterhub/jupyterhub_config.py
     volumes:
-      - /var/run/docker.sock:/var/run/docker.sock
-      - /var/lib/cablab/hub:/srv/jupyterhub/data
-      - /srv/cablab/homes:/srv/cablab/homes
+    - /var/run/docker.sock:/var/run/docker.sock
+    - /var/lib/cablab/hub:/srv/jupyterhub/data
+    - /srv/cablab/homes:/srv/cablab/homes
     networks:
-      - swarmnet
+    - swarmnet
     configs:
-      - source: jupyterhub_config
-        target: /srv/jupyterhub/jupyterhub_config.py
+    - source: jupyterhub_config_py
+      target: /srv/jupyterhub/jupyterhub_config.py
+      mode: 292
+    - source: cablab_hub_py
+      target: /srv/jupyterhub/cablab_hub.py
+      mode: 292
+    - source: cablab_json
+      target: /srv/jupyterhub/cablab.json
+      mode: 292
     secrets:
-      - source: cookie_secret
-        target: cookie_secret
-        mode: 0400
-      - source: proxy_token
-        target: proxy_token
-        mode: 0400
-      - source: github_client_secret
-        target: github_client_secret
-        mode: 0400
-      - source: tls_crt
-        target: tls.crt
-        mode: 0400
-      - source: tls_key
-        target: tls.key
-        mode: 0400
-      - source: lab_password
-        target: lab_password
-        mode: 0400
+    - source: cookie_secret
+      target: cookie_secret
+      mode: 256
+    - source: proxy_token
+      target: proxy_token
+      mode: 256
+    - source: github_client_secret
+      target: github_client_secret
+      mode: 256
+    - source: tls_crt
+      target: tls.crt
+      mode: 256
+    - source: tls_key
+      target: tls.key
+      mode: 256
+    - source: lab_password
+      target: lab_password
+      mode: 256
     deploy:
       replicas: 1
       placement:
         constraints:
-          - node.role == manager
-          - node.hostname == node1
+        - node.role == manager
+        - node.hostname == node1
       restart_policy:
         condition: any
         delay: 5s
@@ -580,9 +725,15 @@ networks:
   swarmnet:
     external: true
 configs:
-  jupyterhub_config:
-    name: cablab_jupyterhub_config_${CABLAB_SHA_JUPYTERHUB_CONFIG_PY}
+  jupyterhub_config_py:
+    name: cablab_jupyterhub_config_py_${CABLAB_SHA_JUPYTERHUB_CONFIG_PY}
     file: ./jupyterhub_config.py
+  cablab_hub_py:
+    name: cablab_cablab_hub_py_${CABLAB_SHA_CABLAB_HUB_PY}
+    file: ./cablab_hub.py
+  cablab_json:
+    name: cablab_cablab_json_${CABLAB_SHA_CABLAB_JSON}
+    file: ./cablab.json
 secrets:
   cookie_secret:
     name: cablab_cookie_secret_${CABLAB_SHA_COOKIE_SECRET}
@@ -611,7 +762,7 @@ install_file 0755 /opt/cablab/hub/deploy.sh <<'CABLAB_EOF'
 set -euo pipefail
 cd /opt/cablab/hub
 state=""
-for f in jupyterhub_config.py /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
+for f in jupyterhub_config.py cablab_hub.py cablab.json /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
   sum=$(sha256sum "$f" | cut -c1-12)
   var=CABLAB_SHA_$(basename "$f" | tr '[:lower:].' '[:upper:]_')
   export "$var=$sum"

@@ -26,6 +26,7 @@ import http.client
 import http.cookiejar
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -447,3 +448,47 @@ def _wait_until() -> Callable[..., Any]:
 def hub_client(cluster: Cluster, secrets: Path) -> Callable[[], HubSession]:
     """hub_client() -> a new HubSession (its own cookies) with the cluster's hub."""
     return lambda: HubSession.for_cluster(cluster, secrets)
+
+
+# --------------------------------------------------------------------------
+# A lab user (lab clusters: `hub.auth.lab_password`)
+
+
+@pytest.fixture(scope="session")
+def username(spec) -> str:
+    if not spec.cluster.hub.auth.lab_password:
+        pytest.skip("hub.auth.lab_password is off: this cluster logs in through GitHub only, "
+                    "which the checks cannot drive")
+    users = spec.userlist.users
+    return next((u for u in users if not u.admin), users[0]).name
+
+
+@pytest.fixture(scope="session")
+def password(secrets, username) -> str:
+    path = secrets / "lab_password"
+    assert path.is_file(), f"{path} is missing: `cablab-cluster render` makes it for a lab_password spec"
+    return path.read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="session")
+def session(hub_client, username, password):
+    """The user's logged-in browser session."""
+    browser = hub_client()
+    response = browser.login(username, password)
+    assert response.status == 302 and browser.cookie("jupyterhub-hub-login"), \
+        f"logging in as {username} with the lab password: {response}"
+    return browser
+
+
+@pytest.fixture(scope="session")
+def timings():
+    """Durations a check measured (name -> seconds): printed at the end, and written to
+    $CABLAB_REPORT_DIR/verify-timings.json when that is set (the lab keeps them in its report)."""
+    measured: dict[str, float] = {}
+    yield measured
+    if measured:
+        print("\n" + "\n".join(f"timing: {k}: {v} s" for k, v in measured.items()))
+        out = os.environ.get("CABLAB_REPORT_DIR")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "verify-timings.json").write_text(json.dumps(measured, indent=2) + "\n")

@@ -1,7 +1,6 @@
-"""A real user, end to end, through the hub's HTTPS front door: log in with the
-lab password, start a notebook server pinned to one node, write into the home
-directory, find the read-only mounts read-only, stop, start again on another
-node and read the file back. Lab clusters only (`hub.auth.lab_password`):
+"""A real user through the hub's HTTPS front door: the lab password logs in, a wrong
+one or an unknown user does not; helpers to drive a user's server (test_notebook.py
+runs the user's whole day with them). Lab clusters only (`hub.auth.lab_password`):
 real clusters log in through GitHub, which these checks cannot drive."""
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ pytestmark = pytest.mark.cluster
 
 START_TIMEOUT = 600  # s; the VMs run under slow emulation
 STOP_TIMEOUT = 300
-WRITE = 'printf "%s\\n" "$1" > "$2"'  # sh -c WRITE sh TEXT PATH
 
 
 def escaped_username(name: str) -> str:
@@ -70,32 +68,6 @@ class UserServer:
         self.wait_until(lambda: self.model() is None, STOP_TIMEOUT, f"{self.name}'s server to stop")
 
 
-@pytest.fixture(scope="module")
-def username(spec) -> str:
-    if not spec.cluster.hub.auth.lab_password:
-        pytest.skip("hub.auth.lab_password is off: this cluster logs in through GitHub only, "
-                    "which the checks cannot drive")
-    users = spec.userlist.users
-    return next((u for u in users if not u.admin), users[0]).name
-
-
-@pytest.fixture(scope="module")
-def password(secrets, username) -> str:
-    path = secrets / "lab_password"
-    assert path.is_file(), f"{path} is missing: `cablab-cluster render` makes it for a lab_password spec"
-    return path.read_text(encoding="utf-8").strip()
-
-
-@pytest.fixture(scope="module")
-def session(hub_client, username, password):
-    """The user's logged-in browser session."""
-    browser = hub_client()
-    response = browser.login(username, password)
-    assert response.status == 302 and browser.cookie("jupyterhub-hub-login"), \
-        f"logging in as {username} with the lab password: {response}"
-    return browser
-
-
 @pytest.fixture
 def server(session, username, wait_until):
     srv = UserServer(session, username, wait_until)
@@ -142,29 +114,3 @@ def test_wrong_password_and_unknown_user_are_refused(hub_client, username, passw
         response = browser.login(name, secret)
         assert response.status != 302 and not browser.cookie("jupyterhub-hub-login"), \
             f"{name} logged in with a wrong password or without being in the userlist"
-
-
-def test_home_follows_the_user_to_another_node(server, nodes, cluster, username):
-    users = cluster.hub.users
-    hosts = cluster.notebook_hosts
-    first, second = hosts[0], hosts[1 % len(hosts)]  # the same host again if there is only one
-    check_file = f"{users.home_target}/lab-check.txt"
-    token = uuid.uuid4().hex
-
-    server.start(first.name)
-    assert placement(nodes, cluster, username) == first.name
-    cid = container(nodes, first, username)
-    nodes.run(first, "docker exec %s sh -c %s sh %s %s", cid, WRITE, token, check_file)
-    home = cluster.share(users.home_share)
-    on_share = f"{home.path}/{username}/lab-check.txt"  # the hook makes the home with the raw login
-    assert nodes.run(cluster.nfs_server, "stat -c %%u:%%g %s", on_share) == f"{users.uid}:{users.gid}", \
-        f"{on_share} on the NFS server should belong to the notebook user"
-    check_read_only_mounts(nodes, first, cid, users.read_only_mounts)
-
-    server.stop()
-    server.start(second.name)
-    assert placement(nodes, cluster, username) == second.name
-    cid = container(nodes, second, username)
-    assert nodes.run(second, "docker exec %s cat %s", cid, check_file).strip() == token, \
-        f"{check_file} written on {first.name} reads differently on {second.name}"
-    nodes.run(second, "docker exec %s rm -f %s", cid, check_file)

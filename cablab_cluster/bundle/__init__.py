@@ -1,0 +1,18 @@
+"""Static files of the hub bundle, shipped as they are (never templated).
+
+- `cablab_hub.py`: the hub's own Python (resolver, lab login, spawn hook,
+  `configure`), delivered to the hub as a swarm config beside
+- `jupyterhub_config.py`: static; it reads the rendered data file `cablab.json`
+  and calls `cablab_hub.configure` (the-littlest-jupyterhub's configurer model).
+- `singleuser-constraints.txt`: the single-user image's lock, one file for every
+  node's build.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+
+def text(name: str) -> str:
+    """A static bundle file's content."""
+    return files(__package__).joinpath(name).read_text(encoding="utf-8")

@@ -1,0 +1,191 @@
+"""The notebook a scientist comes for, end to end through the hub's HTTPS front door:
+log in, start a server, run code in a real kernel (over its websocket, as JupyterLab
+does) that reads the data cube, `pip install --user` a package, write into the home;
+stop; start again on another node, find the file and the package there, and run every
+sample notebook top to bottom. Lab clusters only (`hub.auth.lab_password`): real
+clusters log in through GitHub, which these checks cannot drive."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+
+import pytest
+
+from kernel import Kernel
+from test_user import START_TIMEOUT, UserServer, check_read_only_mounts, container, placement
+
+pytestmark = pytest.mark.cluster
+
+CUBE_SEED = "synthetic-cube"
+
+
+def user_token(session, username: str) -> str:
+    response = session.api("POST", f"/users/{username}/tokens", {"note": "cablab-cluster verify", "expires_in": 3600})
+    assert response.status in (200, 201), f"creating an API token for {username}: {response}"
+    return response.json()["token"]
+
+
+def open_kernel(session, username: str, token: str) -> Kernel:
+    """Start a python3 kernel in the user's server (REST), connect to its websocket."""
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    response = session.request("POST", f"/user/{username}/api/kernels", json.dumps({"name": "python3"}).encode(),
+                               headers)
+    assert response.status == 201, f"starting a kernel in {username}'s server: {response}"
+    kernel_id = response.json()["id"]
+    url = f"wss://{session.address}:{session.port}/user/{username}/api/kernels/{kernel_id}/channels"
+    return Kernel(url, session.netloc, token, session.context, session.public_host, kernel_id,
+                  timeout=START_TIMEOUT)
+
+
+# Code run in the kernels. Each prints one JSON line.
+READ_CUBE = """
+import json, math, os, xarray as xr
+ds = xr.open_zarr(os.path.expanduser({path!r}))
+points = {points!r}
+values = [float(ds[v].isel(time=t).sel(lat=la, lon=lo).values) for v, t, la, lo in points]
+mean = float(ds.air_temperature_2m.isel(time=0).mean(dtype="float64").values)
+print(json.dumps({{"values": [None if math.isnan(x) else x for x in values], "mean": mean,
+                  "variables": sorted(ds.data_vars), "sizes": dict(ds.sizes)}}))
+"""
+
+# A wheel made on the spot (no index needed), installed the way a user does it.
+PIP_INSTALL_USER = """
+import base64, hashlib, json, site, subprocess, sys, zipfile
+name, version = "cablab_probe", "1.0"
+files = {{f"{{name}}.py": "VALUE = {token!r}\\n",
+         f"{{name}}-{{version}}.dist-info/METADATA": "Metadata-Version: 2.1\\nName: cablab-probe\\nVersion: 1.0\\n",
+         f"{{name}}-{{version}}.dist-info/WHEEL":
+             "Wheel-Version: 1.0\\nGenerator: cablab\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
+record = [f"{{p}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()}},"
+          f"{{len(t.encode())}}" for p, t in files.items()]
+files[f"{{name}}-{{version}}.dist-info/RECORD"] = "\\n".join(record + [f"{{name}}-{{version}}.dist-info/RECORD,,"]) + "\\n"
+wheel = f"/tmp/{{name}}-{{version}}-py3-none-any.whl"
+with zipfile.ZipFile(wheel, "w") as z:
+    for p, t in files.items():
+        z.writestr(p, t)
+r = subprocess.run([sys.executable, "-m", "pip", "install", "--user", "--no-index", "--no-deps", wheel],
+                   capture_output=True, text=True)
+print(json.dumps({{"rc": r.returncode, "out": r.stdout[-800:], "err": r.stderr[-800:],
+                  "user_site": site.getusersitepackages()}}))
+"""
+
+WRITE_HOME = """
+import json, os, pathlib
+p = pathlib.Path.home() / "lab-check.txt"
+p.write_text({token!r})
+print(json.dumps({{"path": str(p), "uid": os.getuid(), "home": str(pathlib.Path.home())}}))
+"""
+
+READ_BACK = """
+import json, pathlib, cablab_probe
+print(json.dumps({"file": (pathlib.Path.home() / "lab-check.txt").read_text(),
+                  "probe": cablab_probe.VALUE, "probe_file": cablab_probe.__file__}))
+"""
+
+RUN_SAMPLES = """
+import glob, json, os, subprocess, time
+done = {}
+for nb in sorted(glob.glob(os.path.expanduser("~/samples/*.ipynb"))):
+    t0 = time.monotonic()
+    r = subprocess.run(["jupyter", "nbconvert", "--to", "notebook", "--execute",
+                        "--ExecutePreprocessor.timeout=900", "--output-dir", "/tmp/executed", nb],
+                       capture_output=True, text=True)
+    done[os.path.basename(nb)] = {"rc": r.returncode, "seconds": round(time.monotonic() - t0, 1),
+                                  "err": r.stderr[-3000:]}
+print(json.dumps(done))
+"""
+
+
+@pytest.fixture(scope="module")
+def cube_share(cluster):
+    share = next((s for s in cluster.shares if s.seed is not None and s.seed.value == CUBE_SEED), None)
+    if share is None:
+        pytest.skip("no share is seeded with the synthetic cube: its values are unknown here")
+    target = next((m.target for m in cluster.hub.users.read_only_mounts if m.share == share.name), None)
+    if target is None:
+        pytest.skip(f"share {share.name} (the synthetic cube) is not mounted into users' servers")
+    return share, target
+
+
+def test_a_scientists_day(session, username, nodes, cluster, cube_share, wait_until, timings):
+    """Kernel reads the cube; pip --user and a file survive a restart on another node; samples run."""
+    from cablab_cluster import cube  # the generator's reference values (the `cube` extra)
+    from cablab_cluster.render import sample_notebooks
+
+    users = cluster.hub.users
+    hosts = cluster.notebook_hosts
+    first, second = hosts[0], hosts[1 % len(hosts)]
+    _, cube_target = cube_share
+    server = UserServer(session, username, wait_until)
+    server.stop()
+    token = uuid.uuid4().hex
+    api_token = user_token(session, username)
+    try:
+        # --- day one, on the first notebook node -------------------------------------------
+        t0 = time.monotonic()
+        server.start(first.name)
+        timings["spawn (REST start -> ready), first node"] = round(time.monotonic() - t0, 1)
+        assert placement(nodes, cluster, username) == first.name
+        cid = container(nodes, first, username)
+        check_read_only_mounts(nodes, first, cid, users.read_only_mounts)
+
+        t0 = time.monotonic()
+        kernel = open_kernel(session, username, api_token)
+        try:
+            first_result = kernel.json_of("import json; print(json.dumps(6 * 7))", "a first computation")
+            timings["kernel start -> first result"] = round(time.monotonic() - t0, 1)
+            assert first_result == 42
+
+            t0 = time.monotonic()
+            points = [(p.variable, p.time_index, p.lat, p.lon) for p in cube.REFERENCE_POINTS]
+            got = kernel.json_of(READ_CUBE.format(path=f"{cube_target}/{cube.CUBE_NAME}", points=points),
+                                 "reading the cube with xarray")
+            timings["open the cube + read the reference values"] = round(time.monotonic() - t0, 1)
+            assert got["variables"] == sorted(cube.VARIABLE_NAMES)
+            for p, value in zip(cube.REFERENCE_POINTS, got["values"]):
+                if math.isnan(p.value):
+                    assert value is None, f"{p.variable} at {p.lat},{p.lon} should be NaN (ocean), got {value}"
+                else:
+                    assert value == pytest.approx(p.value, rel=1e-6), f"{p} read {value}"
+            assert got["mean"] == pytest.approx(cube.REFERENCE_GLOBAL_MEAN_T2M_T0, abs=1e-3)
+
+            pip = kernel.json_of(PIP_INSTALL_USER.format(token=token), "pip install --user")
+            assert pip["rc"] == 0, f"pip install --user failed: {pip['err'] or pip['out']}"
+            assert pip["user_site"].startswith(str(users.home_target) + "/.local/"), pip["user_site"]
+            wrote = kernel.json_of(WRITE_HOME.format(token=token), "writing a file in the home")
+            assert wrote["uid"] == users.uid and wrote["home"] == str(users.home_target)
+        finally:
+            kernel.close()
+        home = cluster.share(users.home_share)
+        on_share = f"{home.path}/{username}/lab-check.txt"  # the hook makes the home with the raw login
+        assert nodes.run(cluster.nfs_server, "stat -c %%u:%%g %s", on_share) == f"{users.uid}:{users.gid}", \
+            f"{on_share} on the NFS server should belong to the notebook user"
+        assert nodes.run(cluster.nfs_server, "stat -c %%a %s", f"{home.path}/{username}") == "700"
+        server.stop()
+
+        # --- the next day, on the other node ----------------------------------------------
+        t0 = time.monotonic()
+        server.start(second.name)
+        timings["spawn (REST start -> ready), second node"] = round(time.monotonic() - t0, 1)
+        assert placement(nodes, cluster, username) == second.name
+        kernel = open_kernel(session, username, api_token)
+        try:
+            back = kernel.json_of(READ_BACK, "reading the file and importing the --user package")
+            assert back["file"] == token, f"the file written on {first.name} reads differently on {second.name}"
+            assert back["probe"] == token and back["probe_file"].startswith(f"{users.home_target}/.local/")
+
+            t0 = time.monotonic()
+            ran = kernel.json_of(RUN_SAMPLES, "running the sample notebooks", timeout=3600)
+            timings["sample notebooks (all, nbconvert --execute)"] = round(time.monotonic() - t0, 1)
+        finally:
+            kernel.close()
+        expected = [name for name, _ in sample_notebooks()]
+        assert sorted(ran) == expected, f"~/samples holds {sorted(ran)}, cablab-cluster ships {expected}"
+        for name, result in ran.items():
+            timings[f"sample {name}"] = result["seconds"]
+            assert result["rc"] == 0, f"{name} failed in {username}'s server:\n{result['err']}"
+    finally:
+        server.stop()
