@@ -272,12 +272,13 @@ def expected(variable: str, time_index: np.ndarray | int, lat: np.ndarray | floa
     clipped at the variable's ``valid_min``.
     """
     spec = _variable(variable)
-    t, la, lo = np.broadcast_arrays(np.asarray(time_index), np.asarray(lat, dtype=np.float64),
-                                    np.asarray(lon, dtype=np.float64))
-    field = _FIELDS[variable](t, la, lo)
+    t = np.asarray(time_index)
+    la = np.asarray(lat, dtype=np.float64)
+    lo = np.asarray(lon, dtype=np.float64)
+    field = _FIELDS[variable](t, la, lo)  # computed on the arguments' own shapes, broadcast once at the end
     if spec.land_only:
         field = np.where(is_land(la, lo), field, np.nan)
-    return field
+    return np.array(np.broadcast_to(field, np.broadcast_shapes(t.shape, la.shape, lo.shape)), dtype=np.float64)
 
 
 def _noise(k: int, shape: tuple[int, ...]) -> np.ndarray:
