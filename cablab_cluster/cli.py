@@ -143,5 +143,52 @@ def verify(spec: str, ssh_config: Path, secrets: Path | None, pytest_args: tuple
     sys.exit(subprocess.call([*args, *pytest_args]))
 
 
+@cli.command("cube")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write esdc-8d-2deg-synthetic.zarr into (a previous cube there is replaced).")
+@click.option("--tarball", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a deterministic .tar.gz of the cube (for the NFS server's cube share).")
+def cube_command(out_dir: Path, tarball: Path | None) -> None:
+    """Write the synthetic data cube users explore at ~/cube (needs the `cube` extra)."""
+    from rich.progress import Progress
+
+    try:
+        from . import cube
+    except ImportError as exc:
+        err.print(f"the cube generator needs the `cube` extra ({exc.name or exc} is not installed): "
+                  "pip install 'cablab-cluster[cube]'", markup=False)
+        sys.exit(2)
+    target = out_dir / cube.CUBE_NAME
+    problems = []
+    if target.exists() and not cube.is_cube(target) and (not target.is_dir() or any(target.iterdir())):
+        problems.append(f"--out: {target} exists and is not a cube cablab-cluster wrote; "
+                        "move it away or choose another --out")
+    if tarball is not None and tarball.exists() and not cube.is_cube_tarball(tarball):
+        problems.append(f"--tarball: {tarball} exists and is not a cube tarball; move it away or choose another file")
+    if problems:
+        for line in problems:
+            err.print(line, markup=False)
+        err.print(f"{len(problems)} problem(s); nothing was written.", style="red")
+        sys.exit(2)
+    steps = [*cube.VARIABLE_NAMES, "write zarr"] + (["tarball"] if tarball else [])
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task("cube", total=len(steps))
+
+        def step(name: str) -> None:
+            progress.update(task, description=name, completed=steps.index(name))
+
+        path = cube.write_cube(out_dir, progress=step)
+        if tarball is not None:
+            step("tarball")
+            cube.cube_tarball(tarball, path)
+        progress.update(task, completed=len(steps))
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    out.print(f"wrote {path} ({size / 1e6:.1f} MB, {len(cube.VARIABLE_NAMES)} variables, "
+              f"key {cube.content_key(path)[:12]})", markup=False)
+    if tarball is not None:
+        out.print(f"wrote {tarball} ({tarball.stat().st_size / 1e6:.1f} MB, sha256 {cube.content_key(tarball)})",
+                  markup=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -46,3 +46,11 @@ def write_spec(spec_dir: Path, lab_data: dict):
         return dump(data, spec_dir / name)
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def synthetic_cube(tmp_path_factory) -> Path:
+    """The synthetic data cube, generated once per session: <share>/esdc-8d-2deg-synthetic.zarr."""
+    from cablab_cluster.cube import write_cube
+
+    return write_cube(tmp_path_factory.mktemp("cube-share"))

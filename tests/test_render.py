@@ -301,3 +301,29 @@ def test_stack_secrets_and_config_are_content_named():
     assert "mode: host" in stack and "node.hostname == node1" in stack
     assert "NODE_OPTIONS: --tls-min-v1.2" in stack
     assert 'CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)"' in stack
+
+
+def test_the_cube_extra_pins_what_the_image_locks():
+    """The cube is written where the operator renders and read in users' servers: the
+    same library versions on both sides (pyproject's `cube` extra = the image's lock)."""
+    import tomllib
+
+    from cablab_cluster.render import _locked
+
+    extra = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["cube"]
+    for pin in extra:
+        name, _, version = pin.partition("==")
+        assert version and _locked(name) == version, f"{pin}: the image locks {name}=={_locked(name)}"
+
+
+def test_the_seeded_cube_is_the_generators():
+    from cablab_cluster import cube
+    from cablab_cluster.plan import CUBE_NAME
+
+    assert f"{CUBE_NAME}.zarr" == cube.CUBE_NAME
+    files = rendered(LAB / "ubuntu.yml")
+    assert f"/var/cache/cablab/seed/{CUBE_NAME}.tar.gz" in files["node1.sh"]
+    from cablab_cluster.render import sample_notebooks
+
+    names = [n for n, _ in sample_notebooks()]
+    assert names and all(f"\"$dir\"/{n} <<'CABLAB_EOF'" in files["node1.sh"] for n in names)
