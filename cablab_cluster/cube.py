@@ -2,7 +2,7 @@
 
 `write_cube(out_dir)` writes ``esdc-8d-2deg-synthetic.zarr``: Zarr format 2 with
 consolidated metadata (readable by zarr-python 2 and 3), dims (time, lat, lon),
-float32, chunks (46, 45, 90), about 20 MB. The values are closed-form fields plus
+float32, chunks (46, 45, 90), about 11 MB. The values are closed-form fields plus
 seeded noise; ``expected()`` gives the noise-free field, ``REFERENCE_POINTS`` and
 ``REFERENCE_GLOBAL_MEAN_T2M_T0`` the values (noise included) that tests and the
 lab's kernel check compare a cube against.
