@@ -2,7 +2,7 @@
 
 `write_cube(out_dir)` writes ``esdc-8d-2deg-synthetic.zarr``: Zarr format 2 with
 consolidated metadata (readable by zarr-python 2 and 3), dims (time, lat, lon),
-float32, chunks (46, 45, 90), about 20 MB. The values are closed-form fields plus
+float32, chunks (46, 45, 90), about 11 MB. The values are closed-form fields plus
 seeded noise; ``expected()`` gives the noise-free field, ``REFERENCE_POINTS`` and
 ``REFERENCE_GLOBAL_MEAN_T2M_T0`` the values (noise included) that tests and the
 lab's kernel check compare a cube against.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -370,8 +371,6 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict]:
 
 def is_cube(path: Path) -> bool:
     """True if ``path`` is a cube this module wrote (its consolidated metadata carries the marker)."""
-    import json
-
     try:
         meta = json.loads((Path(path) / ".zmetadata").read_text(encoding="utf-8"))
         return MARKER_ATTR in meta["metadata"][".zattrs"]
@@ -436,22 +435,25 @@ def cube_tarball(out_path: Path | str, cube: Path | str | None = None) -> Path:
     cube = Path(cube)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
-    with partial.open("wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in _walk(cube):
-            info = tar.gettarinfo(str(path), arcname=f"{CUBE_NAME}/{path.relative_to(cube).as_posix()}"
-                                  if path != cube else CUBE_NAME)
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mode = 0o755 if info.isdir() else 0o644
-            if info.isfile():
-                with path.open("rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.addfile(info)
-    os.replace(partial, out_path)
+    try:
+        with partial.open("wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in _walk(cube):
+                rel = path.relative_to(cube).as_posix()
+                info = tar.gettarinfo(str(path), arcname=CUBE_NAME if path == cube else f"{CUBE_NAME}/{rel}")
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode = 0o755 if info.isdir() else 0o644
+                if info.isfile():
+                    with path.open("rb") as fh:
+                        tar.addfile(info, fh)
+                else:
+                    tar.addfile(info)
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return out_path
 
 
