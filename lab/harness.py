@@ -283,8 +283,9 @@ class Lab:
         return results
 
     def verify(self) -> None:
-        sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider", "--durations=8",
-            "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)], prefix="  verify| ")
+        # As an operator would: the checks shipped in the package, through `cablab-cluster verify`.
+        sh([sys.executable, "-m", "cablab_cluster.cli", "verify", str(self.spec_path), "--ssh-config", str(self.ssh_config),
+            "--", "-v", "-p", "no:cacheprovider", "--durations=8"], prefix="  verify| ")
 
     def destroy(self) -> None:
         self.machines.destroy()

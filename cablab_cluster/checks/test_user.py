@@ -23,10 +23,11 @@ WRITE = 'printf "%s\\n" "$1" > "$2"'  # sh -c WRITE sh TEXT PATH
 
 
 def escaped_username(name: str) -> str:
-    """dockerspawner's {username}: lower-case letters and digits kept, every other
-    byte as -XX (upper-case hex), then lower-cased (DockerSpawner._escape)."""
-    safe = set(string.ascii_lowercase + string.digits)
-    return "".join(c if c in safe else "".join(f"-{b:X}" for b in c.encode()) for c in name).lower()
+    """dockerspawner's {username}, as DockerSpawner._escape makes it (dockerspawner 14):
+    lower-case letters and digits kept, every other byte as -XX, then lower-cased."""
+    from escapism import escape  # what dockerspawner itself uses; in the lab extra
+
+    return escape(name, safe=set(string.ascii_lowercase + string.digits), escape_char="-").lower()
 
 
 def service_name(name: str) -> str:
@@ -105,28 +106,28 @@ def server(session, username, wait_until):
 
 
 def placement(nodes, cluster, username: str) -> str:
-    return nodes.run(cluster.first_manager, "docker service ps --filter desired-state=running --format %s %s",
-                     "{{.Node}}", service_name(username)).strip()
+    return nodes[cluster.first_manager].check_output(
+        "docker service ps --filter desired-state=running --format %s %s", "{{.Node}}", service_name(username)).strip()
 
 
 def container(nodes, host, username: str) -> str:
     label = f"label=com.docker.swarm.service.name={service_name(username)}"
-    ids = nodes.run(host, "docker ps -q --filter %s --filter status=running", label).split()
+    ids = nodes[host].check_output("docker ps -q --filter %s --filter status=running", label).split()
     assert len(ids) == 1, f"{len(ids)} running containers of {service_name(username)} on {host.name}"
     return ids[0]
 
 
 def check_read_only_mounts(nodes, host, cid: str, mounts) -> None:
-    binds = {m["Destination"]: m for m in json.loads(nodes.run(host, "docker inspect --format %s %s",
-                                                                "{{json .Mounts}}", cid))}
+    inspected = nodes[host].check_output("docker inspect --format %s %s", "{{json .Mounts}}", cid)
+    binds = {m["Destination"]: m for m in json.loads(inspected)}
     for mount in mounts:
         target = str(mount.target)
         assert target in binds, f"{target} is not mounted in the user's container"
         assert binds[target]["RW"] is False, f"{target} is mounted read-write: {binds[target]}"
-        nodes.run(host, "docker exec %s ls -A %s", cid, target)  # readable
+        nodes[host].check_output("docker exec %s ls -A %s", cid, target)  # readable
         probe = f"{target}/.cablab-check-{uuid.uuid4().hex}"
-        if nodes.try_run(host, "docker exec -u 0 %s touch %s", cid, probe).rc == 0:
-            nodes.try_run(host, "docker exec -u 0 %s rm -f %s", cid, probe)
+        if nodes[host].run("docker exec -u 0 %s touch %s", cid, probe).rc == 0:
+            nodes[host].run("docker exec -u 0 %s rm -f %s", cid, probe)
             pytest.fail(f"root in the user's container could write {probe} into read-only {target}")
 
 
@@ -154,17 +155,17 @@ def test_home_follows_the_user_to_another_node(server, nodes, cluster, username)
     server.start(first.name)
     assert placement(nodes, cluster, username) == first.name
     cid = container(nodes, first, username)
-    nodes.run(first, "docker exec %s sh -c %s sh %s %s", cid, WRITE, token, check_file)
+    nodes[first].check_output("docker exec %s sh -c %s sh %s %s", cid, WRITE, token, check_file)
     home = cluster.share(users.home_share)
     on_share = f"{home.path}/{username}/lab-check.txt"  # the hook makes the home with the raw login
-    assert nodes.run(cluster.nfs_server, "stat -c %%u:%%g %s", on_share) == f"{users.uid}:{users.gid}", \
-        f"{on_share} on the NFS server should belong to the notebook user"
+    owner = nodes[cluster.nfs_server].check_output("stat -c %%u:%%g %s", on_share)
+    assert owner == f"{users.uid}:{users.gid}", f"{on_share} on the NFS server should belong to the notebook user"
     check_read_only_mounts(nodes, first, cid, users.read_only_mounts)
 
     server.stop()
     server.start(second.name)
     assert placement(nodes, cluster, username) == second.name
     cid = container(nodes, second, username)
-    assert nodes.run(second, "docker exec %s cat %s", cid, check_file).strip() == token, \
+    assert nodes[second].check_output("docker exec %s cat %s", cid, check_file).strip() == token, \
         f"{check_file} written on {first.name} reads differently on {second.name}"
-    nodes.run(second, "docker exec %s rm -f %s", cid, check_file)
+    nodes[second].check_output("docker exec %s rm -f %s", cid, check_file)
