@@ -7,7 +7,6 @@ real clusters log in through GitHub, which these checks cannot drive."""
 from __future__ import annotations
 
 import json
-import string
 import uuid
 from typing import Callable, Optional
 
@@ -15,24 +14,13 @@ import pytest
 
 from cablab_cluster.plan import STACK
 
+from .spawner import service_name
+
 pytestmark = pytest.mark.cluster
 
 START_TIMEOUT = 600  # s; the VMs run under slow emulation
 STOP_TIMEOUT = 300
 WRITE = 'printf "%s\\n" "$1" > "$2"'  # sh -c WRITE sh TEXT PATH
-
-
-def escaped_username(name: str) -> str:
-    """dockerspawner's {username}, as DockerSpawner._escape makes it (dockerspawner 14):
-    lower-case letters and digits kept, every other byte as -XX, then lower-cased."""
-    from escapism import escape  # what dockerspawner itself uses; in the lab extra
-
-    return escape(name, safe=set(string.ascii_lowercase + string.digits), escape_char="-").lower()
-
-
-def service_name(name: str) -> str:
-    """SwarmSpawner's service for a user's default server: name_template "{prefix}-{username}", prefix "jupyter"."""
-    return f"jupyter-{escaped_username(name)}"
 
 
 class UserServer:
