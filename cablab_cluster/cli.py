@@ -6,7 +6,6 @@ Exit status: 0 ok, 2 invalid input (every problem listed, nothing written),
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -126,21 +125,22 @@ def render(spec: str, out_dir: Path) -> None:
               help="The spec's secrets directory (default: secrets/<cluster>/ beside the spec).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def verify(spec: str, ssh_config: Path, secrets: Path | None, pytest_args: tuple[str, ...]) -> None:
-    """Check a provisioned cluster against its spec (pytest on tests/cluster; extra pytest args after --)."""
+    """Check a provisioned cluster against its spec (the checks in cablab_cluster.checks; pytest args after --)."""
     _load(spec)
-    # The checks live in the checkout: beside the package (editable install) or
-    # under the working directory (an installed package run from the checkout).
-    candidates = [Path(__file__).resolve().parent.parent / "tests" / "cluster", Path.cwd() / "tests" / "cluster"]
-    checks = next((c for c in candidates if (c / "conftest.py").is_file()), candidates[0])
-    if not (checks / "conftest.py").is_file():
-        err.print(f"the cluster checks are not here ({checks}): run verify from a checkout of cablab-cluster "
-                  "(pip install -e '.[lab]'), not from an installed wheel", markup=False)
+    try:
+        import pytest  # with pytest-testinfra, in the lab extra; only verify needs it
+    except ImportError:
+        err.print("verify needs the lab extra: pip install 'cablab-cluster[lab]'", markup=False)
         sys.exit(1)
-    args = [sys.executable, "-m", "pytest", str(checks), "--spec", str(Path(spec).resolve()),
-            "--ssh-config", str(ssh_config.resolve())]
+
+    # The checks ship in the package: pytest collects them by module name, wherever
+    # the package is installed; -p loads their plugin even where entry points are not
+    # read (PYTEST_DISABLE_PLUGIN_AUTOLOAD, a source tree on PYTHONPATH).
+    args = ["--pyargs", "cablab_cluster.checks", "-p", "cablab_cluster.checks.plugin",
+            "--spec", str(Path(spec).resolve()), "--ssh-config", str(ssh_config.resolve())]
     if secrets is not None:
         args += ["--secrets", str(secrets.resolve())]
-    sys.exit(subprocess.call([*args, *pytest_args]))
+    sys.exit(int(pytest.main([*args, *pytest_args])))
 
 
 @cli.command("cube")

@@ -301,12 +301,13 @@ class Lab:
         return results
 
     def verify(self) -> None:
+        # As an operator would: the checks shipped in the package, through `cablab-cluster verify`.
         reports = LAB / "reports"
         timings = reports / "verify-timings.json"
         timings.unlink(missing_ok=True)
         try:
-            sh([sys.executable, "-m", "pytest", str(ROOT / "tests" / "cluster"), "-v", "-p", "no:cacheprovider",
-                "--durations=8", "--spec", str(self.spec_path), "--ssh-config", str(self.ssh_config)],
+            sh([sys.executable, "-m", "cablab_cluster.cli", "verify", str(self.spec_path), "--ssh-config",
+                str(self.ssh_config), "--", "-v", "-p", "no:cacheprovider", "--durations=8"],
                env={**os.environ, "CABLAB_REPORT_DIR": str(reports)}, prefix="  verify| ")
         finally:
             if timings.exists():  # what the checks measured (spawns, kernel, notebooks, browser)

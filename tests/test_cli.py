@@ -92,9 +92,7 @@ def test_unexpected_failure_is_exit_1(write_spec, tmp_path, monkeypatch):
 
 
 def test_verify_invalid_spec_is_exit_2_before_any_check(write_spec, tmp_path, monkeypatch):
-    import subprocess
-
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("pytest must not run"))
+    monkeypatch.setattr(pytest, "main", lambda *a, **k: pytest.fail("pytest must not run"))
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text("Host node1\n")
     spec = write_spec(lambda d: d["hosts"][1].update(roles=["manager"]))
@@ -103,17 +101,14 @@ def test_verify_invalid_spec_is_exit_2_before_any_check(write_spec, tmp_path, mo
     assert invoke("verify", write_spec()).exit_code == 2  # --ssh-config is required
 
 
-def test_verify_runs_the_cluster_checks_with_the_options(write_spec, tmp_path, monkeypatch):
-    import subprocess
-
+def test_verify_runs_the_packaged_checks_with_the_options(write_spec, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda args, **k: calls.append(args) or 1)
+    monkeypatch.setattr(pytest, "main", lambda args, **k: calls.append(args) or pytest.ExitCode.TESTS_FAILED)
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text("Host node1\n")
     spec = write_spec()
     r = invoke("verify", spec, "--ssh-config", ssh_config, "--secrets", tmp_path, "--", "-x", "-k", "swarm")
     assert r.exit_code == 1, r.output  # pytest's exit status
-    checks = Path(__file__).resolve().parent / "cluster"
-    assert calls[0][1:] == ["-m", "pytest", str(checks), "--spec", str(spec.resolve()),
-                            "--ssh-config", str(ssh_config.resolve()), "--secrets", str(tmp_path.resolve()),
-                            "-x", "-k", "swarm"]
+    assert calls == [["--pyargs", "cablab_cluster.checks", "-p", "cablab_cluster.checks.plugin",
+                      "--spec", str(spec.resolve()), "--ssh-config", str(ssh_config.resolve()),
+                      "--secrets", str(tmp_path.resolve()), "-x", "-k", "swarm"]]

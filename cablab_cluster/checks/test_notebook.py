@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from kernel import Kernel
-from test_user import START_TIMEOUT, UserServer, check_read_only_mounts, container, placement
+from .kernel import Kernel
+from .test_user import START_TIMEOUT, UserServer, check_read_only_mounts, container, placement
 
 pytestmark = pytest.mark.cluster
 

@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 
+from .hosts import proc_mounts_escape
+
 pytestmark = pytest.mark.cluster
 
 CLIENT = re.compile(r"^(?P<client>[^()\s]+)\((?P<options>[^()]*)\)$")
@@ -52,7 +54,7 @@ def server(cluster):
 
 @pytest.fixture(scope="module")
 def exports(nodes, server) -> dict[str, dict[str, set[str]]]:
-    return parse_exports(nodes.run(server, "exportfs -v"))
+    return parse_exports(nodes[server].check_output("exportfs -v"))
 
 
 def test_exports_are_exactly_the_spec_shares(exports, cluster):
@@ -74,20 +76,21 @@ def test_share_is_exported_to_the_cluster_only(share, exports, cluster, server):
 
 def test_share_is_mounted(swarm_host, share, nodes, cluster, server):
     mount = str(share.mount)
+    host = nodes[swarm_host]
     if swarm_host == server:
         if share.mount == share.path:
-            assert nodes.try_run(swarm_host, "test -d %s", mount).rc == 0, f"{mount} is missing"
+            assert host.file(mount).is_directory, f"{mount} is missing"
             return
-        mounted = nodes.mounted(swarm_host, mount)
-        assert mounted is not None, f"{mount} is not mounted on {swarm_host.name}"
+        mounted = nodes.mount_point(swarm_host, mount)
+        assert mounted.exists, f"{mount} is not mounted on {swarm_host.name}"
         assert ("ro" if share.read_only else "rw") in mounted.options, f"options: {mounted.options}"
-        same = nodes.run(swarm_host, "stat -c %%d:%%i %s %s", mount, str(share.path)).split()
+        same = host.check_output("stat -c %%d:%%i %s %s", mount, str(share.path)).split()
         assert same[0] == same[1], f"{mount} is not a bind of {share.path}"
         return
-    mounted = nodes.mounted(swarm_host, mount)
-    assert mounted is not None, f"{mount} is not mounted on {swarm_host.name}"
-    assert mounted.fstype in ("nfs", "nfs4")
-    assert mounted.source == f"{_server_address(server)}:{share.path}"
+    mounted = nodes.mount_point(swarm_host, mount)
+    assert mounted.exists, f"{mount} is not mounted on {swarm_host.name}"
+    assert mounted.filesystem in ("nfs", "nfs4")
+    assert mounted.device == proc_mounts_escape(f"{_server_address(server)}:{share.path}")
     assert ("ro" if share.read_only else "rw") in mounted.options, f"options: {mounted.options}"
     vers = next((o.split("=", 1)[1] for o in mounted.options if o.startswith("vers=")), "")
     want = cluster.nfs_version
@@ -118,35 +121,36 @@ def test_home_share_is_one_file_system_across_hosts(nodes, cluster, server, wait
     who = setpriv(uid, gid)
     name = f".cablab-check-{uuid.uuid4().hex}"
     token = uuid.uuid4().hex
-    nodes.run(writer, f"{who} sh -c %s sh %s %s", 'printf "%s\\n" "$1" > "$2"', token, f"{home.mount}/{name}")
+    nodes[writer].check_output(f"{who} sh -c %s sh %s %s", 'printf "%s\\n" "$1" > "$2"', token, f"{home.mount}/{name}")
     try:
         for reader in readers:
             path = f"{home.mount}/{name}"
-            wait_until(lambda: nodes.try_run(reader, f"{who} cat %s", path).stdout.strip() == token, 30,
+            wait_until(lambda: nodes[reader].run(f"{who} cat %s", path).stdout.strip() == token, 30,
                        f"{path}, written on {writer.name}, to be read on {reader.name}", interval=2)
         path = f"{home.path}/{name}"
-        assert nodes.run(server, "cat %s", path).strip() == token, f"{path} on the server"
-        assert nodes.run(server, "stat -c %%u:%%g %s", path) == f"{uid}:{gid}", f"owner of {path} on the server"
+        on_server = nodes[server]
+        assert on_server.check_output("cat %s", path).strip() == token, f"{path} on the server"
+        assert on_server.check_output("stat -c %%u:%%g %s", path) == f"{uid}:{gid}", f"owner of {path} on the server"
     finally:
-        nodes.try_run(writer, f"{who} rm -f %s", f"{home.mount}/{name}")
+        nodes[writer].run(f"{who} rm -f %s", f"{home.mount}/{name}")
 
 
 def test_read_only_share_refuses_writes(nfs_client, read_only_share, nodes):
     path = f"{read_only_share.mount}/.cablab-check-{uuid.uuid4().hex}"
-    result = nodes.try_run(nfs_client, "touch %s", path)
+    result = nodes[nfs_client].run("touch %s", path)
     if result.rc == 0:
-        nodes.try_run(nfs_client, "rm -f %s", path)
+        nodes[nfs_client].run("rm -f %s", path)
         pytest.fail(f"root on {nfs_client.name} could write {path} into read-only share {read_only_share.name}")
 
 
 def test_root_is_squashed_on_clients(nfs_client, squashed_share, nodes):
     path = f"{squashed_share.mount}/.cablab-check-{uuid.uuid4().hex}"
-    if nodes.try_run(nfs_client, "touch %s", path).rc == 0:
+    if nodes[nfs_client].run("touch %s", path).rc == 0:
         try:
-            owner = nodes.run(nfs_client, "stat -c %%u %s", path)
+            owner = nodes[nfs_client].check_output("stat -c %%u %s", path)
             assert owner != "0", f"root on {nfs_client.name} created {path} as root: not squashed"
         finally:
-            nodes.try_run(nfs_client, "rm -f %s", path)
+            nodes[nfs_client].run("rm -f %s", path)
 
 
 def _server_address(server) -> str:

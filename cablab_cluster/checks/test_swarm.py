@@ -13,7 +13,7 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def swarm_nodes(nodes, cluster) -> dict[str, dict]:
     """`docker node ls` on the first manager, by hostname."""
-    out = nodes.run(cluster.first_manager, "docker node ls --format '{{json .}}'")
+    out = nodes[cluster.first_manager].check_output("docker node ls --format '{{json .}}'")
     return {n["Hostname"]: n for n in (json.loads(line) for line in out.splitlines() if line.strip())}
 
 
@@ -33,7 +33,7 @@ def test_node_is_ready_active_with_its_role(swarm_host, swarm_nodes):
 
 
 def test_node_advertises_its_spec_address(swarm_host, nodes):
-    info = nodes.run(swarm_host, "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}'")
+    info = nodes[swarm_host].check_output("docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}'")
     assert info == f"active {swarm_host.address}"
 
 
@@ -45,7 +45,7 @@ def test_manager_count_and_one_leader(swarm_nodes, cluster):
 
 def test_overlay_network(nodes, cluster):
     swarm = cluster.swarm
-    result = nodes.try_run(cluster.first_manager, "docker network inspect --format '{{json .}}' %s", swarm.network)
+    result = nodes[cluster.first_manager].run("docker network inspect --format '{{json .}}' %s", swarm.network)
     assert result.rc == 0, f"no network {swarm.network} on {cluster.first_manager.name}: {result.stderr.strip()}"
     net = json.loads(result.stdout)
     assert net["Driver"] == "overlay"
@@ -55,6 +55,6 @@ def test_overlay_network(nodes, cluster):
 
 
 def test_no_docker_api_on_tcp(any_host, nodes):
-    listening = [line.split()[3] for line in nodes.run(any_host, "ss -Hltn").splitlines() if len(line.split()) > 3]
-    exposed = [addr for addr in listening if addr.rsplit(":", 1)[-1] in ("2375", "2376")]
+    listening = nodes[any_host].socket.get_listening_sockets()  # tcp://0.0.0.0:22, tcp://:::22, unix://...
+    exposed = [s for s in listening if s.startswith("tcp://") and s.rsplit(":", 1)[-1] in ("2375", "2376")]
     assert not exposed, f"{any_host.name} listens on {', '.join(exposed)}: an unauthenticated Docker API"

@@ -6,7 +6,6 @@ real clusters log in through GitHub, which these checks cannot drive."""
 from __future__ import annotations
 
 import json
-import string
 import uuid
 from typing import Callable, Optional
 
@@ -14,22 +13,12 @@ import pytest
 
 from cablab_cluster.plan import STACK
 
+from .spawner import service_name
+
 pytestmark = pytest.mark.cluster
 
 START_TIMEOUT = 600  # s; the VMs run under slow emulation
 STOP_TIMEOUT = 300
-
-
-def escaped_username(name: str) -> str:
-    """dockerspawner's {username}: lower-case letters and digits kept, every other
-    byte as -XX (upper-case hex), then lower-cased (DockerSpawner._escape)."""
-    safe = set(string.ascii_lowercase + string.digits)
-    return "".join(c if c in safe else "".join(f"-{b:X}" for b in c.encode()) for c in name).lower()
-
-
-def service_name(name: str) -> str:
-    """SwarmSpawner's service for a user's default server: name_template "{prefix}-{username}", prefix "jupyter"."""
-    return f"jupyter-{escaped_username(name)}"
 
 
 class UserServer:
@@ -77,28 +66,28 @@ def server(session, username, wait_until):
 
 
 def placement(nodes, cluster, username: str) -> str:
-    return nodes.run(cluster.first_manager, "docker service ps --filter desired-state=running --format %s %s",
-                     "{{.Node}}", service_name(username)).strip()
+    return nodes[cluster.first_manager].check_output(
+        "docker service ps --filter desired-state=running --format %s %s", "{{.Node}}", service_name(username)).strip()
 
 
 def container(nodes, host, username: str) -> str:
     label = f"label=com.docker.swarm.service.name={service_name(username)}"
-    ids = nodes.run(host, "docker ps -q --filter %s --filter status=running", label).split()
+    ids = nodes[host].check_output("docker ps -q --filter %s --filter status=running", label).split()
     assert len(ids) == 1, f"{len(ids)} running containers of {service_name(username)} on {host.name}"
     return ids[0]
 
 
 def check_read_only_mounts(nodes, host, cid: str, mounts) -> None:
-    binds = {m["Destination"]: m for m in json.loads(nodes.run(host, "docker inspect --format %s %s",
-                                                                "{{json .Mounts}}", cid))}
+    inspected = nodes[host].check_output("docker inspect --format %s %s", "{{json .Mounts}}", cid)
+    binds = {m["Destination"]: m for m in json.loads(inspected)}
     for mount in mounts:
         target = str(mount.target)
         assert target in binds, f"{target} is not mounted in the user's container"
         assert binds[target]["RW"] is False, f"{target} is mounted read-write: {binds[target]}"
-        nodes.run(host, "docker exec %s ls -A %s", cid, target)  # readable
+        nodes[host].check_output("docker exec %s ls -A %s", cid, target)  # readable
         probe = f"{target}/.cablab-check-{uuid.uuid4().hex}"
-        if nodes.try_run(host, "docker exec -u 0 %s touch %s", cid, probe).rc == 0:
-            nodes.try_run(host, "docker exec -u 0 %s rm -f %s", cid, probe)
+        if nodes[host].run("docker exec -u 0 %s touch %s", cid, probe).rc == 0:
+            nodes[host].run("docker exec -u 0 %s rm -f %s", cid, probe)
             pytest.fail(f"root in the user's container could write {probe} into read-only {target}")
 
 

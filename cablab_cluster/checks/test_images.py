@@ -9,7 +9,7 @@ pytestmark = pytest.mark.cluster
 
 
 def image_id(nodes, host, name: str) -> str:
-    result = nodes.try_run(host, "docker image inspect --format '{{.Id}}' %s", name)
+    result = nodes[host].run("docker image inspect --format '{{.Id}}' %s", name)
     assert result.rc == 0, f"image {name} is not on {host.name}: {result.stderr.strip()}"
     return result.stdout.strip()
 

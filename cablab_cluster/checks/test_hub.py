@@ -100,11 +100,12 @@ def test_oauth_login_redirects_to_github(hub, cluster):
 
 def test_hub_service_runs_on_the_hub_host(nodes, cluster):
     service = f"{STACK}_hub"
-    image = nodes.run(cluster.first_manager, "docker service inspect --format %s %s",
-                      "{{.Spec.TaskTemplate.ContainerSpec.Image}}", service)
+    manager = nodes[cluster.first_manager]
+    image = manager.check_output("docker service inspect --format %s %s",
+                                 "{{.Spec.TaskTemplate.ContainerSpec.Image}}", service)
     assert image.split("@")[0] == cluster.hub.images.hub.name
-    tasks = nodes.run(cluster.first_manager, "docker service ps --filter desired-state=running --format %s %s",
-                      "{{.Node}} {{.CurrentState}}", service).splitlines()
+    tasks = manager.check_output("docker service ps --filter desired-state=running --format %s %s",
+                                 "{{.Node}} {{.CurrentState}}", service).splitlines()
     assert len(tasks) == 1, f"{service} tasks meant to run: {tasks}"
     node, state = tasks[0].split(" ", 1)
     assert node == cluster.hub_host.name

@@ -1,0 +1,166 @@
+"""Fixtures of the cluster checks, and host parameters filled from the spec.
+
+Tests use these fixtures, never module globals: `spec`, `cluster`, `secrets`,
+`nodes` (testinfra hosts: `nodes[host]`), `wait_until`, `hub_client` (a new
+HTTPS session with the hub). A test that takes `swarm_host`, `any_host`,
+`nfs_client`, `notebook_host`, `share`, `read_only_share` or `squashed_share`
+(writable, root_squash) runs once for each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import pytest
+
+from cablab_cluster.secretstore import secrets_dir as default_secrets_dir
+from cablab_cluster.spec import Cluster, LoadedSpec
+
+from .plugin import SPEC_KEY
+
+T = TypeVar("T")
+
+
+def _host_params(c: Cluster) -> dict[str, tuple[tuple[Any, ...], list[str]]]:
+    server = c.nfs_server
+    hosts = {
+        "any_host": c.hosts,
+        "swarm_host": c.swarm_hosts,
+        "nfs_client": tuple(h for h in c.swarm_hosts if h != server),
+        "notebook_host": c.notebook_hosts,
+    }
+    out = {k: (v, [h.name for h in v]) for k, v in hosts.items()}
+    shares = {
+        "share": c.shares,
+        "read_only_share": tuple(s for s in c.shares if s.read_only),
+        "squashed_share": tuple(s for s in c.shares if s.root_squash and not s.read_only),
+    }
+    out |= {k: (v, [s.name for s in v]) for k, v in shares.items()}
+    return out
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    loaded = metafunc.config.stash.get(SPEC_KEY, None)
+    if loaded is None:
+        return  # skipped at collection (no --spec): nothing to fill in
+    for name, (values, ids) in _host_params(loaded.cluster).items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values, ids=ids)
+
+
+def wait_until(check: Callable[[], Optional[T]], timeout: float, what: str, interval: float = 5.0) -> T:
+    """Call `check` until it returns something truthy and return that; fail after `timeout` s.
+
+    `check` may raise to give up at once (e.g. a server that failed to start).
+    """
+    deadline = time.monotonic() + timeout
+    last: Optional[T] = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def spec(pytestconfig: pytest.Config) -> LoadedSpec:
+    return pytestconfig.stash[SPEC_KEY]
+
+
+@pytest.fixture(scope="session")
+def cluster(spec: LoadedSpec) -> Cluster:
+    return spec.cluster
+
+
+@pytest.fixture(scope="session")
+def secrets(pytestconfig: pytest.Config, spec: LoadedSpec) -> Path:
+    given = pytestconfig.getoption("secrets", None)
+    return Path(given) if given else default_secrets_dir(spec)
+
+
+@pytest.fixture(scope="session")
+def nodes(pytestconfig: pytest.Config, cluster: Cluster) -> Iterator[Any]:
+    from .hosts import Nodes, missing_from_ssh_config
+
+    ssh_config = pytestconfig.getoption("ssh_config")
+    missing = missing_from_ssh_config(Path(ssh_config).read_text(encoding="utf-8", errors="replace"),
+                                      [h.name for h in cluster.hosts])
+    if missing:
+        pytest.fail(f"{ssh_config} has no `Host` entry for {', '.join(missing)}: every host of the spec is "
+                    f"reached as `ssh <name>` through it (e.g. `vagrant ssh-config > {ssh_config}`)", pytrace=False)
+    # Short: a socket path has about 100 bytes (a long $TMPDIR would overflow it).
+    control_dir = Path(tempfile.mkdtemp(prefix="cablab-ssh-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    hosts = Nodes(ssh_config, control_dir)
+    yield hosts
+    hosts.close()
+    shutil.rmtree(control_dir, ignore_errors=True)
+
+
+@pytest.fixture(name="wait_until", scope="session")
+def _wait_until() -> Callable[..., Any]:
+    return wait_until
+
+
+@pytest.fixture(scope="session")
+def hub_client(cluster: Cluster, secrets: Path) -> Iterator[Callable[[], Any]]:
+    """hub_client() -> a new HubSession (its own cookies) with the cluster's hub; all closed at the end."""
+    from .hub import HubSession
+
+    sessions: list[HubSession] = []
+
+    def new() -> HubSession:
+        sessions.append(HubSession.for_cluster(cluster, secrets))
+        return sessions[-1]
+
+    yield new
+    for session in sessions:
+        session.close()
+# A lab user (lab clusters: `hub.auth.lab_password`)
+
+
+@pytest.fixture(scope="session")
+def username(spec) -> str:
+    if not spec.cluster.hub.auth.lab_password:
+        pytest.skip("hub.auth.lab_password is off: this cluster logs in through GitHub only, "
+                    "which the checks cannot drive")
+    users = spec.userlist.users
+    return next((u for u in users if not u.admin), users[0]).name
+
+
+@pytest.fixture(scope="session")
+def password(secrets, username) -> str:
+    path = secrets / "lab_password"
+    assert path.is_file(), f"{path} is missing: `cablab-cluster render` makes it for a lab_password spec"
+    return path.read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="session")
+def session(hub_client, username, password):
+    """The user's logged-in browser session."""
+    browser = hub_client()
+    response = browser.login(username, password)
+    assert response.status == 302 and browser.cookie("jupyterhub-hub-login"), \
+        f"logging in as {username} with the lab password: {response}"
+    return browser
+
+
+@pytest.fixture(scope="session")
+def timings():
+    """Durations a check measured (name -> seconds): printed at the end, and written to
+    $CABLAB_REPORT_DIR/verify-timings.json when that is set (the lab keeps them in its report)."""
+    measured: dict[str, float] = {}
+    yield measured
+    if measured:
+        print("\n" + "\n".join(f"timing: {k}: {v} s" for k, v in measured.items()))
+        out = os.environ.get("CABLAB_REPORT_DIR")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "verify-timings.json").write_text(json.dumps(measured, indent=2) + "\n")

@@ -1,0 +1,41 @@
+"""The TLS client context that trusts the hub's certificate as the spec makes it."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from cablab_cluster.spec import LETSENCRYPT_PRODUCTION, Cluster, TLSMode
+
+
+def hub_tls_context(cluster: Cluster, secrets: Path) -> ssl.SSLContext:
+    """The client context that trusts the hub's certificate as the spec makes it.
+
+    self-signed: only the spec's own certificate (secrets/tls.crt);
+    provided: system CAs, plus the provided chain itself (a private CA is fine);
+    letsencrypt: system CAs (no verification against a non-production ACME
+    directory such as staging: its CA is not trusted anywhere; the name is
+    still checked from the certificate by the tests).
+    """
+    tls = cluster.hub.tls
+    crt = secrets / "tls.crt"
+    if tls.mode is TLSMode.SELF_SIGNED:
+        assert crt.is_file(), f"{crt} is missing: the self-signed certificate comes from `cablab-cluster render`"
+        return self_signed_context(crt)
+    ctx = ssl.create_default_context()
+    if tls.mode is TLSMode.PROVIDED and crt.is_file():
+        ctx.load_verify_locations(cafile=str(crt))
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    elif tls.mode is TLSMode.LETSENCRYPT and tls.acme_directory != LETSENCRYPT_PRODUCTION:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def self_signed_context(crt: Path) -> ssl.SSLContext:
+    """A client context that trusts exactly one self-signed certificate (and checks the name)."""
+    ctx = ssl.create_default_context(cafile=str(crt))
+    # Our self-signed certificate (CA:true, no key usage) is its own trust anchor;
+    # Python >= 3.13 turns on strict X.509 checks that would refuse it.
+    ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    return ctx
