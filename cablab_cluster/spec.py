@@ -62,8 +62,12 @@ def excerpt(value: object, limit: int = MAX_ECHO) -> str:
 
 
 def quoted(value: object, limit: int = MAX_ECHO) -> str:
-    """A user's value for a message: repr-quoted and cut to `limit` characters."""
-    return excerpt(repr(value), limit + 2)
+    """A user's value for a message: repr-quoted and cut to `limit` characters (quotes kept)."""
+    text = repr(value)
+    if len(text) <= limit + 2:
+        return text
+    close = text[-1] if text[-1] in "'\"" else ""
+    return text[:limit + 1] + "…" + close
 
 
 class SpecError(Exception):
