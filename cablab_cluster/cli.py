@@ -15,12 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .plan import make_plan
-from .render import render_plan, write_tree
-from .secretstore import ensure_secrets, secrets_dir
-from .spec import LoadedSpec, SpecError, load_spec
+from .render import out_problems, render_plan, write_tree
+from .secretstore import check_secrets, ensure_secrets, secrets_dir
+from .spec import LoadedSpec, SpecError, TLSMode, load_spec
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a value such as `a:x:b` is printed as written, not as an emoji.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _load(path: str) -> LoadedSpec:
@@ -28,6 +29,30 @@ def _load(path: str) -> LoadedSpec:
         return load_spec(path)
     except SpecError as exc:
         _fail(exc)
+
+
+def _checked(path: str) -> tuple[LoadedSpec, dict[str, str]]:
+    """Every check render makes before writing (spec, files, secrets store, rendering), writing nothing."""
+    loaded = _load(path)
+    files = render_plan(make_plan(loaded))
+    problems = check_secrets(loaded)
+    if problems:
+        _fail(SpecError(problems, path))
+    return loaded, files
+
+
+def _protected(spec: LoadedSpec) -> dict[str, Path]:
+    """What `render --out` must never replace: the spec, the files it points to, the secrets."""
+    hub = spec.cluster.hub
+    paths: dict[str, Path] = {
+        "the spec": spec.path,
+        "hub.userlist": spec.resolve(hub.userlist),
+        "hub.auth.github.client_secret_file": spec.resolve(hub.auth.github.client_secret_file),
+        "the secrets directory": secrets_dir(spec),
+    }
+    if hub.tls.mode is TLSMode.PROVIDED and hub.tls.cert is not None and hub.tls.key is not None:
+        paths.update({"hub.tls.cert": spec.resolve(hub.tls.cert), "hub.tls.key": spec.resolve(hub.tls.key)})
+    return paths
 
 
 def _fail(exc: SpecError) -> NoReturn:
@@ -75,10 +100,10 @@ def init(path: Path, force: bool) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 def validate(spec: str) -> None:
     """Check a spec; print every problem."""
-    loaded = _load(spec)
+    loaded, _ = _checked(spec)
     c = loaded.cluster
     out.print(f"{spec}: ok — cluster {c.name} ({c.variant.value}), {len(c.hosts)} hosts, "
-              f"{len(c.managers)} manager(s), {len(loaded.userlist.users)} user(s)")
+              f"{len(c.managers)} manager(s), {len(loaded.userlist.users)} user(s)", markup=False)
 
 
 @cli.command()
@@ -102,19 +127,21 @@ def plan(spec: str) -> None:
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory (replaced as a whole).")
+              help="Output directory, replaced as a whole: new, empty, or an earlier render's output.")
 def render(spec: str, out_dir: Path) -> None:
     """Write every host's provisioner and the hub bundle to --out; keep secrets beside the spec."""
-    loaded = _load(spec)
-    files = render_plan(make_plan(loaded))
+    loaded, files = _checked(spec)
+    problems = out_problems(out_dir, _protected(loaded))
     try:
+        if problems:
+            raise SpecError(problems, spec)
         actions = ensure_secrets(loaded)
+        write_tree(files, out_dir, loaded.path)
     except SpecError as exc:
         _fail(exc)
-    write_tree(files, out_dir)
-    out.print(f"rendered {len(files)} files to {out_dir}/ (run order in {out_dir}/README)")
+    out.print(f"rendered {len(files)} files to {out_dir}/ (run order in {out_dir}/README)", markup=False)
     summary = ", ".join(f"{a.name} {a.action}" for a in actions)
-    out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}")
+    out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}", markup=False)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -39,7 +39,7 @@ from .plan import (
     cube_tarball,
     hub_secrets,
 )
-from .spec import Cluster, ImageSource, StorageDriver
+from .spec import Cluster, ImageSource, Problem, SpecError, StorageDriver
 
 # Versions baked into the hub image (the fast suite tests the config against these,
 # and checks them against pyproject's test pins and the single-user lock).
@@ -378,27 +378,61 @@ def render_plan(plan: Plan) -> dict[str, str]:
 
 
 EXECUTABLE = {".sh"}
+MARKER = ".cablab-rendered"  # in every output directory: what render may replace
 
 
-def write_tree(files: Mapping[str, str], out: Path) -> None:
-    """Replace `out` with exactly `files`, all at once: a failure leaves the old tree."""
+def out_problems(out: Path, protected: Mapping[str, Path]) -> list[Problem]:
+    """Why `out` must not be replaced by a render, if it must not.
+
+    `protected` names what a render never deletes: the spec and the files it points to, the
+    secrets directory. Replaced may be only a missing or empty directory, or one render wrote
+    (it holds MARKER); never a symlink, the spec's directory or one around the protected files.
+    """
+    hint = "give --out a new directory, e.g. rendered/ beside the spec"
+    if out.is_symlink():
+        return [Problem("--out", f"{out} is a symlink; render replaces --out as a whole", hint)]
+    target = out.resolve()
+    for what, path in protected.items():
+        path = path.resolve()
+        if target == path or target in path.parents:
+            return [Problem("--out", f"{out} holds {what} ({path}); render replaces --out as a whole", hint)]
+        if path.is_dir() and path in target.parents:
+            return [Problem("--out", f"{out} is inside {what} ({path})", hint)]
+    if target.exists() and not target.is_dir():
+        return [Problem("--out", f"{out} is not a directory", hint)]
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        return [Problem("--out", f"{out} is a non-empty directory render did not write (no {MARKER} in it); "
+                                 "render replaces --out as a whole", f"{hint}, or empty it yourself")]
+    return []
+
+
+def write_tree(files: Mapping[str, str], out: Path, source: Path | None = None) -> None:
+    """Replace `out` with exactly `files` and MARKER, all at once: a failure leaves the old tree.
+
+    MARKER names `source`, the spec, relative to `out` (so the output stays byte-identical).
+    Refuses (SpecError) what `out_problems` refuses without protected files; the caller checks those.
+    """
+    problems = out_problems(out, {})
+    if problems:
+        raise SpecError(problems, str(source or ""))
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    origin = f" from {os.path.relpath(source.resolve(), out)}" if source else ""
+    marker = f"rendered by cablab-cluster{origin}; `cablab-cluster render` replaces this directory as a whole\n"
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for rel, text in sorted(files.items()):
+        for rel, text in sorted({**files, MARKER: marker}.items()):
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             path.chmod(0o755 if PurePosixPath(rel).suffix in EXECUTABLE else 0o644)
         os.chmod(tmp, 0o755)
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
+            # Move the old tree into a fresh directory of our own, then delete that.
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            out.rename(trash / "old")
             tmp.rename(out)
-            shutil.rmtree(old)
+            shutil.rmtree(trash)
         else:
             tmp.rename(out)
     except BaseException:

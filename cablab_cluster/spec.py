@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import AliasEvent
 
 from .userlist import Userlist, UserlistError, parse_userlist
 
@@ -41,7 +45,29 @@ class Problem:
     def format(self, source: str = "") -> str:
         where = f"{source}:{self.line}: " if source and self.line else (f"{source}: " if source else "")
         text = f"{where}{self.path}: {self.message}"
-        return f"{text} (hint: {self.hint})" if self.hint else text
+        text = f"{text} (hint: {self.hint})" if self.hint else text
+        # A last guard: a problem is one readable line, whatever the input held.
+        return excerpt(text, MAX_LINE)
+
+
+MAX_LINE = 1000  # characters of one problem line
+MAX_ECHO = 60  # characters of a user's value echoed in a message
+
+
+def excerpt(value: object, limit: int = MAX_ECHO) -> str:
+    """`value` as one line of at most `limit` characters (+ '…'), control characters escaped."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(value: object, limit: int = MAX_ECHO) -> str:
+    """A user's value for a message: repr-quoted and cut to `limit` characters (quotes kept)."""
+    text = repr(value)
+    if len(text) <= limit + 2:
+        return text
+    close = text[-1] if text[-1] in "'\"" else ""
+    return text[:limit + 1] + "…" + close
 
 
 class SpecError(Exception):
@@ -359,32 +385,97 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+class _NoAliasComposer(Composer):
+    """Refuses anchors and aliases before anything is expanded: a spec has no use
+    for them, and nested aliases ("billion laughs") expand exponentially."""
+
+    def compose_node(self, parent: object, index: object) -> object:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ComposerError(None, None, "anchors and aliases (&name, *name, <<: *name) are not allowed in a spec",
+                                event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")  # round-trip: keeps line/column of every node
     yaml.allow_duplicate_keys = False
+    yaml.Composer = _NoAliasComposer
+    yaml.max_depth = 50  # a spec nests about 5 deep
     return yaml
+
+
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a 100-host spec is about 20 KiB
+MAX_USERLIST_BYTES = 256 << 10  # 256 KiB: about 6000 users
+
+
+class InputFileError(ValueError):
+    """A file the spec needs is missing, not a regular file, too large, not UTF-8, or unreadable."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_input(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (never blocks on a FIFO or device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputFileError(path, f"not a regular file: not a {what}")
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise InputFileError(path, f"cannot be read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise InputFileError(path, f"larger than {_size(limit)}: not a {what}")
+    return data
+
+
+def read_text(path: Path, limit: int, what: str = "file") -> str:
+    """`read_input` decoded as UTF-8, or an InputFileError naming the file."""
+    data = read_input(path, limit, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(path, f"not UTF-8 text (byte {exc.start})") from None
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
 def load_spec(path: Path | str) -> LoadedSpec:
     """Read, parse and validate a spec file. Raises SpecError with every problem."""
     path = Path(path)
-    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([Problem("(file)", f"cannot read the spec: {exc.strerror}", "check the path")], source)
+        text = read_text(path, MAX_SPEC_BYTES, "spec")
+    except InputFileError as exc:
+        raise SpecError([Problem("(file)", exc.reason, "give the path of a cluster spec: "
+                                                       "a YAML file (UTF-8) of at most 1 MiB")], str(path)) from None
     return loads_spec(text, path)
 
 
 def loads_spec(text: str, path: Path) -> LoadedSpec:
     source = str(path)
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([Problem("(file)", f"larger than {_size(MAX_SPEC_BYTES)}: not a spec",
+                                 "a cluster spec is a few KiB of YAML")], source)
     try:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise SpecError([Problem("(yaml)", f"not valid YAML: {exc.problem}", "fix the YAML syntax", line)], source)
+        hint = ("write the value out where it is used" if "alias" in str(exc.problem) else "fix the YAML syntax")
+        raise SpecError([Problem("(yaml)", f"not valid YAML: {excerpt(exc.problem, 200)}", hint, line)],
+                        source) from None
     except Exception as exc:  # duplicate keys and friends
-        raise SpecError([Problem("(yaml)", f"not valid YAML: {exc}", "fix the YAML syntax")], source)
+        raise SpecError([Problem("(yaml)", f"not valid YAML: {excerpt(exc, 200)}", "fix the YAML syntax")],
+                        source) from None
     if not isinstance(data, dict):
         raise SpecError([Problem("(top)", "the spec must be a mapping of keys", "start from `cablab-cluster init`")], source)
 
@@ -397,10 +488,11 @@ def loads_spec(text: str, path: Path) -> LoadedSpec:
     userlist = None
     upath = cluster.hub.userlist if cluster.hub.userlist.is_absolute() else path.parent / cluster.hub.userlist
     try:
-        userlist = parse_userlist(upath.read_text(encoding="utf-8"), str(upath))
-    except OSError as exc:
-        problems.append(_with_line(Problem("hub.userlist", f"cannot read {upath}: {exc.strerror}",
-                                           "create the file: one GitHub user per line, `name admin` for admins"), data))
+        userlist = parse_userlist(read_text(upath, MAX_USERLIST_BYTES, "userlist"), str(upath))
+    except InputFileError as exc:
+        problems.append(_with_line(Problem("hub.userlist", str(exc),
+                                           "a userlist is a UTF-8 text file: one GitHub user per line, "
+                                           "`name admin` for admins"), data))
     except UserlistError as exc:
         for err in exc.errors:
             problems.append(_with_line(Problem("hub.userlist", err, "each line is `name` or `name admin`; "
@@ -670,20 +762,20 @@ def _from_pydantic(err: dict, data: object) -> Problem:
         model = _model_at(loc[:-1])
         allowed = list(model.model_fields) if model else []
         close = difflib.get_close_matches(str(key), allowed, n=1)
-        message = f"unknown key {key!r}"
+        message = f"unknown key {quoted(key)}"
         hint = (f"did you mean {close[0]!r}?" if close else "") + (f" valid keys: {', '.join(allowed)}" if allowed else "")
         hint = hint.strip()
     elif kind == "enum":
-        message = f"{err.get('input')!r} is not allowed"
+        message = f"{quoted(err.get('input'))} is not allowed"
         hint = f"use one of: {err['ctx']['expected']}"
     elif kind == "string_pattern_mismatch":
-        message = f"{err.get('input')!r} is not valid here"
+        message = f"{quoted(err.get('input'))} is not valid here"
         hint = _pattern_hint(loc)
     elif kind.startswith("ip_") or kind.startswith("ipv") or kind == "value_error" and "address" in str(loc[-1:]):
-        message = f"{err.get('input')!r} is not an IP address"
+        message = f"{quoted(err.get('input'))} is not an IP address"
         hint = HINTS["ip_address"]
     elif kind == "literal_error":
-        message = f"{err.get('input')!r} is not allowed"
+        message = f"{quoted(err.get('input'))} is not allowed"
         hint = f"use one of: {err['ctx']['expected']}"
     elif kind == "value_error":
         message = str(err["ctx"]["error"]) if "ctx" in err else message

@@ -36,6 +36,16 @@ class Userlist:
         return "".join(f"{u.name}{' admin' if u.admin else ''}\n" for u in self.users)
 
 
+MAX_REPORTED = 5  # problems listed per file; the rest are counted
+EXCERPT = 24  # characters of a bad line echoed back (the file may not be a userlist at all)
+
+
+def _excerpt(text: str) -> str:
+    """A short, escaped excerpt of a line: never more of the file than that."""
+    cut = text[:EXCERPT]
+    return repr(cut)[:-1] + "…" + repr(cut)[-1] if len(text) > EXCERPT else repr(cut)
+
+
 class UserlistError(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = errors
@@ -52,10 +62,10 @@ def parse_userlist(text: str, source: str = "userlist") -> Userlist:
         fields = line.split()
         where = f"{source} line {number}"
         if len(fields) > 2 or (len(fields) == 2 and fields[1] != "admin"):
-            errors.append(f"{where}: {raw.strip()!r} is not `name` or `name admin`")
+            errors.append(f"{where}: {_excerpt(line)} is not `name` or `name admin`")
             continue
         if not GITHUB_LOGIN.match(fields[0]):
-            errors.append(f"{where}: {fields[0]!r} is not a GitHub login (letters, digits, single '-')")
+            errors.append(f"{where}: {_excerpt(fields[0])} is not a GitHub login (letters, digits, single '-')")
             continue
         # JupyterHub lower-cases usernames; keep them as it will see them.
         name = fields[0].lower()
@@ -64,5 +74,6 @@ def parse_userlist(text: str, source: str = "userlist") -> Userlist:
             continue
         users[name] = User(name=name, admin=len(fields) == 2)
     if errors:
-        raise UserlistError(errors)
+        more = len(errors) - MAX_REPORTED
+        raise UserlistError(errors[:MAX_REPORTED] + ([f"{source}: … and {more} more"] if more > 0 else []))
     return Userlist(users=tuple(sorted(users.values(), key=lambda u: u.name)))

@@ -43,12 +43,13 @@ def test_render_writes_scripts_bundle_and_secrets(write_spec, tmp_path):
     r = invoke("render", spec, "--out", out)
     assert r.exit_code == 0, r.output
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "README", "hub/Dockerfile", "hub/cablab.json", "hub/cablab_hub.py", "hub/deploy.sh", "hub/jupyterhub_config.py",
-        "hub/stack.yml", "hub/userlist", "node1.sh", "node2.sh", "node3.sh", "singleuser/Dockerfile",
-        "singleuser/singleuser-constraints.txt"]
+        ".cablab-rendered", "README", "hub/Dockerfile", "hub/cablab.json", "hub/cablab_hub.py", "hub/deploy.sh",
+        "hub/jupyterhub_config.py", "hub/stack.yml", "hub/userlist", "node1.sh", "node2.sh", "node3.sh",
+        "singleuser/Dockerfile", "singleuser/singleuser-constraints.txt"]
     assert (out / "node1.sh").stat().st_mode & 0o111
     assert (spec.parent / "secrets" / "lab-ubuntu" / "cookie_secret").exists()
     secrets = {p.read_text().strip() for p in (spec.parent / "secrets" / "lab-ubuntu").iterdir()}
+    assert "" not in secrets
     rendered = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert not any(s in rendered for s in secrets), "a secret leaked into the rendered output"
 
@@ -76,7 +77,7 @@ def test_failed_render_keeps_the_previous_output(write_spec, tmp_path):
 
 def test_missing_spec_file_is_invalid_input(tmp_path):
     r = invoke("validate", tmp_path / "nope.yml")
-    assert r.exit_code == 2 and "cannot read the spec" in r.output
+    assert r.exit_code == 2 and "(file): cannot be read: No such file" in r.output
 
 
 def test_unexpected_failure_is_exit_1(write_spec, tmp_path, monkeypatch):
@@ -112,3 +113,86 @@ def test_verify_runs_the_packaged_checks_with_the_options(write_spec, tmp_path, 
     assert calls == [["--pyargs", "cablab_cluster.checks", "-p", "cablab_cluster.checks.plugin",
                       "--spec", str(spec.resolve()), "--ssh-config", str(ssh_config.resolve()),
                       "--secrets", str(tmp_path.resolve()), "-x", "-k", "swarm"]]
+
+
+# -- render --out: never deletes what render did not write -----------------
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where, reason", [
+    (lambda spec, tmp: spec.parent, "holds the spec"),
+    (lambda spec, tmp: Path("."), "holds the spec"),
+    (lambda spec, tmp: spec.parent.parent, "holds the spec"),
+    (lambda spec, tmp: spec.parent / "secrets", "holds the secrets directory"),
+    (lambda spec, tmp: spec.parent / "secrets" / "lab-ubuntu", "holds the secrets directory"),
+    (lambda spec, tmp: spec.parent / "secrets" / "lab-ubuntu" / "sub", "is inside the secrets directory"),
+    (lambda spec, tmp: tmp / "photos", "non-empty directory render did not write"),
+    (lambda spec, tmp: tmp / "link-to-photos", "is a symlink"),
+    (lambda spec, tmp: tmp / "link-to-rendered", "is a symlink"),
+    (lambda spec, tmp: tmp / "elsewhere", "holds hub.auth.github.client_secret_file"),
+], ids=["spec-dir", "dot", "ancestor", "secrets", "secrets-cluster", "inside-secrets", "unrelated", "symlink",
+        "symlink-to-output", "holds-client-secret"])
+def test_render_refuses_an_out_it_would_destroy(where, reason, write_spec, tmp_path_factory, monkeypatch):
+    tmp = tmp_path_factory.mktemp("other")
+    (tmp / "elsewhere").mkdir()
+    (tmp / "elsewhere" / "gh-secret").write_text("s3cret\n")
+    spec = write_spec(lambda d: d["hub"]["auth"]["github"].update(client_secret_file=str(tmp / "elsewhere" / "gh-secret")))
+    (tmp / "photos").mkdir()
+    (tmp / "photos" / "cat.jpg").write_bytes(b"meow")
+    (tmp / "link-to-photos").symlink_to(tmp / "photos")
+    assert invoke("render", spec, "--out", tmp / "rendered").exit_code == 0  # makes the secrets too
+    (tmp / "link-to-rendered").symlink_to(tmp / "rendered")
+    monkeypatch.chdir(spec.parent)
+    before = {d: _tree(d) for d in (spec.parent, tmp)}
+    r = invoke("render", spec, "--out", where(spec, tmp))
+    assert r.exit_code == 2, r.output
+    assert f"--out: " in r.output and reason in r.output, r.output
+    assert {d: _tree(d) for d in (spec.parent, tmp)} == before
+
+
+def test_render_replaces_its_own_output_and_an_empty_directory(write_spec, tmp_path):
+    spec = write_spec()
+    out = tmp_path / "out"
+    out.mkdir()
+    assert invoke("render", spec, "--out", out).exit_code == 0
+    assert (out / ".cablab-rendered").read_text().startswith("rendered by cablab-cluster from ../cluster.yml;")
+    (out / "stale.sh").write_text("old\n")
+    r = invoke("render", spec, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert not (out / "stale.sh").exists() and (out / "node1.sh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml", "github-client-secret.lab", "out",
+                                                           "secrets", "userlist.lab"]
+
+
+# -- validate makes every check render makes, and writes nothing -----------
+
+
+def test_validate_checks_the_secrets_store_and_writes_nothing(write_spec, tmp_path):
+    spec = write_spec()
+    assert invoke("validate", spec).exit_code == 0
+    assert not (spec.parent / "secrets").exists()
+    assert invoke("render", spec, "--out", tmp_path / "out").exit_code == 0
+    (spec.parent / "secrets" / "lab-ubuntu").chmod(0o777)
+    for command in (("validate", spec), ("render", spec, "--out", tmp_path / "out")):
+        r = invoke(*command)
+        assert r.exit_code == 2 and "lab-ubuntu: has mode 0777" in r.output, r.output
+
+
+def test_validate_checks_a_provided_pair(write_spec, spec_dir):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from test_secretstore import make_cert, pem_key
+
+    cert, _ = make_cert("192.168.56.11")
+    (spec_dir / "hub.crt").write_bytes(cert)
+    (spec_dir / "hub.key").write_bytes(pem_key(ec.generate_private_key(ec.SECP256R1())))
+    spec = write_spec(lambda d: d["hub"].update(tls={"mode": "provided", "cert": "hub.crt", "key": "hub.key"}))
+    r = invoke("validate", spec)
+    assert r.exit_code == 2 and "hub.tls.key: the key does not belong to the first certificate" in r.output
+
+
+def test_values_are_printed_as_written_not_as_emoji(write_spec):
+    r = invoke("validate", write_spec(lambda d: d.update(name="a:x:b:smile:")))
+    assert r.exit_code == 2 and "'a:x:b:smile:' is not valid here" in r.output

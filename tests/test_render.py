@@ -17,7 +17,7 @@ import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
 from cablab_cluster.plan import make_plan
-from cablab_cluster.render import render_plan, write_tree
+from cablab_cluster.render import MARKER, render_plan, write_tree
 from cablab_cluster.spec import load_spec
 
 HERE = Path(__file__).parent
@@ -38,8 +38,9 @@ def test_snapshot(name):
     files = rendered(SPECS / f"{name}.yml")
     expected_dir = SNAPSHOTS / name
     if UPDATE:
-        write_tree(files, expected_dir)
-    expected = {str(p.relative_to(expected_dir)): p.read_text() for p in expected_dir.rglob("*") if p.is_file()}
+        write_tree(files, expected_dir, SPECS / f"{name}.yml")
+    expected = {str(p.relative_to(expected_dir)): p.read_text() for p in expected_dir.rglob("*")
+                if p.is_file() and p.name != MARKER}
     assert sorted(files) == sorted(expected), "set of files differs (CABLAB_UPDATE_SNAPSHOTS=1 to accept)"
     for rel, text in files.items():
         assert text == expected[rel], f"{name}/{rel} differs from its snapshot (CABLAB_UPDATE_SNAPSHOTS=1 to accept)"

@@ -226,3 +226,21 @@ def test_yaml_syntax_error_has_a_line(spec_dir):
 
 def test_roles_enum():
     assert {r.value for r in Role} == {"manager", "worker", "nfs-server", "hub"}
+
+
+def test_a_long_value_is_echoed_cut(write_spec):
+    line = one(write_spec(lambda d: d.update(name="y" * 5000)))
+    assert f"name: '{'y' * 60}…' is not valid here" in line and len(line) < 400
+
+
+def test_anchors_and_aliases_are_refused_before_expansion(write_spec):
+    spec = write_spec()
+    spec.write_text(spec.read_text() + 'a: &a [x, x]\nb: [*a, *a]\n')
+    line = one(spec)
+    assert "(yaml): not valid YAML: anchors and aliases (&name, *name, <<: *name) are not allowed in a spec" in line
+
+
+def test_a_spec_that_is_not_utf8_names_the_file(write_spec):
+    spec = write_spec()
+    spec.write_bytes(spec.read_bytes() + b"# caf\xe9\n")
+    assert one(spec).startswith(f"{spec}: (file): not UTF-8 text (byte ")

@@ -39,3 +39,19 @@ def test_all_errors_are_reported():
 def test_render_round_trips():
     ul = parse_userlist("bob\nalice admin\n")
     assert parse_userlist(ul.render()) == ul
+
+
+def test_a_bad_line_is_echoed_as_a_short_escaped_excerpt():
+    secret = "root:$6$Zq9Vt0pW$3mX2kN8rP1sT4uV7wY0aB3cD6eF9gH2iJ5kL8mN1oP4qR7sT0uV3wX6yZ9:19000"
+    with pytest.raises(UserlistError) as exc:
+        parse_userlist(f"alice\n{secret}\nbob\x1b[2J admin\n")
+    first, second = exc.value.errors
+    assert first == "userlist line 2: 'root:$6$Zq9Vt0pW$3mX2kN8…' is not a GitHub login (letters, digits, single '-')"
+    assert second.startswith("userlist line 3: 'bob\\x1b[2J' is not a GitHub login")
+
+
+def test_at_most_five_problems_then_a_count():
+    with pytest.raises(UserlistError) as exc:
+        parse_userlist("".join(f"-bad{i}\n" for i in range(40)))
+    assert len(exc.value.errors) == 6
+    assert exc.value.errors[-1] == "userlist: … and 35 more"
