@@ -79,6 +79,12 @@ def _mount_options(m: Mount, nfs_version: str) -> str:
     return f"nfsvers={nfs_version},{access},hard,noatime,_netdev"
 
 
+def _fstab(step: Step) -> list[str]:
+    """fstab lines of the mounts (their fields are validated: no whitespace, no newline)."""
+    version = str(step.params["nfs_version"])
+    return [f"{m.source} {m.target} {m.fstype} {_mount_options(m, version)} 0 0" for m in step.params["mounts"]]
+
+
 def _daemon_json(c: Cluster) -> str:
     storage = c.docker.storage
     cfg: dict = {
@@ -196,8 +202,7 @@ class Renderer:
         elif step.kind is StepKind.NFS_SERVER:
             params["exports"] = _exports(step)
         elif step.kind is StepKind.NFS_MOUNTS:
-            version = str(params["nfs_version"])
-            params["mount_options"] = lambda m: _mount_options(m, version)
+            params["fstab"] = _fstab(step)
         elif step.kind is StepKind.IMAGE:
             image = params["image"]
             params["dockerfile"] = self.dockerfile(str(params["key"])).rstrip("\n") \
