@@ -624,9 +624,12 @@ def cross_checks(c: Cluster) -> list[Problem]:
             if getattr(tls, key) is None:
                 out.append(Problem(f"hub.tls.{key}", f"tls mode `provided` needs `{key}`",
                                    f"give the path of the PEM {'full chain' if key == 'cert' else 'private key'}"))
-    elif tls.cert is not None or tls.key is not None:
-        out.append(Problem("hub.tls", f"cert/key are only read in mode `provided` (mode is {tls.mode.value})",
-                           "remove them or set `mode: provided`"))
+    else:
+        for key in ("cert", "key"):
+            if getattr(tls, key) is not None:
+                out.append(Problem(f"hub.tls.{key}", f"cert/key are only read in mode `provided` "
+                                                     f"(mode is {tls.mode.value})",
+                                   "remove them or set `mode: provided`"))
 
     if c.hub.auth.lab_password and not c.lab:
         out.append(Problem("hub.auth.lab_password", "the lab password login is for lab clusters only",
@@ -636,6 +639,9 @@ def cross_checks(c: Cluster) -> list[Problem]:
         if image.source is ImageSource.LOAD and image.tarball is None:
             out.append(Problem(f"hub.images.{key}.tarball", "source `load` needs the tarball's path on the nodes",
                                "add `tarball: /var/cache/cablab/images/<name>.tar`"))
+        if image.tarball is not None and image.tarball == PurePosixPath("/"):
+            out.append(Problem(f"hub.images.{key}.tarball", "/ is a directory, not a saved image",
+                               "give the file, e.g. `tarball: /var/cache/cablab/images/<name>.tar`"))
         if image.source is not ImageSource.LOAD and image.tarball is not None:
             out.append(Problem(f"hub.images.{key}.tarball", f"a tarball is only read with source `load` "
                                                             f"(source is {image.source.value})",
