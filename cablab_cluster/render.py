@@ -96,6 +96,12 @@ def _mount_options(m: Mount, nfs_version: str) -> str:
     return f"nfsvers={nfs_version},{access},hard,noatime,_netdev"
 
 
+def _fstab(step: Step) -> list[str]:
+    """fstab lines of the mounts (their fields are validated: no whitespace, no newline)."""
+    version = str(step.params["nfs_version"])
+    return [f"{m.source} {m.target} {m.fstype} {_mount_options(m, version)} 0 0" for m in step.params["mounts"]]
+
+
 def _daemon_json(c: Cluster) -> str:
     storage = c.docker.storage
     cfg: dict = {
@@ -337,8 +343,7 @@ class Renderer:
         elif step.kind is StepKind.NFS_SERVER:
             params["exports"] = _exports(step)
         elif step.kind is StepKind.NFS_MOUNTS:
-            version = str(params["nfs_version"])
-            params["mount_options"] = lambda m: _mount_options(m, version)
+            params["fstab"] = _fstab(step)
         elif step.kind is StepKind.IMAGE:
             image = params["image"]
             params["context"] = sorted((n, t.rstrip("\n")) for n, t in self.build_context(str(params["key"])).items()) \

@@ -21,7 +21,8 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError
@@ -89,6 +90,91 @@ HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DNSNAME = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 IMAGE_REF = r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+# Every path that reaches a host: these characters only (no whitespace, quotes,
+# `$`, `;`, `#`, `:`, `%`, backslash, newline or non-ASCII), so a path is the
+# same word to the shell, to fstab/exports and to YAML.
+PATH_CHARS = r"^[A-Za-z0-9._/+-]+$"
+PATH_HINT = ("an absolute, normalised path of the characters A-Z a-z 0-9 . _ / + - only "
+             "(no '..', '.', '//' or trailing '/'), e.g. /srv/cablab/homes")
+# Where nothing of ours may be shared, mounted or exported (and everything below).
+SYSTEM_TREES = tuple(PurePosixPath(p) for p in (
+    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+    "/sys", "/run", "/var/lib/docker", "/root"))
+DOCKER_ROOT = PurePosixPath("/var/lib/docker")
+SYSTEM_DIRS = tuple(PurePosixPath(p) for p in ("/", "/home", "/var", "/var/lib", "/tmp"))
+# PEP 508 requirement, without markers or URLs: name[extras]<specifiers>, no spaces.
+_VERSION_SPEC = r"(~=|===|==|!=|<=|>=|<|>)[A-Za-z0-9.*+!_-]+"
+REQUIREMENT = (r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*\])?"
+               rf"({_VERSION_SPEC}(,{_VERSION_SPEC})*)?$")
+
+
+def _custom(kind: str, message: str, value: object) -> PydanticCustomError:
+    # The value goes in through the context: braces in it are never read as a template.
+    return PydanticCustomError(kind, "{value} " + message, {"value": repr(value)})
+
+
+def _safe_path(value: object) -> PurePosixPath:
+    """A host or container path: absolute, normalised, of PATH_CHARS only."""
+    if not isinstance(value, str):
+        raise _custom("path_type", "is not a path", value)
+    if not re.match(PATH_CHARS, value) or len(value) > 4095:
+        raise _custom("path_chars", "has characters a path may not have here", value)
+    if not value.startswith("/"):
+        raise _custom("path_chars", "is not an absolute path", value)
+    parts = value.split("/")[1:]
+    if value != "/" and any(p in ("", ".", "..") for p in parts):
+        raise _custom("path_chars", "is not a normalised path", value)
+    if any(len(p) > 255 for p in parts):
+        raise _custom("path_chars", "has a component longer than 255 characters", value)
+    return PurePosixPath(value)
+
+
+def system_path(p: PurePosixPath) -> bool:
+    """`/`, `/home` and friends, or anything in the operating system's own trees."""
+    return p in SYSTEM_DIRS or any(t == p or t in p.parents for t in SYSTEM_TREES)
+
+
+def _block_device(value: object) -> str:
+    path = _safe_path(value)
+    if path.parent == PurePosixPath("/") or PurePosixPath("/dev") not in path.parents:
+        raise _custom("block_device", "is not a device under /dev", value)
+    return str(path)
+
+
+def _version(value: object) -> object:
+    """Versions are YAML strings: 20.10 unquoted is the float 20.1, so a float is refused
+    (never str()-ed); a whole number (`3`) is exact and taken as its digits."""
+    if isinstance(value, float):
+        raise _custom("version_number", "is a YAML number, not a version string", value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _requirement(value: str) -> str:
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - packaging is a dependency; the pattern still holds
+        return value
+    try:
+        req = Requirement(value)
+    except InvalidRequirement:
+        raise _custom("requirement", "is not a pip requirement", value) from None
+    if req.marker is not None or req.url is not None:
+        raise _custom("requirement", "is not a plain pip requirement", value)
+    return value
+
+
+def _no_zone(value: object) -> object:
+    if isinstance(value, str) and "%" in value:
+        raise _custom("zone_id", "has a zone id (%...)", value)
+    return value
+
+
+# Paths on the hosts and in the containers (see PATH_HINT).
+SafePath = Annotated[PurePosixPath, BeforeValidator(_safe_path)]
+BlockDevice = Annotated[str, BeforeValidator(_block_device)]
+PipRequirement = Annotated[str, Field(pattern=REQUIREMENT, max_length=200), AfterValidator(_requirement)]
 
 
 class Strict(BaseModel):
@@ -125,7 +211,7 @@ class Host(Strict):
     @classmethod
     def _address(cls, value: object) -> object:
         if isinstance(value, str):
-            return ipaddress.ip_address(value)
+            return ipaddress.ip_address(_no_zone(value))
         return value
 
     @property
@@ -164,7 +250,7 @@ class Storage(Strict):
     # Candidate block devices, first present one wins (vdb under libvirt,
     # sdb under VirtualBox). A disk holding anything but our own volume group
     # is never touched.
-    disks: tuple[Annotated[str, Field(pattern=r"^/dev/[A-Za-z0-9/_.-]+$")], ...] = ()
+    disks: tuple[BlockDevice, ...] = ()
     volume_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")] = "docker"
     thinpool: ThinPool = ThinPool()
 
@@ -182,7 +268,7 @@ class Docker(Strict):
     @field_validator("version", mode="before")
     @classmethod
     def _version_str(cls, value: object) -> object:
-        return str(value) if isinstance(value, (int, float)) else value
+        return _version(value)
 
     @property
     def major(self) -> Optional[int]:
@@ -198,8 +284,8 @@ class Seed(str, Enum):
 
 class Share(Strict):
     name: Annotated[str, Field(pattern=NAME)]
-    path: PurePosixPath  # directory on the NFS server
-    mount: PurePosixPath  # mount point on every host
+    path: SafePath  # directory on the NFS server
+    mount: SafePath  # mount point on every host
     read_only: bool = False
     root_squash: bool = True
     options: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(=[A-Za-z0-9_:./-]+)?$")], ...] = ("sync", "no_subtree_check")
@@ -217,10 +303,10 @@ class ImageSource(str, Enum):
 class Image(Strict):
     name: Annotated[str, Field(pattern=IMAGE_REF)]
     source: ImageSource = ImageSource.BUILD
-    tarball: Optional[PurePosixPath] = None  # on the node, for source: load
+    tarball: Optional[SafePath] = None  # on the node, for source: load
     base: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")] = "debian:bookworm-slim"
     # Extra pip requirements baked into the image (pinned by the operator).
-    packages: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\[\],<>=!~-]+$")], ...] = ()
+    packages: tuple[PipRequirement, ...] = ()
 
 
 class Images(Strict):
@@ -233,7 +319,8 @@ class Images(Strict):
 class GitHub(Strict):
     client_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
     client_secret_file: Path
-    allowed_organizations: tuple[str, ...] = ()
+    # An organisation, or org:team (oauthenticator's form).
+    allowed_organizations: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(:[A-Za-z0-9][A-Za-z0-9_-]{0,99})?$")], ...] = ()
 
 
 class Auth(Strict):
@@ -256,20 +343,21 @@ class TLS(Strict):
     mode: TLSMode = TLSMode.SELF_SIGNED
     cert: Optional[Path] = None  # provided: full chain, PEM
     key: Optional[Path] = None  # provided: private key, PEM
-    email: Optional[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = None
-    acme_directory: Annotated[str, Field(pattern=r"^https://\S+$")] = LETSENCRYPT_PRODUCTION
+    email: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")]] = None
+    acme_directory: Annotated[str, Field(pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/+-]*)?$",
+                                         max_length=2000)] = LETSENCRYPT_PRODUCTION
 
 
 class UserMount(Strict):
     share: Annotated[str, Field(pattern=NAME)]
-    target: PurePosixPath
+    target: SafePath  # in the user's container
 
 
 class Users(Strict):
     home_share: Annotated[str, Field(pattern=NAME)]
     # The whole home is the user's directory on the home share: settings, ~/.local and
-    # dotfiles follow the user to any node.
-    home_target: PurePosixPath = PurePosixPath("/home/jovyan")
+    # dotfiles follow the user to any node (in the user's container).
+    home_target: SafePath = PurePosixPath("/home/jovyan")
     uid: int = Field(1000, ge=1)
     gid: int = Field(100, ge=0)
     # Mounted read-only into every user container (data cube, sample notebooks).
@@ -288,6 +376,7 @@ class Hub(Strict):
     @field_validator("public_host")
     @classmethod
     def _host(cls, value: str) -> str:
+        _no_zone(value)
         if _is_ip(value) or re.match(DNSNAME, value):
             return value
         raise ValueError("must be a DNS name (lower case) or an IP address")
@@ -316,7 +405,7 @@ class Cluster(Strict):
     @field_validator("nfs_version", mode="before")
     @classmethod
     def _nfs_str(cls, value: object) -> object:
-        return str(value) if isinstance(value, (int, float)) else value
+        return _version(value)
 
     # -- derived views, used by plan and render ---------------------------
     def host(self, name: str) -> Host:
@@ -424,10 +513,10 @@ def read_input(path: Path, limit: int, what: str = "file") -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InputFileError(path, f"cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory itself
+        os.close(fd)
+        raise InputFileError(path, f"not a regular file: not a {what}")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(path, f"not a regular file: not a {what}")
         try:
             data = fh.read(limit + 1)
         except OSError as exc:
@@ -585,13 +674,18 @@ def cross_checks(c: Cluster) -> list[Problem]:
             out.append(Problem(f"shares[{i}].name", f"{s.name!r} is already the name of shares[{share_names[s.name]}]",
                                "give every share a unique name"))
         share_names.setdefault(s.name, i)
-        for key, p in (("path", s.path), ("mount", s.mount)):
-            if not p.is_absolute():
-                out.append(Problem(f"shares[{i}].{key}", f"{p} is not an absolute path", "start it with /"))
-        if s.mount == PurePosixPath("/var/lib/docker/volumes") or PurePosixPath("/var/lib/docker") in (s.mount, *s.mount.parents):
+        if DOCKER_ROOT == s.mount or DOCKER_ROOT in s.mount.parents:
             out.append(Problem(f"shares[{i}].mount", "NFS must never be mounted over Docker's data root: "
                                                      "Docker's volume database is per daemon",
                                "mount the share elsewhere, e.g. /srv/cablab/<name>"))
+        elif system_path(s.mount):
+            out.append(Problem(f"shares[{i}].mount", f"{s.mount} is a system directory; mounting a share there "
+                                                     "would hide or replace the system's own files",
+                               f"mount the share in a directory of its own, e.g. /srv/cablab/{s.name}"))
+        if system_path(s.path):
+            out.append(Problem(f"shares[{i}].path", f"{s.path} is a system directory; the NFS server would chown "
+                                                    "and export it to the cluster",
+                               f"share a directory of its own, e.g. /srv/nfs/{s.name}"))
         for opt in s.options:
             if opt.split("=")[0] in {"rw", "ro", "root_squash", "no_root_squash", "all_squash"}:
                 out.append(Problem(f"shares[{i}].options", f"{opt!r} is set by `read_only` / `root_squash`",
@@ -613,11 +707,17 @@ def cross_checks(c: Cluster) -> list[Problem]:
         out.append(Problem("hub.users.home_share", f"share {users.home_share!r} is read-only; homes must be writable",
                            "set `read_only: false` on it or pick another share"))
     targets = [users.home_target]
+    target_keys = ["hub.users.home_target"]
     for i, m in enumerate(users.read_only_mounts):
         if m.share not in share_names:
             out.append(Problem(f"hub.users.read_only_mounts[{i}].share", f"no share named {m.share!r}",
                                f"use one of: {', '.join(share_names) or '(define shares first)'}"))
         targets.append(m.target)
+        target_keys.append(f"hub.users.read_only_mounts[{i}].target")
+    for key, target in zip(target_keys, targets):
+        if system_path(target):
+            out.append(Problem(key, f"{target} is a system directory of the user's container",
+                               "mount it in a directory of its own, e.g. /home/jovyan/data"))
     if len(set(targets)) != len(targets):
         out.append(Problem("hub.users", "two user mounts use the same target", "give each mount its own target"))
 
@@ -633,9 +733,12 @@ def cross_checks(c: Cluster) -> list[Problem]:
             if getattr(tls, key) is None:
                 out.append(Problem(f"hub.tls.{key}", f"tls mode `provided` needs `{key}`",
                                    f"give the path of the PEM {'full chain' if key == 'cert' else 'private key'}"))
-    elif tls.cert is not None or tls.key is not None:
-        out.append(Problem("hub.tls", f"cert/key are only read in mode `provided` (mode is {tls.mode.value})",
-                           "remove them or set `mode: provided`"))
+    else:
+        for key in ("cert", "key"):
+            if getattr(tls, key) is not None:
+                out.append(Problem(f"hub.tls.{key}", f"cert/key are only read in mode `provided` "
+                                                     f"(mode is {tls.mode.value})",
+                                   "remove them or set `mode: provided`"))
 
     if c.hub.auth.lab_password and not c.lab:
         out.append(Problem("hub.auth.lab_password", "the lab password login is for lab clusters only",
@@ -645,6 +748,9 @@ def cross_checks(c: Cluster) -> list[Problem]:
         if image.source is ImageSource.LOAD and image.tarball is None:
             out.append(Problem(f"hub.images.{key}.tarball", "source `load` needs the tarball's path on the nodes",
                                "add `tarball: /var/cache/cablab/images/<name>.tar`"))
+        if image.tarball is not None and image.tarball == PurePosixPath("/"):
+            out.append(Problem(f"hub.images.{key}.tarball", "/ is a directory, not a saved image",
+                               "give the file, e.g. `tarball: /var/cache/cablab/images/<name>.tar`"))
         if image.source is not ImageSource.LOAD and image.tarball is not None:
             out.append(Problem(f"hub.images.{key}.tarball", f"a tarball is only read with source `load` "
                                                             f"(source is {image.source.value})",
@@ -652,18 +758,27 @@ def cross_checks(c: Cluster) -> list[Problem]:
     return out
 
 
+def _is_file(p: Path) -> bool:
+    """Path.is_file() that says no, not OSError, for a name the system refuses (too long, ...)."""
+    try:
+        return p.is_file()
+    except OSError:
+        return False
+
+
 def _file_checks(c: Cluster, base: Path) -> list[Problem]:
     """Files the spec points to on the operator's machine must exist."""
     out = []
     secret = c.hub.auth.github.client_secret_file
-    if not (secret if secret.is_absolute() else base / secret).is_file():
-        out.append(Problem("hub.auth.github.client_secret_file", f"{secret} does not exist",
+    if not _is_file(secret if secret.is_absolute() else base / secret):
+        out.append(Problem("hub.auth.github.client_secret_file", f"{quoted(str(secret))} does not exist",
                            "save the GitHub OAuth app's client secret in that file (mode 0600)"))
     if c.hub.tls.mode is TLSMode.PROVIDED:
         for key in ("cert", "key"):
             p = getattr(c.hub.tls, key)
-            if p is not None and not (p if p.is_absolute() else base / p).is_file():
-                out.append(Problem(f"hub.tls.{key}", f"{p} does not exist", "give the path of an existing PEM file"))
+            if p is not None and not _is_file(p if p.is_absolute() else base / p):
+                out.append(Problem(f"hub.tls.{key}", f"{quoted(str(p))} does not exist",
+                                   "give the path of an existing PEM file"))
     return out
 
 
@@ -747,6 +862,13 @@ HINTS = {
     "list_type": "write a YAML list, e.g. [a, b]",
     "model_type": "write a mapping of keys",
     "model_attributes_type": "write a mapping of keys",
+    "path_type": PATH_HINT,
+    "path_chars": PATH_HINT,
+    "block_device": "a block device path such as /dev/vdb",
+    "version_number": 'quote it: `version: "20.10"`, `nfs_version: "4.2"` (unquoted, 20.10 is the number 20.1)',
+    "requirement": "a pip requirement: name[extras] and version specifiers, no spaces, quotes, markers or URLs, "
+                   "e.g. jupyterlab==4.2.5",
+    "zone_id": "write the address without a zone id (%eth0): the cluster's addresses are global ones",
 }
 
 
@@ -792,5 +914,8 @@ def _pattern_hint(loc: tuple) -> str:
         "owner": "numeric uid:gid, e.g. 1000:100",
         "mode": "an octal mode, e.g. 0755",
         "email": "an email address",
-        "acme_directory": "an https:// URL of an ACME directory",
+        "acme_directory": "an https:// URL of an ACME directory (A-Z a-z 0-9 . - _ ~ / + in the path)",
+        "packages": "a pip requirement: name[extras] and version specifiers, no spaces, quotes, markers or URLs, "
+                    "e.g. jupyterlab==4.2.5",
+        "allowed_organizations": "a GitHub organisation, or org:team",
     }.get(str(last), "see the spec reference in the README")

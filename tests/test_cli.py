@@ -21,7 +21,7 @@ def test_init_writes_a_spec_that_validates_once_the_secret_exists(tmp_path):
     assert (tmp_path / "userlist").read_text().splitlines()[1:] == ["alice admin", "bob"]
     r = invoke("validate", spec)
     assert r.exit_code == 2
-    assert "hub.auth.github.client_secret_file: github-client-secret does not exist" in r.output
+    assert "hub.auth.github.client_secret_file: 'github-client-secret' does not exist" in r.output
     (tmp_path / "github-client-secret").write_text("s3cret\n")
     r = invoke("validate", spec)
     assert r.exit_code == 0, r.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -92,10 +93,18 @@ def test_script_shape(spec):
         assert len(steps) == len(make_plan(load_spec(spec)).for_host(h.name).steps)
 
 
+def printf_lines(script: str, command: str) -> list[str]:
+    """The lines `command < <(printf '%s\\n' 'line' ...)` writes: the shell words after the format."""
+    start = script.index(f"{command} < <(printf '%s\\n' ")
+    end = script.index(")\n", start)
+    words = shlex.split(script[start:end].replace("\\\n", " "))
+    return words[words.index("%s\\n") + 1:]
+
+
 def test_exports_only_to_the_cluster_with_root_squash():
     files = rendered(LAB / "ubuntu.yml")
-    block = files["node1.sh"].split("/etc/exports.d/cablab.exports <<'CABLAB_EOF'\n")[1].split("CABLAB_EOF")[0]
-    assert block.splitlines() == [
+    block = printf_lines(files["node1.sh"], "install_file 0644 /etc/exports.d/cablab.exports")
+    assert block == [
         "/srv/nfs/homes 192.168.56.12(rw,sync,no_subtree_check,root_squash) 192.168.56.13(rw,sync,no_subtree_check,root_squash)",
         "/srv/nfs/cube 192.168.56.12(ro,sync,no_subtree_check,root_squash) 192.168.56.13(ro,sync,no_subtree_check,root_squash)",
         "/srv/nfs/notebooks 192.168.56.12(ro,sync,no_subtree_check,root_squash) 192.168.56.13(ro,sync,no_subtree_check,root_squash)",
@@ -105,7 +114,7 @@ def test_exports_only_to_the_cluster_with_root_squash():
 
 def test_fstab_mounts_are_netdev_and_cube_read_only():
     text = rendered(LAB / "ubuntu.yml")["node2.sh"]
-    fstab = text.split("ensure_block /etc/fstab shares <<'CABLAB_EOF'\n")[1].split("CABLAB_EOF")[0].splitlines()
+    fstab = printf_lines(text, "ensure_block /etc/fstab shares")
     assert fstab == [
         "192.168.56.11:/srv/nfs/homes /srv/cablab/homes nfs nfsvers=4.2,rw,hard,noatime,_netdev 0 0",
         "192.168.56.11:/srv/nfs/cube /srv/cablab/cube nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0",

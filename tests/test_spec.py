@@ -164,7 +164,7 @@ def test_provided_tls_needs_existing_files(write_spec):
     lines = problems(write_spec(lambda d: d["hub"]["tls"].update(mode="provided")))
     assert any("hub.tls.cert: tls mode `provided` needs `cert`" in l for l in lines)
     line = one(write_spec(lambda d: d["hub"].update(tls={"mode": "provided", "cert": "no.pem", "key": "userlist.lab"})))
-    assert "hub.tls.cert: no.pem does not exist" in line
+    assert "hub.tls.cert: 'no.pem' does not exist" in line
 
 
 def test_lab_password_needs_a_lab_spec(write_spec):
@@ -174,7 +174,7 @@ def test_lab_password_needs_a_lab_spec(write_spec):
 
 def test_github_secret_file_must_exist(write_spec):
     line = one(write_spec(lambda d: d["hub"]["auth"]["github"].update(client_secret_file="missing")))
-    assert "hub.auth.github.client_secret_file: missing does not exist" in line
+    assert "hub.auth.github.client_secret_file: 'missing' does not exist" in line
 
 
 def test_userlist_errors_carry_their_line(write_spec, spec_dir):
@@ -244,3 +244,44 @@ def test_a_spec_that_is_not_utf8_names_the_file(write_spec):
     spec = write_spec()
     spec.write_bytes(spec.read_bytes() + b"# caf\xe9\n")
     assert one(spec).startswith(f"{spec}: (file): not UTF-8 text (byte ")
+
+
+@pytest.mark.parametrize("mutate, where, text, hint", [
+    (lambda d: d["shares"][0].update(path="/srv/x';touch /tmp/p;'"), "shares[0].path", "has characters", "A-Z a-z 0-9"),
+    (lambda d: d["shares"][0].update(mount="/srv/x$(touch /tmp/p)"), "shares[0].mount", "has characters", "A-Z a-z 0-9"),
+    (lambda d: d["shares"][0].update(mount="/srv/x\n- /:/hostroot"), "shares[0].mount", "has characters", "A-Z a-z 0-9"),
+    (lambda d: d["shares"][0].update(path="/srv/../var/lib/docker"), "shares[0].path", "not a normalised path", "'..'"),
+    (lambda d: d["shares"][0].update(path="/"), "shares[0].path", "is a system directory", "/srv/nfs/homes"),
+    (lambda d: d["shares"][0].update(mount="/etc/cablab"), "shares[0].mount", "is a system directory", "/srv/cablab"),
+    (lambda d: d["shares"][0].update(path="/home"), "shares[0].path", "is a system directory", "of its own"),
+    (lambda d: d["hub"]["users"].update(home_target="work"), "hub.users.home_target", "not an absolute path", "absolute"),
+    (lambda d: d["hub"]["users"]["read_only_mounts"][0].update(target="cube"),
+     "hub.users.read_only_mounts[0].target", "not an absolute path", "absolute"),
+    (lambda d: d["hub"]["images"]["hub"].update(tarball="/var/cache/x y.tar"), "hub.images.hub.tarball",
+     "has characters", "A-Z a-z 0-9"),
+    (lambda d: d["hosts"][1].update(address="fe80::1%x$(touch${IFS}p)"), "hosts[1].address", "zone id",
+     "without a zone id"),
+    (lambda d: d["docker"].update(version=20.10), "docker.version", "20.1 is a YAML number", 'version: "20.10"'),
+    (lambda d: d.update(nfs_version=4.1), "nfs_version", "4.1 is a YAML number", 'nfs_version: "4.2"'),
+    (lambda d: d["hub"]["images"]["singleuser"].update(packages=["jupyterlab; os_name=='nt'"]),
+     "hub.images.singleuser.packages[0]", "is not valid here", "pip requirement"),
+    (lambda d: d["hub"]["images"]["singleuser"].update(packages=["a$(touch /tmp/p)"]),
+     "hub.images.singleuser.packages[0]", "is not valid here", "pip requirement"),
+    (lambda d: d["docker"].update(storage={"driver": "lvm", "disks": ["/dev/../etc/passwd"]}), "docker.storage.disks[0]",
+     "not a normalised path", "'..'"),
+])
+def test_hostile_values_are_refused_with_a_hint(write_spec, mutate, where, text, hint):
+    lines = problems(write_spec(mutate))
+    line = next((l for l in lines if f": {where}: " in l), None)
+    assert line is not None, lines
+    assert text in line and "(hint: " in line and hint in line.split("(hint: ", 1)[1], line
+
+
+def test_requirements_with_specifiers_and_integer_versions_are_accepted(write_spec):
+    def ok(d):
+        d["hub"]["images"]["singleuser"]["packages"] = ["jupyterlab>=4.0,<5", "ipywidgets[extra]==8.1.1"]
+        d["nfs_version"] = 4
+
+    c = load_spec(write_spec(ok)).cluster
+    assert c.nfs_version == "4"
+    assert c.hub.images.singleuser.packages == ("jupyterlab>=4.0,<5", "ipywidgets[extra]==8.1.1")

@@ -168,18 +168,16 @@ swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || 
 log "provisioning $CABLAB_HOST ($PRETTY_NAME, $FAMILY family), $STEPS_TOTAL steps; details in $CABLAB_LOG"
 
 step hostname
-install_file 0644 /etc/hostname <<'CABLAB_EOF'
-node1
-CABLAB_EOF
-if [ "$(hostname)" != node1 ]; then
-  hostname node1
-  changed "hostname node1"
+name=node1
+install_file 0644 /etc/hostname < <(printf '%s\n' "$name")
+if [ "$(hostname)" != "$name" ]; then
+  hostname "$name"
+  changed "hostname $name"
 fi
-ensure_block /etc/hosts hosts <<'CABLAB_EOF'
-192.168.57.11 node1
-192.168.57.12 node2
-192.168.57.13 node3
-CABLAB_EOF
+ensure_block /etc/hosts hosts < <(printf '%s\n' \
+  '192.168.57.11 node1' \
+  '192.168.57.12 node2' \
+  '192.168.57.13 node3')
 
 step firewall
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
@@ -321,27 +319,29 @@ ensure_dir /srv/nfs/homes 1000:100 0755
 ensure_dir /srv/nfs/cube 0:0 0755
 ensure_dir /srv/nfs/notebooks 0:0 0755
 # Each share only to the cluster's addresses; root_squash unless a share says otherwise.
-install_file 0644 /etc/exports.d/cablab.exports <<'CABLAB_EOF'
-/srv/nfs/homes 192.168.57.12(rw,sync,no_subtree_check,root_squash) 192.168.57.13(rw,sync,no_subtree_check,root_squash)
-/srv/nfs/cube 192.168.57.12(ro,sync,no_subtree_check,root_squash) 192.168.57.13(ro,sync,no_subtree_check,root_squash)
-/srv/nfs/notebooks 192.168.57.12(ro,sync,no_subtree_check,root_squash) 192.168.57.13(ro,sync,no_subtree_check,root_squash)
-CABLAB_EOF
+install_file 0644 /etc/exports.d/cablab.exports < <(printf '%s\n' \
+  '/srv/nfs/homes 192.168.57.12(rw,sync,no_subtree_check,root_squash) 192.168.57.13(rw,sync,no_subtree_check,root_squash)' \
+  '/srv/nfs/cube 192.168.57.12(ro,sync,no_subtree_check,root_squash) 192.168.57.13(ro,sync,no_subtree_check,root_squash)' \
+  '/srv/nfs/notebooks 192.168.57.12(ro,sync,no_subtree_check,root_squash) 192.168.57.13(ro,sync,no_subtree_check,root_squash)')
 exports_changed=$LAST_CHANGED
 ensure_service nfs-server
 if [ "$exports_changed" = 1 ]; then
   run exportfs -ra
 fi
-if ! exportfs -s | grep -q '^/srv/nfs/homes '; then
+path=/srv/nfs/homes
+if ! exportfs -s | awk '{print $1}' | grep -qxF -- "$path"; then
   run exportfs -ra
-  changed "exported /srv/nfs/homes"
+  changed "exported $path"
 fi
-if ! exportfs -s | grep -q '^/srv/nfs/cube '; then
+path=/srv/nfs/cube
+if ! exportfs -s | awk '{print $1}' | grep -qxF -- "$path"; then
   run exportfs -ra
-  changed "exported /srv/nfs/cube"
+  changed "exported $path"
 fi
-if ! exportfs -s | grep -q '^/srv/nfs/notebooks '; then
+path=/srv/nfs/notebooks
+if ! exportfs -s | awk '{print $1}' | grep -qxF -- "$path"; then
   run exportfs -ra
-  changed "exported /srv/nfs/notebooks"
+  changed "exported $path"
 fi
 
 step seed_shares
@@ -906,50 +906,59 @@ CABLAB_EOF
 fi
 
 step nfs_mounts
-if [ ! -d /srv/cablab/homes ]; then
-  mkdir -p /srv/cablab/homes
-  changed "created /srv/cablab/homes"
+target=/srv/cablab/homes
+if [ ! -d "$target" ]; then
+  mkdir -p "$target"
+  changed "created $target"
 fi
-if [ ! -d /srv/cablab/cube ]; then
-  mkdir -p /srv/cablab/cube
-  changed "created /srv/cablab/cube"
+target=/srv/cablab/cube
+if [ ! -d "$target" ]; then
+  mkdir -p "$target"
+  changed "created $target"
 fi
-if [ ! -d /srv/cablab/notebooks ]; then
-  mkdir -p /srv/cablab/notebooks
-  changed "created /srv/cablab/notebooks"
+target=/srv/cablab/notebooks
+if [ ! -d "$target" ]; then
+  mkdir -p "$target"
+  changed "created $target"
 fi
-ensure_block /etc/fstab shares <<'CABLAB_EOF'
-/srv/nfs/homes /srv/cablab/homes none bind 0 0
-/srv/nfs/cube /srv/cablab/cube none bind,ro 0 0
-/srv/nfs/notebooks /srv/cablab/notebooks none bind,ro 0 0
-CABLAB_EOF
+ensure_block /etc/fstab shares < <(printf '%s\n' \
+  '/srv/nfs/homes /srv/cablab/homes none bind 0 0' \
+  '/srv/nfs/cube /srv/cablab/cube none bind,ro 0 0' \
+  '/srv/nfs/notebooks /srv/cablab/notebooks none bind,ro 0 0')
 if [ "$LAST_CHANGED" = 1 ] && [ -d /run/systemd/system ]; then
   run systemctl daemon-reload
 fi
-if ! mountpoint -q /srv/cablab/homes; then
-  run mount /srv/cablab/homes
-  changed "mounted /srv/cablab/homes"
+target=/srv/cablab/homes
+if ! mountpoint -q "$target"; then
+  run mount "$target"
+  changed "mounted $target"
 fi
-src=$(findmnt -nr -o SOURCE --target /srv/cablab/homes | tail -n 1)
-[ "$(stat -c '%d:%i' /srv/cablab/homes)" = "$(stat -c '%d:%i' /srv/nfs/homes)" ] || die "/srv/cablab/homes is mounted from $src, not a bind of /srv/nfs/homes"
-if ! mountpoint -q /srv/cablab/cube; then
-  run mount /srv/cablab/cube
-  changed "mounted /srv/cablab/cube"
+src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
+path=/srv/nfs/homes
+[ "$(stat -c '%d:%i' "$target")" = "$(stat -c '%d:%i' "$path")" ] || die "$target is mounted from $src, not a bind of $path"
+target=/srv/cablab/cube
+if ! mountpoint -q "$target"; then
+  run mount "$target"
+  changed "mounted $target"
 fi
-src=$(findmnt -nr -o SOURCE --target /srv/cablab/cube | tail -n 1)
-[ "$(stat -c '%d:%i' /srv/cablab/cube)" = "$(stat -c '%d:%i' /srv/nfs/cube)" ] || die "/srv/cablab/cube is mounted from $src, not a bind of /srv/nfs/cube"
-if ! mountpoint -q /srv/cablab/notebooks; then
-  run mount /srv/cablab/notebooks
-  changed "mounted /srv/cablab/notebooks"
+src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
+path=/srv/nfs/cube
+[ "$(stat -c '%d:%i' "$target")" = "$(stat -c '%d:%i' "$path")" ] || die "$target is mounted from $src, not a bind of $path"
+target=/srv/cablab/notebooks
+if ! mountpoint -q "$target"; then
+  run mount "$target"
+  changed "mounted $target"
 fi
-src=$(findmnt -nr -o SOURCE --target /srv/cablab/notebooks | tail -n 1)
-[ "$(stat -c '%d:%i' /srv/cablab/notebooks)" = "$(stat -c '%d:%i' /srv/nfs/notebooks)" ] || die "/srv/cablab/notebooks is mounted from $src, not a bind of /srv/nfs/notebooks"
+src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
+path=/srv/nfs/notebooks
+[ "$(stat -c '%d:%i' "$target")" = "$(stat -c '%d:%i' "$path")" ] || die "$target is mounted from $src, not a bind of $path"
 
 step swarm_init
+addr=192.168.57.11
 state=$(swarm_state)
 if [ "$state" != active ]; then
-  run docker swarm init --advertise-addr 192.168.57.11 --listen-addr 192.168.57.11:2377
-  changed "swarm initialised on 192.168.57.11"
+  run docker swarm init --advertise-addr "$addr" --listen-addr "$addr:2377"
+  changed "swarm initialised on $addr"
 fi
 
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "this host is in a swarm but not a manager"
@@ -960,13 +969,14 @@ install_file 0600 /etc/cablab/swarm/worker.token < <(docker swarm join-token -q 
 install_file 0600 /etc/cablab/swarm/manager.token < <(docker swarm join-token -q manager)
 
 step swarm_network
+network=swarmnet
 
-if have=$(docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' swarmnet 2>/dev/null); then
+if have=$(docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' "$network" 2>/dev/null); then
   want="overlay true plain"
-  [ "$have" = "$want" ] || die "network swarmnet exists as '$have', the spec wants '$want': remove it (docker network rm swarmnet) when no service uses it"
+  [ "$have" = "$want" ] || die "network $network exists as '$have', the spec wants '$want': remove it (docker network rm $network) when no service uses it"
 else
-  run docker network create --driver overlay --attachable swarmnet
-  changed "overlay network swarmnet"
+  run docker network create --driver overlay --attachable "$network"
+  changed "overlay network $network"
 fi
 
 step image:hub
@@ -1381,10 +1391,12 @@ install_file 0644 /opt/cablab/hub/userlist <<'CABLAB_EOF'
 alice admin
 bob
 CABLAB_EOF
-install -d -m 0700 /etc/cablab/secrets
+secrets=/etc/cablab/secrets
+cluster=lab-centos
+install -d -m 0700 "$secrets"
 for secret in cookie_secret proxy_token github_client_secret tls.crt tls.key lab_password; do
-  [ -s "/etc/cablab/secrets/$secret" ] || die "secret /etc/cablab/secrets/$secret is missing: copy the spec's secrets directory (secrets/lab-centos/, made by 'cablab-cluster render') to /etc/cablab/secrets/ on this host"
-  ensure_mode 0600 "/etc/cablab/secrets/$secret"
+  [ -s "$secrets/$secret" ] || die "secret $secrets/$secret is missing: copy the spec's secrets directory (secrets/$cluster/, made by 'cablab-cluster render') to $secrets/ on this host"
+  ensure_mode 0600 "$secrets/$secret"
 done
 ensure_dir /var/lib/cablab/hub 0:0 0700
 if [ "$(/opt/cablab/hub/deploy.sh)" = deployed ]; then

@@ -168,18 +168,16 @@ swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || 
 log "provisioning $CABLAB_HOST ($PRETTY_NAME, $FAMILY family), $STEPS_TOTAL steps; details in $CABLAB_LOG"
 
 step hostname
-install_file 0644 /etc/hostname <<'CABLAB_EOF'
-node2
-CABLAB_EOF
-if [ "$(hostname)" != node2 ]; then
-  hostname node2
-  changed "hostname node2"
+name=node2
+install_file 0644 /etc/hostname < <(printf '%s\n' "$name")
+if [ "$(hostname)" != "$name" ]; then
+  hostname "$name"
+  changed "hostname $name"
 fi
-ensure_block /etc/hosts hosts <<'CABLAB_EOF'
-192.168.56.11 node1
-192.168.56.12 node2
-192.168.56.13 node3
-CABLAB_EOF
+ensure_block /etc/hosts hosts < <(printf '%s\n' \
+  '192.168.56.11 node1' \
+  '192.168.56.12 node2' \
+  '192.168.56.13 node3')
 
 step firewall
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
@@ -250,63 +248,77 @@ fi
 
 step nfs_mounts
 ensure_packages nfs-common nfs-utils
-if [ ! -d /srv/cablab/homes ]; then
-  mkdir -p /srv/cablab/homes
-  changed "created /srv/cablab/homes"
+target=/srv/cablab/homes
+if [ ! -d "$target" ]; then
+  mkdir -p "$target"
+  changed "created $target"
 fi
-if [ ! -d /srv/cablab/cube ]; then
-  mkdir -p /srv/cablab/cube
-  changed "created /srv/cablab/cube"
+target=/srv/cablab/cube
+if [ ! -d "$target" ]; then
+  mkdir -p "$target"
+  changed "created $target"
 fi
-if [ ! -d /srv/cablab/notebooks ]; then
-  mkdir -p /srv/cablab/notebooks
-  changed "created /srv/cablab/notebooks"
+target=/srv/cablab/notebooks
+if [ ! -d "$target" ]; then
+  mkdir -p "$target"
+  changed "created $target"
 fi
-ensure_block /etc/fstab shares <<'CABLAB_EOF'
-192.168.56.11:/srv/nfs/homes /srv/cablab/homes nfs nfsvers=4.2,rw,hard,noatime,_netdev 0 0
-192.168.56.11:/srv/nfs/cube /srv/cablab/cube nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0
-192.168.56.11:/srv/nfs/notebooks /srv/cablab/notebooks nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0
-CABLAB_EOF
+ensure_block /etc/fstab shares < <(printf '%s\n' \
+  '192.168.56.11:/srv/nfs/homes /srv/cablab/homes nfs nfsvers=4.2,rw,hard,noatime,_netdev 0 0' \
+  '192.168.56.11:/srv/nfs/cube /srv/cablab/cube nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0' \
+  '192.168.56.11:/srv/nfs/notebooks /srv/cablab/notebooks nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0')
 if [ "$LAST_CHANGED" = 1 ] && [ -d /run/systemd/system ]; then
   run systemctl daemon-reload
 fi
-if ! mountpoint -q /srv/cablab/homes; then
-  run mount /srv/cablab/homes
-  changed "mounted /srv/cablab/homes"
+target=/srv/cablab/homes
+if ! mountpoint -q "$target"; then
+  run mount "$target"
+  changed "mounted $target"
 fi
-src=$(findmnt -nr -o SOURCE --target /srv/cablab/homes | tail -n 1)
-[ "$src" = 192.168.56.11:/srv/nfs/homes ] || die "/srv/cablab/homes is mounted from $src, expected 192.168.56.11:/srv/nfs/homes: unmount it first"
-if ! mountpoint -q /srv/cablab/cube; then
-  run mount /srv/cablab/cube
-  changed "mounted /srv/cablab/cube"
+src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
+want=192.168.56.11:/srv/nfs/homes
+[ "$src" = "$want" ] || die "$target is mounted from $src, expected $want: unmount it first"
+target=/srv/cablab/cube
+if ! mountpoint -q "$target"; then
+  run mount "$target"
+  changed "mounted $target"
 fi
-src=$(findmnt -nr -o SOURCE --target /srv/cablab/cube | tail -n 1)
-[ "$src" = 192.168.56.11:/srv/nfs/cube ] || die "/srv/cablab/cube is mounted from $src, expected 192.168.56.11:/srv/nfs/cube: unmount it first"
-if ! mountpoint -q /srv/cablab/notebooks; then
-  run mount /srv/cablab/notebooks
-  changed "mounted /srv/cablab/notebooks"
+src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
+want=192.168.56.11:/srv/nfs/cube
+[ "$src" = "$want" ] || die "$target is mounted from $src, expected $want: unmount it first"
+target=/srv/cablab/notebooks
+if ! mountpoint -q "$target"; then
+  run mount "$target"
+  changed "mounted $target"
 fi
-src=$(findmnt -nr -o SOURCE --target /srv/cablab/notebooks | tail -n 1)
-[ "$src" = 192.168.56.11:/srv/nfs/notebooks ] || die "/srv/cablab/notebooks is mounted from $src, expected 192.168.56.11:/srv/nfs/notebooks: unmount it first"
+src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
+want=192.168.56.11:/srv/nfs/notebooks
+[ "$src" = "$want" ] || die "$target is mounted from $src, expected $want: unmount it first"
 
 step swarm_join
+name=node2
+addr=192.168.56.12
+manager=192.168.56.11:2377
+manager_name=node1
+role=worker
+token_file=/etc/cablab/swarm/worker.token
 state=$(swarm_state)
 if [ "$state" != active ]; then
   token=${CABLAB_SWARM_TOKEN:-}
-  if [ -z "$token" ] && [ -s /etc/cablab/swarm/worker.token ]; then
-    token=$(cat /etc/cablab/swarm/worker.token)
+  if [ -z "$token" ] && [ -s "$token_file" ]; then
+    token=$(cat "$token_file")
   fi
-  [ -n "$token" ] || die "no worker join token: copy /etc/cablab/swarm/worker.token from node1 to this host (mode 0600), or export CABLAB_SWARM_TOKEN=\$(ssh node1 sudo docker swarm join-token -q worker)"
-  printf '+ docker swarm join --token *** %s\n' 192.168.56.11:2377 >>"$CABLAB_LOG"
-  if ! docker swarm join --token "$token" --advertise-addr 192.168.56.12 --listen-addr 192.168.56.12:2377 192.168.56.11:2377 >>"$CABLAB_LOG" 2>&1; then
+  [ -n "$token" ] || die "no $role join token: copy $token_file from $manager_name to this host (mode 0600), or export CABLAB_SWARM_TOKEN=\$(ssh $manager_name sudo docker swarm join-token -q $role)"
+  printf '+ docker swarm join --token *** %s\n' "$manager" >>"$CABLAB_LOG"
+  if ! docker swarm join --token "$token" --advertise-addr "$addr" --listen-addr "$addr:2377" "$manager" >>"$CABLAB_LOG" 2>&1; then
     tail -n 5 "$CABLAB_LOG" >&2
-    die "docker swarm join to 192.168.56.11:2377 failed (token for workers? manager reachable?)"
+    die "docker swarm join to $manager failed (token for ${role}s? manager reachable?)"
   fi
-  changed "joined the swarm as worker"
+  changed "joined the swarm as $role"
 fi
 
 manager_here=$(docker info --format '{{.Swarm.ControlAvailable}}')
-[ "$manager_here" = false ] || die "this host is a swarm manager but the spec makes it a worker: run 'docker node demote node2' on node1"
+[ "$manager_here" = false ] || die "this host is a swarm manager but the spec makes it a worker: run 'docker node demote $name' on $manager_name"
 
 step image:singleuser
 ref=cablab/singleuser:lab

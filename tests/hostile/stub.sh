@@ -1,0 +1,64 @@
+#!/bin/bash
+# A recording stand-in for a system command (tests/test_hostile.py): appends its
+# name and argv (unit-separated, one record per call) to the call log, prints
+# canned output where a provisioner reads some, and changes nothing.
+name=${0##*/}
+{ printf '%s\x1f' "$name" "$@"; printf '\x1e'; } >>/var/log/cablab-stub-calls
+args="$*"
+case "$name" in
+  touch) : >/tmp/cablab-injected ;;
+  docker)
+    case "$args" in
+      "info --format {{.Swarm.LocalNodeState}}") echo inactive ;;
+      "info --format {{.Swarm.ControlAvailable}}") echo "${STUB_CONTROL:-true}" ;;
+      "info --format {{.Driver}}") echo "${STUB_DRIVER:-overlay2}" ;;
+      "version --format {{.Server.Version}}") echo 20.10.24 ;;
+      "network inspect"*) exit 1 ;;
+      "image inspect"*) [ -e /var/lib/cablab-stub-image ] || exit 1 ;;
+      "load"* | "pull"* | "build"*) : >/var/lib/cablab-stub-image ;;
+      "service ps"*) echo "Running 1 second ago" ;;
+      "service inspect"*) exit 1 ;;
+      "swarm join-token"*) echo SWMTKN-stub ;;
+    esac ;;
+  dpkg-query | rpm | blkid) exit 1 ;;
+  dpkg) echo amd64 ;;
+  apt-cache) echo " docker-ce | 5:${STUB_PIN:-24.0}.0-1~debian.12~bookworm | https://download.docker.com stable/amd64 Packages" ;;
+  dnf) [ "$1" = list ] && echo "docker-ce.x86_64 3:${STUB_PIN:-24.0}.0-1.el9 docker-ce-stable" ;;
+  firewall-cmd)
+    case "$args" in
+      --state) [ "${STUB_FW:-firewalld}" = firewalld ] || exit 1 ;;
+      *--get-zones*) echo public ;;
+      *--query-*) exit 1 ;;
+    esac ;;
+  ufw)
+    case "$args" in
+      status) echo "Status: active" ;;
+      allow*) echo "Rule added" ;;
+    esac ;;
+  hostname) [ $# -gt 0 ] || echo localhost ;;
+  certbot)
+    while [ $# -gt 1 ] && [ "$1" != -d ]; do shift; done
+    if [ "${1:-}" = -d ]; then
+      mkdir -p "/etc/letsencrypt/live/$2"
+      echo pem >"/etc/letsencrypt/live/$2/fullchain.pem"
+      echo pem >"/etc/letsencrypt/live/$2/privkey.pem"
+    fi ;;
+  curl)
+    while [ $# -gt 1 ] && [ "$1" != -o ]; do shift; done
+    [ "${1:-}" != -o ] || echo downloaded >"$2" ;;
+  mountpoint | vgs) exit 1 ;;
+  lvs)
+    case "$args" in
+      *lv_profile*) echo docker-thinpool ;;
+      *lv_active*) echo active ;;
+      *) exit 1 ;;
+    esac ;;
+  lsblk) echo disk ;;
+  xfs_info) echo "naming =version 2 bsize=4096 ascii-ci=0, ftype=1" ;;
+  findmnt)
+    while [ $# -gt 1 ] && [ "$1" != --target ]; do shift; done
+    awk -F '\t' -v t="$2" '$1 == t {print $2}' /etc/cablab-stub-findmnt ;;
+  stat)
+    if [ "$2" = '%d:%i' ]; then echo 1:1; else exec /usr/bin/stat "$@"; fi ;;
+esac
+exit 0
