@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
@@ -145,6 +146,36 @@ def _compose(value: Any) -> Any:
     return str(value) if isinstance(value, _Placeholder) else value
 
 
+@dataclass(frozen=True)
+class UserMountView:
+    """A read-only share as a user's container sees it."""
+
+    share: str
+    host_path: str  # where the share is mounted on every node
+    target: str  # where the user finds it (hub.users.read_only_mounts[].target)
+    container_path: str  # where it is mounted in the container
+    link: str = ""  # for a target inside the home: the symlink's path relative to the home
+
+
+# Read-only shares whose target lies inside the home are mounted here and linked into the
+# home: runc must lstat a mount point before mounting onto it, and as root on a
+# root-squashed NFS home of mode 0700 it may not even look inside (EACCES).
+CONTAINER_MOUNTS = PurePosixPath("/mnt/cablab")
+
+
+def user_mounts(c: Cluster) -> list[UserMountView]:
+    home = c.hub.users.home_target
+    out = []
+    for m in c.hub.users.read_only_mounts:
+        host_path = str(c.share(m.share).mount)
+        if home in m.target.parents:
+            rel = m.target.relative_to(home)
+            out.append(UserMountView(m.share, host_path, str(m.target), str(CONTAINER_MOUNTS / rel), str(rel)))
+        else:
+            out.append(UserMountView(m.share, host_path, str(m.target), str(m.target)))
+    return out
+
+
 def sample_notebooks() -> list[tuple[str, str]]:
     """(file name, content) of the sample notebooks shipped in cablab_cluster/samples/."""
     folder = resources.files("cablab_cluster").joinpath("samples")
@@ -229,6 +260,9 @@ class Renderer:
     def dockerfile(self, key: str) -> str:
         return self.build_context(key)["Dockerfile"]
 
+    def user_mounts(self) -> list[UserMountView]:
+        return user_mounts(self.c)
+
     def hub_data(self) -> dict[str, Any]:
         """cablab.json: everything the static jupyterhub_config.py + cablab_hub.py need."""
         c, hub = self.c, self.c.hub
@@ -254,7 +288,8 @@ class Renderer:
                 "uid": users.uid,
                 "gid": users.gid,
                 "default_url": "/lab",
-                "read_only_volumes": {str(c.share(m.share).mount): str(m.target) for m in users.read_only_mounts},
+                "read_only_volumes": {m.host_path: m.container_path for m in self.user_mounts()},
+                "home_links": {m.link: m.container_path for m in self.user_mounts() if m.link},
                 "notebook_nodes": [h.name for h in c.notebook_hosts],
                 "placement": ["node.role == worker"] if c.workers else ["node.role == manager"],
             },

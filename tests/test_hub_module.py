@@ -23,8 +23,9 @@ SPAWNER = {
     "uid": 1000,
     "gid": 100,
     "default_url": "/lab",
-    "read_only_volumes": {"/srv/cablab/cube": "/home/jovyan/cube", "/srv/cablab/notebooks": "/home/jovyan/samples",
+    "read_only_volumes": {"/srv/cablab/cube": "/mnt/cablab/cube", "/srv/cablab/notebooks": "/mnt/cablab/samples",
                           "/srv/cablab/elsewhere": "/data/elsewhere"},
+    "home_links": {"cube": "/mnt/cablab/cube", "samples": "/mnt/cablab/samples"},
     "notebook_nodes": ["node2", "node3"],
     "placement": ["node.role == worker"],
 }
@@ -98,7 +99,7 @@ def test_spawner_settings(secrets):
     assert c.SwarmSpawner.volumes == {"/srv/cablab/homes/{raw_username}": "/home/jovyan"}
     assert c.SwarmSpawner.notebook_dir == "/home/jovyan"
     assert c.Spawner.default_url == "/lab"
-    assert c.SwarmSpawner.read_only_volumes["/srv/cablab/cube"] == "/home/jovyan/cube"
+    assert c.SwarmSpawner.read_only_volumes["/srv/cablab/cube"] == "/mnt/cablab/cube"
 
 
 @pytest.fixture
@@ -122,28 +123,36 @@ class FakeSpawner:
         self.extra_placement_spec: dict = {}
 
 
-def test_pre_spawn_hook_makes_the_home_and_mount_points_as_the_user_and_pins(homes):
+def test_pre_spawn_hook_makes_the_home_and_links_as_the_user_and_pins(homes):
     hook = cablab_hub.make_pre_spawn_hook({**SPAWNER, "home_root": str(homes)})
     sp = FakeSpawner("alice", {"node": "node3"})
     hook(sp)
     home = homes / "alice"
     st = home.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1000, 100, 0o700)
-    # the read-only shares' mount points below the home exist, owned by the user (root_squash
-    # stops dockerd from making them); a target outside the home needs none
-    assert sorted(p.name for p in home.iterdir()) == ["cube", "samples"]
-    assert all(p.stat().st_uid == 1000 for p in home.iterdir())
+    # the read-only shares below the home are links to where the container mounts them
+    # (runc cannot look into a 0700 root-squashed home as root); made as the user
+    assert {p.name: os.readlink(p) for p in home.iterdir()} == {"cube": "/mnt/cablab/cube",
+                                                                 "samples": "/mnt/cablab/samples"}
+    assert all(p.lstat().st_uid == 1000 for p in home.iterdir())
     assert sp.extra_placement_spec == {"constraints": ["node.role == worker", "node.hostname == node3"]}
     with pytest.raises(ValueError, match="does not run notebooks"):
         hook(FakeSpawner("alice", {"node": "node1"}))
 
 
-def test_pre_spawn_hook_repairs_missing_mount_points_only(homes):
+def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(homes):
     hook = cablab_hub.make_pre_spawn_hook({**SPAWNER, "home_root": str(homes)})
     hook(FakeSpawner("bob"))
-    (homes / "bob" / "samples").rmdir()
-    (homes / "bob" / "notes.txt").write_text("mine")
+    home = homes / "bob"
+    (home / "cube").unlink()
+    (home / "cube").mkdir()  # an empty mount point of the earlier layout
+    (home / "samples").unlink()
+    (home / "samples").mkdir()
+    (home / "samples" / "mine.ipynb").write_text("{}")  # the user's own: kept
+    (home / "notes.txt").write_text("mine")
     sp = FakeSpawner("bob")
     hook(sp)
-    assert sorted(p.name for p in (homes / "bob").iterdir()) == ["cube", "notes.txt", "samples"]
+    assert os.readlink(home / "cube") == "/mnt/cablab/cube"
+    assert (home / "samples").is_dir() and not (home / "samples").is_symlink()
+    assert (home / "samples" / "mine.ipynb").read_text() == "{}" and (home / "notes.txt").read_text() == "mine"
     assert sp.extra_placement_spec == {"constraints": ["node.role == worker"]}

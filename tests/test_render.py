@@ -221,7 +221,7 @@ def test_config_real_cluster(secrets_dir, tmp_path, monkeypatch):
     assert cfg.Spawner.default_url == "/lab"
     assert cfg.Authenticator.allow_existing_users is False  # removed from the userlist = no access
     assert cfg.GitHubOAuthenticator.scope == ["read:org"]  # allowed_organizations needs it
-    assert cfg.SwarmSpawner.read_only_volumes == {"/export/cube": "/home/jovyan/cube"}
+    assert cfg.SwarmSpawner.read_only_volumes == {"/export/cube": "/mnt/cablab/cube"}
     assert cfg.JupyterHub.cookie_secret_file == str(secrets_dir / "cookie_secret")
     assert cfg.JupyterHub.public_url == "https://hub.single.example:8443/"
     assert cfg.ConfigurableHTTPProxy.should_start is False
@@ -237,8 +237,8 @@ def test_config_lab(secrets_dir, tmp_path, monkeypatch):
     assert cls.__name__ == "LabPasswordGitHubOAuthenticator"
     assert cfg.GitHubOAuthenticator.oauth_callback_url == "https://192.168.56.11/hub/oauth_callback"
     assert cfg.SwarmSpawner.network_name == "swarmnet"
-    assert cfg.SwarmSpawner.read_only_volumes == {"/srv/cablab/cube": "/home/jovyan/cube",
-                                                  "/srv/cablab/notebooks": "/home/jovyan/samples"}
+    assert cfg.SwarmSpawner.read_only_volumes == {"/srv/cablab/cube": "/mnt/cablab/cube",
+                                                  "/srv/cablab/notebooks": "/mnt/cablab/samples"}
     auth = cls(config=cfg)
     # the GitHub side is configured as on a real cluster
     assert auth.authorize_url == "https://github.com/login/oauth/authorize"

@@ -58,7 +58,8 @@ def test_a_person_signs_in_and_runs_a_sample_notebook(cluster, hub_client, brows
         try:
             page = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900}).new_page()
             page.goto(f"{base}/hub/login")
-            expect(page.get_by_role("link", name="Sign in with GitHub")).to_be_visible()
+            expect(page.get_by_role("button", name="Sign in with GitHub")).to_be_visible()  # a link styled as a button
+            expect(page.locator("#login_submit")).to_be_visible()  # the lab form beside it
             page.screenshot(path=str(screenshots / "1-login.png"))
 
             t0 = time.monotonic()

@@ -130,7 +130,7 @@ def test_a_scientists_day(session, username, nodes, cluster, cube_share, wait_un
         timings["spawn (REST start -> ready), first node"] = round(time.monotonic() - t0, 1)
         assert placement(nodes, cluster, username) == first.name
         cid = container(nodes, first, username)
-        check_read_only_mounts(nodes, first, cid, users.read_only_mounts)
+        check_read_only_mounts(nodes, first, cid, cluster)
 
         t0 = time.monotonic()
         kernel = open_kernel(session, username, api_token)

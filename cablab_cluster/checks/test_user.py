@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import pytest
 
 from cablab_cluster.plan import STACK
+from cablab_cluster.render import user_mounts
 
 from .spawner import service_name
 
@@ -77,18 +78,22 @@ def container(nodes, host, username: str) -> str:
     return ids[0]
 
 
-def check_read_only_mounts(nodes, host, cid: str, mounts) -> None:
+def check_read_only_mounts(nodes, host, cid: str, cluster) -> None:
+    """Every read-only share is mounted read-only where the hub mounts it, found by the user at
+    its target (a link from the home), readable, and not writable even by root."""
     inspected = nodes[host].check_output("docker inspect --format %s %s", "{{json .Mounts}}", cid)
     binds = {m["Destination"]: m for m in json.loads(inspected)}
-    for mount in mounts:
-        target = str(mount.target)
-        assert target in binds, f"{target} is not mounted in the user's container"
-        assert binds[target]["RW"] is False, f"{target} is mounted read-write: {binds[target]}"
-        nodes[host].check_output("docker exec %s ls -A %s", cid, target)  # readable
-        probe = f"{target}/.cablab-check-{uuid.uuid4().hex}"
+    for mount in user_mounts(cluster):
+        where = mount.container_path
+        assert where in binds, f"{where} ({mount.share}) is not mounted in the user's container"
+        assert binds[where]["RW"] is False, f"{where} is mounted read-write: {binds[where]}"
+        resolved = nodes[host].check_output("docker exec %s readlink -f %s", cid, mount.target)
+        assert resolved == where, f"{mount.target} leads to {resolved}, not to the share at {where}"
+        nodes[host].check_output("docker exec %s ls -A %s/", cid, mount.target)  # readable, as the user
+        probe = f"{where}/.cablab-check-{uuid.uuid4().hex}"
         if nodes[host].run("docker exec -u 0 %s touch %s", cid, probe).rc == 0:
             nodes[host].run("docker exec -u 0 %s rm -f %s", cid, probe)
-            pytest.fail(f"root in the user's container could write {probe} into read-only {target}")
+            pytest.fail(f"root in the user's container could write {probe} into read-only {where}")
 
 
 def test_lab_password_logs_in(session, username):

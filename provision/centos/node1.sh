@@ -1106,32 +1106,52 @@ class LabPasswordGitHubOAuthenticator(GitHubOAuthenticator):
 # --- The user's home and the server's placement --------------------------------
 
 
-def make_home(home: Path, uid: int, gid: int, mount_points: Sequence[str]) -> None:
-    """The user's home on the NFS share, mode 0700, and the mount points of the read-only
-    shares inside it, all made as the notebook user: the share is root_squashed, so
-    neither the hub (root) nor dockerd (root, when it binds the shares) may create them."""
-    missing = [p for p in [home] + [home / m for m in mount_points] if not p.is_dir()]
-    if not missing:
+# Run as the notebook user (root_squash: the hub's root is nobody on the share): make
+# the home 0700 if it is missing, then each link to a read-only share, replacing an empty
+# directory left by an older layout; anything else of the user's is left alone.
+# sh -c MAKE_HOME sh HOME REL TARGET [REL TARGET ...]
+_MAKE_HOME = r"""
+set -eu
+home=$1; shift
+[ -d "$home" ] || mkdir -m 0700 "$home"
+while [ "$#" -ge 2 ]; do
+  path=$home/$1 target=$2; shift 2
+  if [ -L "$path" ]; then
+    [ "$(readlink "$path")" = "$target" ] && continue
+    rm -f "$path"
+  elif [ -d "$path" ] && [ -z "$(ls -A "$path")" ]; then
+    rmdir "$path"
+  elif [ -e "$path" ]; then
+    echo "$path exists and is not a link to $target: left as it is" >&2
+    continue
+  fi
+  mkdir -p "$(dirname "$path")"
+  ln -s "$target" "$path"
+done
+"""
+
+
+def make_home(home: Path, uid: int, gid: int, links: Mapping[str, str]) -> None:
+    """The user's home on the NFS share (mode 0700) with links to the read-only shares,
+    all made as the notebook user: the share is root_squashed, so neither the hub (root)
+    nor dockerd may create anything in it."""
+    if home.is_dir() and all(os.path.islink(home / rel) and os.readlink(home / rel) == target
+                             for rel, target in links.items()):
         return
-    subprocess.run(["mkdir", "-p", "-m", "0700", str(home)], check=True, user=uid, group=gid, extra_groups=[])
-    if len(missing) > 1 or missing[0] != home:
-        subprocess.run(["mkdir", "-p"] + [str(home / m) for m in mount_points], check=True,
-                       user=uid, group=gid, extra_groups=[])
+    pairs = [arg for rel, target in sorted(links.items()) for arg in (rel, target)]
+    subprocess.run(["sh", "-c", _MAKE_HOME, "sh", str(home), *pairs], check=True, user=uid, group=gid, extra_groups=[])
 
 
 def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
     home_root = Path(spawner_data["home_root"])
-    home_target = spawner_data["home_target"]
-    # Read-only shares mounted below the home need their mount points in it.
-    mount_points = [os.path.relpath(t, home_target) for t in spawner_data["read_only_volumes"].values()
-                    if t.startswith(home_target.rstrip("/") + "/")]
+    links = dict(spawner_data["home_links"])
     nodes = list(spawner_data["notebook_nodes"])
     placement = list(spawner_data["placement"])
     uid, gid = int(spawner_data["uid"]), int(spawner_data["gid"])
 
     def pre_spawn_hook(spawner: Any) -> None:
         """Make the home, then place the server (user option `node` pins it to a notebook node)."""
-        make_home(home_root / spawner.user.name, uid, gid, mount_points)
+        make_home(home_root / spawner.user.name, uid, gid, links)
         constraints = list(placement)
         node = (spawner.user_options or {}).get("node")
         if node:
@@ -1220,6 +1240,10 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
   "spawner": {
     "default_url": "/lab",
     "gid": 100,
+    "home_links": {
+      "cube": "/mnt/cablab/cube",
+      "samples": "/mnt/cablab/samples"
+    },
     "home_root": "/srv/cablab/homes",
     "home_target": "/home/jovyan",
     "image": "cablab/singleuser:lab",
@@ -1232,8 +1256,8 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
       "node.role == worker"
     ],
     "read_only_volumes": {
-      "/srv/cablab/cube": "/home/jovyan/cube",
-      "/srv/cablab/notebooks": "/home/jovyan/samples"
+      "/srv/cablab/cube": "/mnt/cablab/cube",
+      "/srv/cablab/notebooks": "/mnt/cablab/samples"
     },
     "uid": 1000
   }
