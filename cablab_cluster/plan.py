@@ -163,6 +163,8 @@ def _ports(c: Cluster, h: Host) -> tuple[Port, ...]:
         ports.append(Port(c.hub.port, Proto.TCP, "JupyterHub (HTTPS)", public=True))
         if c.hub.tls.mode is TLSMode.LETSENCRYPT:
             ports.append(Port(80, Proto.TCP, "ACME http-01 challenge", public=True))
+        elif c.hub.port == 443:
+            ports.append(Port(80, Proto.TCP, "HTTP, redirected to HTTPS", public=True))
     return tuple(ports)
 
 

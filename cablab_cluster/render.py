@@ -40,7 +40,7 @@ from .plan import (
     cube_tarball,
     hub_secrets,
 )
-from .spec import Cluster, ImageSource, Problem, SpecError, StorageDriver
+from .spec import Cluster, ImageSource, Problem, SpecError, StorageDriver, TLSMode
 
 # Versions baked into the hub image (the fast suite tests the config against these,
 # and checks them against pyproject's test pins and the single-user lock).
@@ -67,6 +67,7 @@ SINGLEUSER_STACK = (
 )
 CONSTRAINTS = "singleuser-constraints.txt"
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
+INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP (published as 80)
 PROXY_API_PORT = 8001
 HEREDOC_END = "CABLAB_EOF"
 
@@ -313,12 +314,19 @@ class Renderer:
         def secret_refs(names: tuple[str, ...]) -> list[dict[str, Any]]:
             return [{"source": n.replace(".", "_"), "target": n, "mode": 0o400} for n in names]
 
+        # Plain HTTP on port 80 is redirected to HTTPS by the proxy, except in letsencrypt mode,
+        # where certbot answers the ACME http-01 challenge on port 80 itself.
+        redirect = c.hub.tls.mode is not TLSMode.LETSENCRYPT and c.hub.port == 443
         proxy_cmd = " ".join([
             'CONFIGPROXY_AUTH_TOKEN="$(cat /run/secrets/proxy_token)" exec configurable-http-proxy',
             f"--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip 0.0.0.0 --api-port {PROXY_API_PORT}",
             f"--default-target http://{STACK}_hub:8081 --error-target http://{STACK}_hub:8081/hub/error",
             "--ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt",
+            *([f"--redirect-port {INTERNAL_HTTP_PORT} --redirect-to {c.hub.port}"] if redirect else []),
         ])
+        ports = [{"target": INTERNAL_PORT, "published": c.hub.port, "protocol": "tcp", "mode": "host"}]
+        if redirect:
+            ports.append({"target": INTERNAL_HTTP_PORT, "published": 80, "protocol": "tcp", "mode": "host"})
         configs = self.hub_configs()
         stack = {
             "version": "3.8",
@@ -330,7 +338,7 @@ class Renderer:
                     "entrypoint": ["/bin/sh", "-c"],
                     "command": [proxy_cmd],
                     "environment": {"NODE_OPTIONS": "--tls-min-v1.2"},
-                    "ports": [{"target": INTERNAL_PORT, "published": c.hub.port, "protocol": "tcp", "mode": "host"}],
+                    "ports": ports,
                     "networks": [net],
                     "secrets": secret_refs(("proxy_token", "tls.crt", "tls.key")),
                     "deploy": deploy,

@@ -156,3 +156,8 @@ def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(h
     assert (home / "samples").is_dir() and not (home / "samples").is_symlink()
     assert (home / "samples" / "mine.ipynb").read_text() == "{}" and (home / "notes.txt").read_text() == "mine"
     assert sp.extra_placement_spec == {"constraints": ["node.role == worker"]}
+
+
+def test_hub_pages_carry_hsts(secrets):
+    c = configured(lab=False)
+    assert c.JupyterHub.tornado_settings["headers"]["Strict-Transport-Security"] == "max-age=31536000"

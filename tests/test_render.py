@@ -337,3 +337,18 @@ def test_the_seeded_cube_is_the_generators():
 
     names = [n for n, _ in sample_notebooks()]
     assert names and all(f"\"$dir\"/{n} <<'CABLAB_EOF'" in files["node1.sh"] for n in names)
+
+
+def test_plain_http_is_redirected_except_where_acme_needs_port_80():
+    from ruamel.yaml import YAML
+
+    def proxy(spec: Path) -> dict:
+        return YAML(typ="safe").load(rendered(spec)["hub/stack.yml"])["services"]["proxy"]
+
+    lab = proxy(LAB / "ubuntu.yml")  # self-signed on 443
+    assert {"target": 8080, "published": 80, "protocol": "tcp", "mode": "host"} in lab["ports"]
+    assert "--redirect-port 8080 --redirect-to 443" in lab["command"][0]
+    le = proxy(SPECS / "letsencrypt-docker-repo.yml")  # certbot answers on 80
+    assert all(p["published"] != 80 for p in le["ports"]) and "--redirect-port" not in le["command"][0]
+    odd = proxy(SPECS / "single-host.yml")  # hub on 8443: nothing to redirect on 80
+    assert all(p["published"] != 80 for p in odd["ports"])

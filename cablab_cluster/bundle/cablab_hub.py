@@ -155,6 +155,9 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
 
 # --- Everything, from data ------------------------------------------------------
 
+HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing of its siblings
+
+
 
 def configure(c: Any, data: Mapping[str, Any]) -> None:
     """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
@@ -170,6 +173,8 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
     c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
     c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
+    # HTTPS only, remembered by browsers for a year (the proxy redirects plain HTTP).
+    c.JupyterHub.tornado_settings = {"headers": {"Strict-Transport-Security": HSTS}}
 
     # Who may log in: exactly the userlist. A user removed from it loses access
     # (JupyterHub's default, allow_existing_users, would keep everyone in the database).

@@ -60,6 +60,24 @@ def covers(cert: x509.Certificate, host: str) -> bool:
 def test_login_page(hub):
     response = hub.request("GET", "/hub/login")
     assert response.status == 200, str(response)
+    hsts = response.headers.get("strict-transport-security", "")
+    assert hsts.startswith("max-age=") and int(hsts.split("=")[1].split(";")[0]) >= 31536000, \
+        f"the hub's pages should tell browsers to use HTTPS only (HSTS), got {hsts!r}"
+
+
+def test_plain_http_is_redirected_to_https(cluster, hub):
+    """Port 80 answers with a redirect to the same path over HTTPS (the proxy's --redirect-port),
+    except in letsencrypt mode (certbot answers the ACME challenge there) or off port 443."""
+    if cluster.hub.tls.mode is TLSMode.LETSENCRYPT or cluster.hub.port != 443:
+        pytest.skip("port 80 serves the ACME challenge (letsencrypt) or the hub is not on 443")
+    import httpx
+
+    with httpx.Client(trust_env=False, timeout=60) as plain:
+        response = plain.get(f"http://{hub.address}:80/hub/login?next=%2Fhub%2F",
+                             headers={"Host": cluster.hub.public_host})
+    assert response.status_code in (301, 302, 307, 308), f"HTTP {response.status_code}: {response.text[:200]}"
+    location = response.headers["location"]
+    assert location.startswith(f"https://{hub.netloc}/hub/login"), location
 
 
 def test_served_certificate(hub, cluster, secrets):

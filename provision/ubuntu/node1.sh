@@ -202,6 +202,7 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
   fw port=2377/tcp --zone=cablab  # swarm management (mutual TLS)
   fw port=2049/tcp --zone=cablab  # NFS
   fw port=443/tcp  # JupyterHub (HTTPS)
+  fw port=80/tcp  # HTTP, redirected to HTTPS
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     run firewall-cmd --reload
   fi
@@ -222,6 +223,7 @@ elif command -v ufw >/dev/null 2>&1 && ufw status | grep -q 'Status: active'; th
   ufw_allow allow from 192.168.56.13 to any port 2377 proto tcp  # swarm management (mutual TLS)
   ufw_allow allow from 192.168.56.13 to any port 2049 proto tcp  # NFS
   ufw_allow allow 443/tcp  # JupyterHub (HTTPS)
+  ufw_allow allow 80/tcp  # HTTP, redirected to HTTPS
 else
   : # no active firewalld or ufw: nothing to open
 fi
@@ -1106,6 +1108,9 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
 
 # --- Everything, from data ------------------------------------------------------
 
+HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing of its siblings
+
+
 
 def configure(c: Any, data: Mapping[str, Any]) -> None:
     """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
@@ -1121,6 +1126,8 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
     c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
     c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
+    # HTTPS only, remembered by browsers for a year (the proxy redirects plain HTTP).
+    c.JupyterHub.tornado_settings = {"headers": {"Strict-Transport-Security": HSTS}}
 
     # Who may log in: exactly the userlist. A user removed from it loses access
     # (JupyterHub's default, allow_existing_users, would keep everyone in the database).
@@ -1216,12 +1223,16 @@ services:
     - /bin/sh
     - -c
     command:
-    - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
+    - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt --redirect-port 8080 --redirect-to 443
     environment:
       NODE_OPTIONS: --tls-min-v1.2
     ports:
     - target: 8443
       published: 443
+      protocol: tcp
+      mode: host
+    - target: 8080
+      published: 80
       protocol: tcp
       mode: host
     networks:
