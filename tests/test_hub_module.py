@@ -197,6 +197,8 @@ class FakeDocker:
             return self.tasks.pop(0) if len(self.tasks) > 1 else self.tasks[0]
         if method == "nodes":
             return self.nodes
+        if method == "remove_service":
+            return None
         if method == "inspect_node":
             found = [n for n in self.nodes if n["ID"] == args[0]]
             if not found:
@@ -234,7 +236,9 @@ def test_configure_uses_the_node_aware_spawner_and_polls_often(secrets):
     ([task("running")], [node("node3")], None),
     ([task("running")], [node("node3", availability="pause")], None),  # pause keeps running tasks
     ([task("running")], [node("node3", state="down")], "its node node3 is down"),
-    ([task("running")], [node("node3", state="unknown")], "its node node3 is unknown"),
+    # a manager that has just started has not heard from its nodes yet: not a loss (yet)
+    ([task("running")], [node("node3", state="unknown")], None),
+    ([task("running")], [node("node3", state="disconnected")], "its node node3 is disconnected"),
     ([task("running")], [], "its node id-node3 is not in the swarm"),
     # restarted by swarm after the node died, pinned there: not serving
     ([task("pending", None, NO_NODE)], [node("node3", state="down")], "its swarm task is pending: no suitable node"),
@@ -245,8 +249,11 @@ def test_poll_reports_a_server_whose_task_or_node_is_gone(tasks, nodes, dead):
     status = asyncio.run(cablab_spawner(fake).poll())
     if dead is None:
         assert status is None
+        assert "remove_service" not in fake.calls
     else:
         assert status and dead in status
+        # removed at once: JupyterHub does not stop a dead server, and swarm would restart it elsewhere
+        assert "remove_service" in fake.calls
 
 
 def test_poll_of_a_removed_service_is_a_stopped_server():
@@ -288,6 +295,7 @@ def test_a_start_pinned_to_a_ready_node_goes_ahead_once(monkeypatch, nodes):
 def test_node_refusal_names_why():
     assert cablab_hub.node_refusal("node2", [node("node2")], ["node2"]) is None
     assert "drain" in cablab_hub.node_refusal("node2", [node("node2", availability="drain")], ["node2"])
+    assert "unknown" in cablab_hub.node_refusal("node2", [node("node2", state="unknown")], ["node2"])
     missing = cablab_hub.node_refusal("node9", [node("node2")], ["node2", "node3"])
     assert "not in the swarm" in missing and "one of node2" in missing
 

@@ -164,13 +164,15 @@ def unplaceable_reason(task: Mapping[str, Any]) -> str | None:
 def node_problem(node: Mapping[str, Any] | None, *, for_new_servers: bool = False) -> str | None:
     """Why a swarm node cannot run a user's server, or None.
 
-    A running server needs its node `ready`; a new one also needs it `active`
-    (`pause` keeps running tasks, `drain` moves them away)."""
+    A running server needs its node `ready`, or `unknown` (a manager that has just
+    started has not heard from its nodes yet: the node turns `ready` or `down` within
+    seconds); a new one needs it `ready` and `active` (`pause` keeps running tasks,
+    `drain` moves them away)."""
     if node is None:
         return "not in the swarm"
     state = str((node.get("Status") or {}).get("State") or "unknown")
     availability = str((node.get("Spec") or {}).get("Availability") or "unknown")
-    if state != "ready":
+    if state != "ready" and (for_new_servers or state != "unknown"):
         return f"{state} (swarm node state)"
     if for_new_servers and availability != "active":
         return f"{availability} (swarm node availability)"
@@ -244,7 +246,13 @@ class CablabSwarmSpawner(SwarmSpawner):
         node = await self.swarm_node(task.get("NodeID")) if task_state(task) == "running" else None
         reason = lost_reason(task, node)
         if reason:
-            self.log.warning("%s's server is lost: %s", self.user.name, reason)
+            # JupyterHub does not stop a server that poll calls dead: remove the service
+            # here, or swarm restarts its task on another node, where nobody uses it.
+            self.log.warning("%s's server is lost: %s; removing %s", self.user.name, reason, self.service_name)
+            try:
+                await self.remove_object()
+            except APIError as e:
+                self.log.warning("Removing %s: %s (the next start removes it)", self.service_name, e)
         return reason
 
     async def start(self):
