@@ -1,9 +1,10 @@
 """The lab lifecycle, like Molecule: create → converge → idempotence → verify → destroy.
 
-    python -m lab ubuntu|centos [--destroy passing|always|never] [--flavour baked|bare]
+    python -m lab ubuntu|centos [--destroy passing|always|never] [--flavour baked|bare] [--drills]
 
 Phases and their wall times go to lab/reports/<variant>.json and are printed:
-host (host setup), images, box, up, provision, idempotence, verify, destroy.
+host (host setup), images, box, up, provision, idempotence, verify, drills (with
+--drills, or --from drills: fault drills, lab/drills.py), destroy.
 A failed cluster stays up by default (`--destroy passing`), with the command
 to reach it printed.
 """
@@ -32,12 +33,13 @@ import vagrant
 from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, host_inputs, make_plan, secret_names
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import ImageSource, load_spec
+from lab import drills
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
-PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify")
+PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills")
 DONE = re.compile(r"done: (\d+) steps, (\d+) changed(?:: (.*))?$")
 STEP = re.compile(r"\] step \d+/\d+ (\S+): .* in (\d+\.\d) s$")
 
@@ -326,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--box", help="vagrant box (default: the locally built cablab/bookworm-<flavour>)")
     ap.add_argument("--from", dest="start", choices=PHASES, default=PHASES[0],
                     help="start at this phase, on the VMs an earlier run left up (like molecule converge/verify)")
+    ap.add_argument("--drills", action="store_true",
+                    help="after verify, the fault drills (lab/drills.py): hub killed, worker lost, manager rebooted")
     args = ap.parse_args(argv)
 
     lab = Lab(args.variant, args.flavour, args.box)
@@ -359,11 +363,15 @@ def main(argv: list[str] | None = None) -> int:
                 r.notes["idempotence/provision"] = f"{ratio:.1%} (target <= 10%)"
             if changed:
                 raise LabError(f"second provision changed something: {changed}")
-        with r.phase("verify"):
-            lab.verify()
+        if "verify" in todo:
+            with r.phase("verify"):
+                lab.verify()
+        if args.drills or args.start == "drills":
+            with r.phase("drills"):
+                drills.run(lab)
         ok = True
         r.result = "passed"
-    except (LabError, subprocess.SubprocessError, OSError) as exc:
+    except (LabError, drills.DrillFailed, subprocess.SubprocessError, OSError) as exc:
         r.result = f"failed: {str(exc)[:2000]}"
         log(r.result)
     finally:

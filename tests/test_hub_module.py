@@ -161,3 +161,186 @@ def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(h
 def test_hub_pages_carry_hsts(secrets):
     c = configured(lab=False)
     assert c.JupyterHub.tornado_settings["headers"]["Strict-Transport-Security"] == "max-age=31536000"
+
+
+# --- Faults: a server lost with its node, a start that cannot be placed ---------
+
+from docker.errors import APIError  # noqa: E402
+from dockerspawner import SwarmSpawner  # noqa: E402
+from tornado import web  # noqa: E402
+
+
+def node(hostname: str, state: str = "ready", availability: str = "active", node_id: str | None = None) -> dict:
+    return {"ID": node_id or f"id-{hostname}", "Description": {"Hostname": hostname},
+            "Status": {"State": state}, "Spec": {"Availability": availability}}
+
+
+def task(state: str, node_id: str | None = "id-node3", err: str | None = None) -> dict:
+    status: dict = {"State": state, "Message": state}
+    if err:
+        status["Err"] = err
+    return {"ID": "t1", "NodeID": node_id, "Status": status}
+
+
+NO_NODE = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
+
+
+class NotFound(APIError):
+    def __init__(self) -> None:
+        super().__init__("not found", response=type("Response", (), {"status_code": 404, "reason": "Not Found"})())
+
+
+class FakeDocker:
+    """The docker API calls the spawner makes (`await spawner.docker(method, ...)`), answered from data;
+    `tasks` is a list of answers consumed one per call (the last one repeats)."""
+
+    def __init__(self, tasks: list[list[dict]] | None = None, nodes: list[dict] | None = None,
+                 service: bool = True):
+        self.tasks = tasks or [[]]
+        self.nodes = nodes or []
+        self.service = service
+        self.calls: list[str] = []
+
+    async def __call__(self, method: str, *args, **kwargs):
+        self.calls.append(method)
+        if method == "inspect_service":
+            if not self.service:
+                raise NotFound()
+            return {"ID": "service-id"}
+        if method == "tasks":
+            return self.tasks.pop(0) if len(self.tasks) > 1 else self.tasks[0]
+        if method == "nodes":
+            return self.nodes
+        if method == "remove_service":
+            return None
+        if method == "inspect_node":
+            found = [n for n in self.nodes if n["ID"] == args[0]]
+            if not found:
+                raise NotFound()
+            return found[0]
+        raise AssertionError(f"unexpected docker call {method}")
+
+
+class FakeOrmSpawner:
+    server = None  # not running
+    name = ""  # the default server
+
+    def __init__(self, options: dict):
+        self.user_options = options
+
+
+def cablab_spawner(fake: FakeDocker, options: dict | None = None, **traits) -> cablab_hub.CablabSwarmSpawner:
+    user = type("User", (), {"name": "alice", "escaped_name": "alice", "url": "/user/alice/"})()
+    sp = cablab_hub.CablabSwarmSpawner(user=user, orm_spawner=FakeOrmSpawner(dict(options or {})),
+                                       notebook_nodes=["node2", "node3"], **traits)
+    sp.user_options = dict(options or {})
+    sp.docker = fake  # the spawner's docker client, faked
+    return sp
+
+
+def test_configure_uses_the_node_aware_spawner_and_polls_often(secrets):
+    c = configured(lab=True)
+    assert c.JupyterHub.spawner_class is cablab_hub.CablabSwarmSpawner
+    assert issubclass(cablab_hub.CablabSwarmSpawner, SwarmSpawner)
+    assert c.Spawner.poll_interval == 15  # swarm marks a node down in ~15 s: noticed well within 60 s
+    assert c.CablabSwarmSpawner.notebook_nodes == ["node2", "node3"]
+
+
+@pytest.mark.parametrize(("tasks", "nodes", "dead"), [
+    ([task("running")], [node("node3")], None),
+    ([task("running")], [node("node3", availability="pause")], None),  # pause keeps running tasks
+    ([task("running")], [node("node3", state="down")], "its node node3 is down"),
+    # a manager that has just started has not heard from its nodes yet: not a loss (yet)
+    ([task("running")], [node("node3", state="unknown")], None),
+    ([task("running")], [node("node3", state="disconnected")], "its node node3 is disconnected"),
+    ([task("running")], [], "its node id-node3 is not in the swarm"),
+    # restarted by swarm after the node died, pinned there: not serving
+    ([task("pending", None, NO_NODE)], [node("node3", state="down")], "its swarm task is pending: no suitable node"),
+    ([task("failed", err="task: non-zero exit (137)")], [node("node3")], "its swarm task is failed"),
+])
+def test_poll_reports_a_server_whose_task_or_node_is_gone(tasks, nodes, dead):
+    fake = FakeDocker([tasks], nodes)
+    status = asyncio.run(cablab_spawner(fake).poll())
+    if dead is None:
+        assert status is None
+        assert "remove_service" not in fake.calls
+    else:
+        assert status and dead in status
+        # removed at once: JupyterHub does not stop a dead server, and swarm would restart it elsewhere
+        assert "remove_service" in fake.calls
+
+
+def test_poll_of_a_removed_service_is_a_stopped_server():
+    assert asyncio.run(cablab_spawner(FakeDocker(service=False)).poll()) == 0
+
+
+def test_a_start_pinned_to_a_down_node_is_refused_at_once(monkeypatch):
+    async def never(self):
+        raise AssertionError("started although its node is down")
+
+    monkeypatch.setattr(SwarmSpawner, "start", never)
+    fake = FakeDocker(nodes=[node("node1", availability="drain"), node("node2"), node("node3", state="down")])
+    sp = cablab_spawner(fake, {"node": "node3", "profile": "small"})
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(sp.start())
+    assert refused.value.status_code == 400
+    message = refused.value.log_message
+    assert "node node3" in message and "down" in message and "one of node2" in message, message
+    # the node option applied to this start only; other options are kept for the next start
+    assert sp.orm_spawner.user_options == {"profile": "small"}
+
+
+@pytest.mark.parametrize("nodes", [
+    [node("node2"), node("node3")],
+    # node3 left and joined again: its old entry stays down beside the new one
+    [node("node2"), node("node3", state="down", node_id="old"), node("node3")],
+])
+def test_a_start_pinned_to_a_ready_node_goes_ahead_once(monkeypatch, nodes):
+    async def started(self):
+        return "http://jupyter-alice:8888"
+
+    monkeypatch.setattr(SwarmSpawner, "start", started)
+    sp = cablab_spawner(FakeDocker(nodes=nodes), {"node": "node3"})
+    assert asyncio.run(sp.start()) == "http://jupyter-alice:8888"
+    assert sp.user_options == {"node": "node3"}  # this start sees it (the hook pinned it)
+    assert sp.orm_spawner.user_options == {}  # a restart without a body is placed freely
+
+
+def test_node_refusal_names_why():
+    assert cablab_hub.node_refusal("node2", [node("node2")], ["node2"]) is None
+    assert "drain" in cablab_hub.node_refusal("node2", [node("node2", availability="drain")], ["node2"])
+    assert "unknown" in cablab_hub.node_refusal("node2", [node("node2", state="unknown")], ["node2"])
+    missing = cablab_hub.node_refusal("node9", [node("node2")], ["node2", "node3"])
+    assert "not in the swarm" in missing and "one of node2" in missing
+
+
+def test_unplaceable_reason():
+    assert cablab_hub.unplaceable_reason(task("pending", None, NO_NODE)) == NO_NODE
+    insufficient = "no suitable node (insufficient resources on 2 nodes)"
+    assert cablab_hub.unplaceable_reason(task("pending", None, insufficient)) == insufficient
+    assert cablab_hub.unplaceable_reason(task("pending", None)) is None
+    assert cablab_hub.unplaceable_reason(task("running")) is None
+
+
+def test_an_unplaceable_start_fails_fast_with_swarms_reason():
+    fake = FakeDocker([[task("pending", None, NO_NODE)]])
+    sp = cablab_spawner(fake, unplaceable_grace=0.0, start_check_interval=0.0)
+    with pytest.raises(web.HTTPError) as failed:
+        asyncio.run(asyncio.wait_for(sp.start_object(), 5))
+    assert failed.value.status_code == 503
+    assert "cannot be placed" in failed.value.log_message and NO_NODE in failed.value.log_message
+
+
+def test_a_briefly_unplaceable_start_waits_for_its_task():
+    fake = FakeDocker([[task("pending", None, NO_NODE)], [task("pending", None, NO_NODE)], [task("preparing")],
+                       [task("running")]])
+    sp = cablab_spawner(fake, unplaceable_grace=60.0, start_check_interval=0.0)
+    asyncio.run(asyncio.wait_for(sp.start_object(), 5))
+    assert fake.calls.count("tasks") == 4
+
+
+def test_a_task_that_ends_while_starting_fails_the_start():
+    sp = cablab_spawner(FakeDocker([[task("failed", err="starting container failed: no such image")]]),
+                        start_check_interval=0.0)
+    with pytest.raises(RuntimeError, match="no such image"):
+        asyncio.run(asyncio.wait_for(sp.start_object(), 5))

@@ -82,7 +82,7 @@ def unreadable_client_secret(spec: Path) -> str:
 def client_secret_is_a_device(spec: Path) -> str:
     spec.write_text(spec.read_text().replace("client_secret_file: github-client-secret.lab",
                                              "client_secret_file: /dev/zero"))
-    return "hub.auth.github.client_secret_file: /dev/zero"
+    return "hub.auth.github.client_secret_file: '/dev/zero'"
 
 
 CASES = [alias_bomb, huge_file, long_value, spec_not_utf8, spec_is_a_device, userlist_not_utf8,

@@ -153,5 +153,24 @@ def test_root_is_squashed_on_clients(nfs_client, squashed_share, nodes):
             nodes[nfs_client].run("rm -f %s", path)
 
 
+DOCKER_DROP_IN = "/etc/systemd/system/docker.service.d/cablab-mounts.conf"
+
+
+def test_docker_starts_after_the_shares_are_mounted(swarm_host, nodes, cluster, server):
+    """After a reboot no container may bind an empty mount point: docker.service requires the mounts."""
+    expected = {str(s.mount) for s in cluster.shares if swarm_host != server or s.mount != s.path}
+    if not expected:
+        pytest.skip("every share is used in place on this host: nothing to wait for")
+    host = nodes[swarm_host]
+    assert host.file(DOCKER_DROP_IN).is_file, f"{DOCKER_DROP_IN} is missing on {swarm_host.name}"
+    listed = set(host.check_output("systemctl show -p RequiresMountsFor --value docker.service").split())
+    assert expected <= listed, \
+        f"docker.service on {swarm_host.name} requires mounts for {sorted(listed)}, not {sorted(expected - listed)}"
+    after = host.check_output("systemctl show -p After --value docker.service").split()
+    for mount in expected:
+        unit = host.check_output("systemd-escape --path --suffix=mount %s", mount)
+        assert unit in after, f"docker.service on {swarm_host.name} is not ordered after {unit}"
+
+
 def _server_address(server) -> str:
     return f"[{server.address}]" if server.address.version == 6 else str(server.address)

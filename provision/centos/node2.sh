@@ -353,6 +353,15 @@ fi
 src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
 want=192.168.57.11:/srv/nfs/notebooks
 [ "$src" = "$want" ] || die "$target is mounted from $src, expected $want: unmount it first"
+# Docker starts only once the shares are mounted: after a reboot no container (the hub,
+# a user's server) binds an empty mount point. Takes effect at the next boot.
+install_file 0644 /etc/systemd/system/docker.service.d/cablab-mounts.conf < <(printf '%s\n' \
+  '# Written by cablab-cluster (step nfs_mounts): start Docker after the shares are mounted.' \
+  '[Unit]' \
+  'RequiresMountsFor=/srv/cablab/homes /srv/cablab/cube /srv/cablab/notebooks')
+if [ "$LAST_CHANGED" = 1 ] && [ -d /run/systemd/system ]; then
+  run systemctl daemon-reload
+fi
 
 step swarm_join
 name=node2

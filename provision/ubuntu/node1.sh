@@ -895,6 +895,15 @@ fi
 src=$(findmnt -nr -o SOURCE --target "$target" | tail -n 1)
 path=/srv/nfs/notebooks
 [ "$(stat -c '%d:%i' "$target")" = "$(stat -c '%d:%i' "$path")" ] || die "$target is mounted from $src, not a bind of $path"
+# Docker starts only once the shares are mounted: after a reboot no container (the hub,
+# a user's server) binds an empty mount point. Takes effect at the next boot.
+install_file 0644 /etc/systemd/system/docker.service.d/cablab-mounts.conf < <(printf '%s\n' \
+  '# Written by cablab-cluster (step nfs_mounts): start Docker after the shares are mounted.' \
+  '[Unit]' \
+  'RequiresMountsFor=/srv/cablab/homes /srv/cablab/cube /srv/cablab/notebooks')
+if [ "$LAST_CHANGED" = 1 ] && [ -d /run/systemd/system ]; then
+  run systemctl daemon-reload
+fi
 
 step swarm_init
 addr=192.168.56.11
@@ -970,7 +979,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from aiohttp import ThreadedResolver
+from docker.errors import APIError
+from dockerspawner import SwarmSpawner
 from oauthenticator.github import GitHubOAuthenticator
+from tornado import web
+from traitlets import Float, List, Unicode
 
 
 
@@ -1106,6 +1119,160 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
     return pre_spawn_hook
 
 
+# --- Faults: a server lost with its node, a start that cannot be placed ----------
+# Swarm keeps reporting a task as "running" while its node is down (the node cannot
+# say otherwise), and dockerspawner's poll and start loop read the task's state only:
+# the hub said `ready` for a server whose VM was gone, and a start constrained to a
+# down node waited "pending" for the whole start timeout. Here poll also asks for the
+# task's node, the start loop gives up on a task swarm cannot place, and a `node`
+# user option names a node only for the start that sent it.
+
+TASK_STARTING = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "rejected"})
+UNPLACEABLE = "no suitable node"  # swarm's scheduler: "no suitable node (scheduling constraints not ...)"
+ONE_SHOT_OPTIONS = ("node",)  # user options that apply to the start that sent them only
+
+
+def task_state(task: Mapping[str, Any]) -> str:
+    return str((task.get("Status") or {}).get("State") or "unknown").lower()
+
+
+def unplaceable_reason(task: Mapping[str, Any]) -> str | None:
+    """Swarm's reason why it cannot place a pending task ("no suitable node (...)"), or None."""
+    status = task.get("Status") or {}
+    err = str(status.get("Err") or "")
+    return err if task_state(task) == "pending" and UNPLACEABLE in err else None
+
+
+def node_problem(node: Mapping[str, Any] | None, *, for_new_servers: bool = False) -> str | None:
+    """Why a swarm node cannot run a user's server, or None.
+
+    A running server needs its node `ready`, or `unknown` (a manager that has just
+    started has not heard from its nodes yet: the node turns `ready` or `down` within
+    seconds); a new one needs it `ready` and `active` (`pause` keeps running tasks,
+    `drain` moves them away)."""
+    if node is None:
+        return "not in the swarm"
+    state = str((node.get("Status") or {}).get("State") or "unknown")
+    availability = str((node.get("Spec") or {}).get("Availability") or "unknown")
+    if state != "ready" and (for_new_servers or state != "unknown"):
+        return f"{state} (swarm node state)"
+    if for_new_servers and availability != "active":
+        return f"{availability} (swarm node availability)"
+    return None
+
+
+def lost_reason(task: Mapping[str, Any] | None, node: Mapping[str, Any] | None) -> str | None:
+    """Why a started server no longer serves (poll's answer), or None while its task
+    runs on a ready node. `node` is the task's node (None: not found)."""
+    if task is None:
+        return "its swarm task is gone"
+    state = task_state(task)
+    if state != "running":
+        status = task.get("Status") or {}
+        detail = status.get("Err") or status.get("Message") or ""
+        return f"its swarm task is {state}" + (f": {detail}" if detail else "")
+    problem = node_problem(node)
+    if problem:
+        name = ((node or {}).get("Description") or {}).get("Hostname") or task.get("NodeID") or "?"
+        return f"its node {name} is {problem}"
+    return None
+
+
+def node_refusal(hostname: str, nodes: Sequence[Mapping[str, Any]], notebook_nodes: Sequence[str]) -> str | None:
+    """Why a new server may not be pinned to `hostname` (None: a node of that name is Ready and
+    Active). A node that left and joined again is listed twice (the old entry down): any will do."""
+    same = [n for n in nodes if (n.get("Description") or {}).get("Hostname") == hostname]
+    problems = [node_problem(n, for_new_servers=True) for n in same] or ["not in the swarm"]
+    if any(p is None for p in problems):
+        return None
+    usable = sorted({(n.get("Description") or {}).get("Hostname") for n in nodes
+                     if node_problem(n, for_new_servers=True) is None} & set(notebook_nodes))
+    return (f"node {hostname} cannot take a new server now: it is {problems[0]}. Start without the `node` "
+            f"option to be placed on any ready node" + (f", or name one of {', '.join(usable)}" if usable else ""))
+
+
+def forget_one_shot_options(spawner: Any) -> None:
+    """Drop the one-shot options from the options JupyterHub keeps for the next start
+    (a start without a body reuses them): this start still sees them."""
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    kept = dict(getattr(orm_spawner, "user_options", None) or {})
+    if orm_spawner is not None and any(k in kept for k in ONE_SHOT_OPTIONS):
+        orm_spawner.user_options = {k: v for k, v in kept.items() if k not in ONE_SHOT_OPTIONS}
+
+
+class CablabSwarmSpawner(SwarmSpawner):
+    """dockerspawner's SwarmSpawner, aware of swarm nodes: see the section's comment."""
+
+    notebook_nodes = List(Unicode(), config=True, help="Nodes that run notebooks (named in refusals).")
+    unplaceable_grace = Float(5.0, config=True, help="""Seconds a start may stay unplaceable (swarm: "no
+        suitable node") before it fails with swarm's reason, instead of waiting for start_timeout.""")
+    start_check_interval = Float(1.0, config=True, help="""Seconds between the start loop's first task
+        checks (then 1.5 times longer each time, up to 5 s).""")
+
+    async def swarm_node(self, node_id: str | None) -> dict | None:
+        """The swarm node's record (docker node inspect), None when it is not in the swarm."""
+        if not node_id:
+            return None
+        try:
+            return await self.docker("inspect_node", node_id)
+        except APIError as e:
+            if e.response is not None and e.response.status_code == 404:
+                return None
+            raise
+
+    async def poll(self):
+        task = await self.get_task()
+        if task is None:
+            self.log.warning("Service %s not found", self.service_name)
+            return 0
+        node = await self.swarm_node(task.get("NodeID")) if task_state(task) == "running" else None
+        reason = lost_reason(task, node)
+        if reason:
+            # JupyterHub does not stop a server that poll calls dead: remove the service
+            # here, or swarm restarts its task on another node, where nobody uses it.
+            self.log.warning("%s's server is lost: %s; removing %s", self.user.name, reason, self.service_name)
+            try:
+                await self.remove_object()
+            except APIError as e:
+                self.log.warning("Removing %s: %s (the next start removes it)", self.service_name, e)
+        return reason
+
+    async def start(self):
+        node = (self.user_options or {}).get("node")
+        forget_one_shot_options(self)
+        if node:
+            refusal = node_refusal(str(node), await self.docker("nodes"), self.notebook_nodes)
+            if refusal:
+                raise web.HTTPError(400, refusal)
+        return await super().start()
+
+    async def start_object(self):
+        """Wait for the service's task to run (SwarmSpawner's loop), but fail within
+        `unplaceable_grace` seconds, with swarm's reason, when no node can take it."""
+        loop = asyncio.get_running_loop()
+        dt = self.start_check_interval
+        unplaceable_since: float | None = None
+        while True:
+            task = await self.get_task()
+            if not task:
+                raise RuntimeError(f"Service {self.service_name} not found")
+            state = task_state(task)
+            if state not in TASK_STARTING:
+                break
+            reason = unplaceable_reason(task)
+            if reason is None:
+                unplaceable_since = None
+            else:
+                unplaceable_since = loop.time() if unplaceable_since is None else unplaceable_since
+                if loop.time() - unplaceable_since >= self.unplaceable_grace:
+                    raise web.HTTPError(503, f"{self.user.name}'s server cannot be placed on any node: {reason}")
+            await asyncio.sleep(dt)
+            dt = min(dt * 1.5, 5.0)
+        if state != "running":
+            status = task.get("Status") or {}
+            raise RuntimeError(f"Service {self.service_name} not running: {status.get('Err') or status}")
+
+
 # --- Everything, from data ------------------------------------------------------
 
 HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing of its siblings
@@ -1148,7 +1315,7 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
 
     # Spawner: one swarm service per user, on the overlay network.
     sp = data["spawner"]
-    c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
+    c.JupyterHub.spawner_class = CablabSwarmSpawner  # SwarmSpawner aware of swarm nodes (faults section)
     c.SwarmSpawner.image = sp["image"]
     # Explicit: without it dockerspawner inspects the image on the hub's own node to
     # read its CMD, and the hub's node need not hold the single-user image.
@@ -1165,6 +1332,11 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.SwarmSpawner.volumes = {sp["home_root"].rstrip("/") + "/{raw_username}": sp["home_target"]}
     c.SwarmSpawner.read_only_volumes = dict(sp["read_only_volumes"])
     c.Spawner.pre_spawn_hook = make_pre_spawn_hook(sp)
+
+    # Faults (CablabSwarmSpawner): a server lost with its node is noticed within
+    # poll_interval (+10 % jitter) after swarm marks the node down (~15 s): <= 60 s.
+    c.Spawner.poll_interval = 15
+    c.CablabSwarmSpawner.notebook_nodes = list(sp["notebook_nodes"])
 CABLAB_EOF
 install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
 {
