@@ -14,6 +14,8 @@ from enum import Enum
 from pathlib import PurePosixPath
 from typing import Mapping
 
+from .layout import CUBE_TARBALL, secrets_hub_reads
+from .layout import STACK  # noqa: F401 - re-exported: cablab_cluster.checks imports it from here
 from .spec import (
     Cluster,
     Host,
@@ -25,19 +27,6 @@ from .spec import (
     StorageDriver,
     TLSMode,
 )
-
-# Where things live on the hosts (one place, used by every template).
-ETC = PurePosixPath("/etc/cablab")
-SECRETS_DIR = ETC / "secrets"  # the operator copies the spec's secrets dir here (hub host)
-SWARM_TOKEN_DIR = ETC / "swarm"  # join tokens handed to joining hosts
-HUB_DIR = PurePosixPath("/opt/cablab/hub")  # the hub bundle on the hub host
-HUB_DATA = PurePosixPath("/var/lib/cablab/hub")  # the hub's sqlite database
-IMAGE_DIR = PurePosixPath("/opt/cablab/images")  # Dockerfiles for `source: build`
-SEED_DIR = PurePosixPath("/var/cache/cablab/seed")  # the NFS server's inputs for seeded shares
-CUBE_NAME = "esdc-8d-2deg-synthetic"  # the synthetic cube: <name>.zarr on the share, <name>.tar.gz input
-STATE_DIR = PurePosixPath("/var/lib/cablab")
-STACK = "cablab"  # docker stack name of the hub
-
 
 @dataclass(frozen=True)
 class Packages:
@@ -228,35 +217,15 @@ def host_steps(spec: LoadedSpec, h: Host) -> tuple[Step, ...]:
             steps.append(Step(StepKind.LETSENCRYPT, "Let's Encrypt certificate and renewal",
                               {"hub": c.hub, "packages": PACKAGES["certbot"]}))
         steps.append(Step(StepKind.HUB, "JupyterHub stack (bundle, secrets, deploy)",
-                          {"hub": c.hub, "secrets": hub_secrets(c)}))
+                          {"hub": c.hub, "secrets": secrets_hub_reads(c)}))
     return tuple(steps)
-
-
-def cube_tarball() -> PurePosixPath:
-    """Where the NFS server expects the synthetic cube (`cablab-cluster cube --tarball`)."""
-    return SEED_DIR / f"{CUBE_NAME}.tar.gz"
 
 
 def host_inputs(c: Cluster, h: Host) -> tuple[str, ...]:
     """Files an operator copies to host `h` before its script runs (besides tokens and secrets)."""
     if Role.NFS_SERVER in h.roles and any(s.seed is Seed.SYNTHETIC_CUBE for s in c.shares):
-        return (str(cube_tarball()),)
+        return (str(CUBE_TARBALL),)
     return ()
-
-
-def hub_secrets(c: Cluster) -> tuple[str, ...]:
-    """Files the hub reads from SECRETS_DIR (as docker swarm secrets)."""
-    names = ["cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key"]
-    if c.hub.auth.lab_password:
-        names.append("lab_password")
-    return tuple(names)
-
-
-def secret_names(c: Cluster) -> tuple[str, ...]:
-    """The hub's secrets that come from the spec's secrets directory (certbot makes the TLS
-    pair itself in letsencrypt mode)."""
-    certbot = ("tls.crt", "tls.key") if c.hub.tls.mode is TLSMode.LETSENCRYPT else ()
-    return tuple(n for n in hub_secrets(c) if n not in certbot)
 
 
 def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:

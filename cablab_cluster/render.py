@@ -24,21 +24,18 @@ from ruamel.yaml import YAML
 
 from . import bundle as static
 
-from .plan import (
+from .layout import (
     CUBE_NAME,
+    CUBE_TARBALL,
     HUB_DATA,
     HUB_DIR,
     IMAGE_DIR,
     SECRETS_DIR,
     STACK,
     SWARM_TOKEN_DIR,
-    Mount,
-    Plan,
-    Step,
-    StepKind,
-    cube_tarball,
-    hub_secrets,
+    secrets_hub_reads,
 )
+from .plan import Mount, Plan, Step, StepKind
 from .spec import Cluster, ImageSource, Problem, SpecError, StorageDriver
 
 # Versions baked into the hub image (the fast suite tests the config against these,
@@ -192,7 +189,7 @@ class Renderer:
         self.c = plan.cluster
         self.spec_name = plan.spec.path.name
         self.home_root = str(self.c.share(self.c.hub.users.home_share).mount)
-        self.secrets = hub_secrets(self.c)
+        self.secrets = secrets_hub_reads(self.c)
 
     def _ctx(self, **extra: object) -> dict:
         return {
@@ -349,7 +346,7 @@ class Renderer:
             params["context"] = sorted((n, t.rstrip("\n")) for n, t in self.build_context(str(params["key"])).items()) \
                 if image.source is ImageSource.BUILD else []
         elif step.kind is StepKind.SEED_SHARES:
-            params.update(cube_tarball=cube_tarball(), cube_name=CUBE_NAME, samples=sample_notebooks())
+            params.update(cube_tarball=CUBE_TARBALL, cube_name=CUBE_NAME, samples=sample_notebooks())
         elif step.kind is StepKind.HUB:
             params.update(bundle=[(n, m, t.rstrip("\n")) for n, m, t in self.bundle()],
                           cluster_name=self.c.name)

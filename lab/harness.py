@@ -29,7 +29,8 @@ from pathlib import Path
 
 import vagrant
 
-from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, host_inputs, make_plan, secret_names
+from cablab_cluster.layout import SECRETS_DIR, SWARM_TOKEN_DIR, secrets_operator_copies
+from cablab_cluster.plan import Plan, StepKind, host_inputs, make_plan
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import ImageSource, load_spec
 
@@ -242,7 +243,7 @@ class Lab:
                 else:
                     self.put(host, self.images[str(step.params["key"])], str(image.tarball))
             if step.kind is StepKind.HUB:
-                for name in secret_names(c):
+                for name in secrets_operator_copies(c):
                     self.put(host, secrets_dir(self.spec) / name, f"{SECRETS_DIR}/{name}", "0600")
             if step.kind is StepKind.SWARM_JOIN:
                 role = step.params["role"]

@@ -37,7 +37,8 @@ import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from cablab_cluster.plan import HUB_DATA, StepKind, hub_secrets, make_plan
+from cablab_cluster.layout import HUB_DATA, secrets_hub_reads
+from cablab_cluster.plan import StepKind, make_plan
 from cablab_cluster.render import render_plan
 from cablab_cluster.spec import Cluster, SpecError, load_spec
 
@@ -221,7 +222,7 @@ def _sandbox_env(spec) -> dict[str, dict[str, str]]:
             "STUB_PIN": c.docker.version or "24.0",
             "STUB_DRIVER": "devicemapper" if c.docker.storage.driver.value.startswith("devicemapper") else "overlay2",
             "STUB_FINDMNT": "".join(f"{m.target}\t{m.source}\n" for m in mounts),
-            "STUB_SECRETS": " ".join(hub_secrets(c)),
+            "STUB_SECRETS": " ".join(secrets_hub_reads(c)),
             "STUB_FILES": "\n".join(tarballs),
             "STUB_DISKS": "\n".join(c.docker.storage.disks),
         }

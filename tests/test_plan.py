@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from cablab_cluster.plan import StepKind, host_inputs, hub_secrets, make_plan, secret_names
+from cablab_cluster.layout import secrets_hub_reads, secrets_operator_copies
+from cablab_cluster.plan import StepKind, host_inputs, make_plan
 from cablab_cluster.spec import load_spec
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -84,9 +85,9 @@ def test_single_host_runs_notebooks_on_the_manager():
 
 def test_secret_names_follow_tls_and_lab():
     lab = load_spec(LAB / "ubuntu.yml").cluster
-    assert secret_names(lab) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key",
+    assert secrets_operator_copies(lab) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key",
                                  "lab_password")
     le = load_spec(SPECS / "letsencrypt-docker-repo.yml").cluster
-    assert secret_names(le) == ("cookie_secret", "proxy_token", "github_client_secret")
+    assert secrets_operator_copies(le) == ("cookie_secret", "proxy_token", "github_client_secret")
     # the hub still reads the TLS pair: certbot's renewal hook puts it there
-    assert hub_secrets(le) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key")
+    assert secrets_hub_reads(le) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key")
