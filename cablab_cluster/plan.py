@@ -9,17 +9,20 @@ family, service names), never copied shell.
 
 from __future__ import annotations
 
+import graphlib
+import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import Mapping
 
-from .layout import CUBE_TARBALL, secrets_hub_reads
+from .layout import CUBE_NAME, CUBE_TARBALL, SECRETS_DIR, SECRETS_SUBDIR, SWARM_TOKEN_DIR, secrets_hub_reads, secrets_operator_copies
 from .layout import STACK  # noqa: F401 - re-exported: cablab_cluster.checks imports it from here
 from .spec import (
     Cluster,
     Host,
     Image,
+    ImageSource,
     LoadedSpec,
     Role,
     Seed,
@@ -112,12 +115,33 @@ class Step:
         return f"steps/{self.kind.value}.sh.j2"
 
 
+class InputKind(str, Enum):
+    JOIN_TOKEN = "join-token"  # the swarm join token, written by the first manager's run
+    SECRET = "secret"  # a file of the spec's secrets directory
+    IMAGE = "image"  # a saved image (`source: load`)
+    CUBE = "cube"  # the synthetic cube's tarball (`cablab-cluster cube --tarball`)
+
+
+@dataclass(frozen=True)
+class Input:
+    """A file the operator puts on a host before its script runs (the script names it when missing)."""
+
+    kind: InputKind
+    path: PurePosixPath  # where the script expects it on the host
+    mode: str
+    key: str  # which one: the secret's file name, the image key (hub, singleuser), the token's role, the cube
+    origin: str  # where it comes from, in the operator's words
+    from_host: str | None = None  # copied from the same path on this host (after that host's run)
+    unless: str | None = None  # a shell test on the host: when it succeeds the file is not needed
+
+
 @dataclass(frozen=True)
 class HostPlan:
     host: Host
     steps: tuple[Step, ...]
     after: tuple[str, ...]  # hosts whose scripts must have run before this one
     why_after: str = ""
+    inputs: tuple[Input, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +155,20 @@ class Plan:
 
     def for_host(self, name: str) -> HostPlan:
         return next(hp for hp in self.hosts if hp.host.name == name)
+
+    @property
+    def waves(self) -> tuple[tuple[HostPlan, ...], ...]:
+        """The hosts in groups that may run at the same time: each after the waves before it
+        (plan order within a wave)."""
+        index = {hp.host.name: i for i, hp in enumerate(self.hosts)}
+        order = graphlib.TopologicalSorter({hp.host.name: hp.after for hp in self.hosts})
+        order.prepare()
+        waves = []
+        while order.is_active():
+            ready = sorted(order.get_ready(), key=index.__getitem__)
+            waves.append(tuple(self.hosts[index[n]] for n in ready))
+            order.done(*ready)
+        return tuple(waves)
 
 
 # --------------------------------------------------------------------------
@@ -221,11 +259,30 @@ def host_steps(spec: LoadedSpec, h: Host) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def host_inputs(c: Cluster, h: Host) -> tuple[str, ...]:
-    """Files an operator copies to host `h` before its script runs (besides tokens and secrets)."""
-    if Role.NFS_SERVER in h.roles and any(s.seed is Seed.SYNTHETIC_CUBE for s in c.shares):
-        return (str(CUBE_TARBALL),)
-    return ()
+def host_inputs(c: Cluster, h: Host, steps: tuple[Step, ...]) -> tuple[Input, ...]:
+    """Files an operator copies to host `h` before its script runs, in the order of its steps."""
+    inputs: list[Input] = []
+    for step in steps:
+        if step.kind is StepKind.SEED_SHARES and any(s.seed is Seed.SYNTHETIC_CUBE for s in step.params["shares"]):
+            inputs.append(Input(InputKind.CUBE, CUBE_TARBALL, "0644", CUBE_NAME,
+                                f"made by `cablab-cluster cube --tarball {CUBE_TARBALL.name}`",
+                                unless=f"test -s {shlex.quote(str(CUBE_TARBALL))}"))
+        elif step.kind is StepKind.SWARM_JOIN:
+            role, manager = str(step.params["role"]), c.first_manager.name
+            inputs.append(Input(InputKind.JOIN_TOKEN, SWARM_TOKEN_DIR / f"{role}.token", "0600", role,
+                                f"from {manager} (written by its run; or: export CABLAB_SWARM_TOKEN="
+                                f"$(ssh {shlex.quote(manager)} sudo docker swarm join-token -q {role}))",
+                                from_host=manager))
+        elif step.kind is StepKind.IMAGE and step.params["image"].source is ImageSource.LOAD:
+            image = step.params["image"]
+            inputs.append(Input(InputKind.IMAGE, image.tarball, "0644", str(step.params["key"]),
+                                f"the saved image {image.name} (docker save {shlex.quote(image.name)} | gzip)",
+                                unless=f"docker image inspect {shlex.quote(image.name)} >/dev/null 2>&1"))
+        elif step.kind is StepKind.HUB:
+            inputs += [Input(InputKind.SECRET, SECRETS_DIR / name, "0600", name,
+                             f"{SECRETS_SUBDIR}/{c.name}/{name} beside the spec (made by `cablab-cluster render`)")
+                       for name in secrets_operator_copies(c)]
+    return tuple(inputs)
 
 
 def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
@@ -255,5 +312,8 @@ def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
 
 def make_plan(spec: LoadedSpec) -> Plan:
     c = spec.cluster
-    return Plan(spec=spec, hosts=tuple(HostPlan(host=h, steps=host_steps(spec, h), after=after, why_after=why)
-                                       for h, after, why in _order(c)))
+    hosts = []
+    for h, after, why in _order(c):
+        steps = host_steps(spec, h)
+        hosts.append(HostPlan(host=h, steps=steps, after=after, why_after=why, inputs=host_inputs(c, h, steps)))
+    return Plan(spec=spec, hosts=tuple(hosts))

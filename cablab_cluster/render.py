@@ -30,6 +30,7 @@ from .layout import (
     HUB_DATA,
     HUB_DIR,
     IMAGE_DIR,
+    PROVISION_LOG,
     SECRETS_DIR,
     STACK,
     SWARM_TOKEN_DIR,
@@ -360,9 +361,7 @@ class Renderer:
         return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def readme(self) -> str:
-        images = [("hub", self.c.hub.images.hub), ("singleuser", self.c.hub.images.singleuser)]
-        return self._t("bundle/README.j2", plan=self.plan, hub=self.c.hub, hub_host=self.c.hub_host,
-                       first_manager=self.c.first_manager, images=images)
+        return self._t("bundle/README.j2", plan=self.plan, hub=self.c.hub, provision_log=PROVISION_LOG)
 
     def files(self) -> dict[str, str]:
         files = {f"{hp.host.name}.sh": self.host_script(hp.host.name) for hp in self.plan.hosts}

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from cablab_cluster.layout import secrets_hub_reads, secrets_operator_copies
-from cablab_cluster.plan import StepKind, host_inputs, make_plan
+from cablab_cluster.plan import InputKind, StepKind, make_plan
 from cablab_cluster.spec import load_spec
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -30,10 +30,36 @@ def test_lab_ubuntu_order_and_steps():
     # the hub image only where the hub runs, the notebook image only on the workers
     images = {hp.host.name: [s.params["key"] for s in hp.steps if s.kind is StepKind.IMAGE] for hp in plan.hosts}
     assert images == {"node1": ["hub"], "node2": ["singleuser"], "node3": ["singleuser"]}
-    # the synthetic cube is an input of the NFS server only
-    c = plan.cluster
-    assert {h.name: host_inputs(c, h) for h in c.hosts} == {
-        "node1": ("/var/cache/cablab/seed/esdc-8d-2deg-synthetic.tar.gz",), "node2": (), "node3": ()}
+    # what the operator brings: the cube and the hub's secrets to the NFS/hub host, tokens to the joiners,
+    # the saved images where they run
+    inputs = {hp.host.name: [(i.kind, str(i.path), i.mode) for i in hp.inputs] for hp in plan.hosts}
+    assert inputs == {
+        "node1": [(InputKind.CUBE, "/var/cache/cablab/seed/esdc-8d-2deg-synthetic.tar.gz", "0644"),
+                  (InputKind.IMAGE, "/var/cache/cablab/images/hub.tar.gz", "0644"),
+                  *((InputKind.SECRET, f"/etc/cablab/secrets/{n}", "0600") for n in (
+                      "cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key", "lab_password"))],
+        "node2": [(InputKind.JOIN_TOKEN, "/etc/cablab/swarm/worker.token", "0600"),
+                  (InputKind.IMAGE, "/var/cache/cablab/images/singleuser.tar.gz", "0644")],
+        "node3": [(InputKind.JOIN_TOKEN, "/etc/cablab/swarm/worker.token", "0600"),
+                  (InputKind.IMAGE, "/var/cache/cablab/images/singleuser.tar.gz", "0644")],
+    }
+    assert {i.from_host for hp in plan.hosts for i in hp.inputs if i.kind is InputKind.JOIN_TOKEN} == {"node1"}
+    assert [[hp.host.name for hp in wave] for wave in plan.waves] == [["node1"], ["node2", "node3"]]
+
+
+def test_waves_follow_the_order_between_hosts():
+    plan = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
+    assert [[hp.host.name for hp in wave] for wave in plan.waves] == [["nas"], ["hub"], ["w1", "w2"]]
+    plan = make_plan(load_spec(SPECS / "three-managers-devicemapper.yml"))
+    assert [[hp.host.name for hp in wave] for wave in plan.waves] == [["vm1"], ["vm2", "vm3", "vm4"]]
+
+
+def test_letsencrypt_hub_needs_no_tls_pair_and_pulled_images_no_tarball():
+    plan = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
+    assert [(i.kind, i.key) for i in plan.for_host("hub").inputs] == [
+        (InputKind.SECRET, "cookie_secret"), (InputKind.SECRET, "proxy_token"),
+        (InputKind.SECRET, "github_client_secret")]
+    assert plan.for_host("nas").inputs == ()
 
 
 def test_lvm_storage_precedes_the_engine():
