@@ -9,15 +9,15 @@ embedded in the hub host's script and written beside it for review.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from importlib import resources
 import json
 import os
 import shlex
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jinja2
 from ruamel.yaml import YAML
@@ -25,8 +25,6 @@ from ruamel.yaml import YAML
 from . import bundle as static
 
 from .layout import (
-    CUBE_NAME,
-    CUBE_TARBALL,
     HUB_DATA,
     HUB_DIR,
     IMAGE_DIR,
@@ -36,8 +34,10 @@ from .layout import (
     SWARM_TOKEN_DIR,
     secrets_hub_reads,
 )
-from .plan import Mount, Plan, Step, StepKind
-from .spec import Cluster, ImageSource, Problem, SpecError, StorageDriver
+from . import steps as step_units
+from .plan import Plan, Step
+from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
+from .spec import Problem, SpecError
 
 # Versions baked into the hub image (the fast suite tests the config against these,
 # and checks them against pyproject's test pins and the single-user lock).
@@ -68,9 +68,21 @@ PROXY_API_PORT = 8001
 HEREDOC_END = "CABLAB_EOF"
 
 
+def _step_template(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+    """`steps/<file>`: a step's template or a partial, beside the step modules."""
+    if not name.startswith("steps/"):
+        return None
+    for folder in step_units.template_dirs():
+        path = folder / name.removeprefix("steps/")
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path), lambda: True
+    return None
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("cablab_cluster", "templates"),
+        loader=jinja2.ChoiceLoader([jinja2.PackageLoader("cablab_cluster", "templates"),
+                                    jinja2.FunctionLoader(_step_template)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -80,47 +92,17 @@ def _env() -> jinja2.Environment:
         comment_start_string="<#",
         comment_end_string="#>",
     )
-    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["q"] = shell_quote
+    env.filters["package_words"] = step_units.package_words
     return env
 
 
+def shell_quote(value: object) -> str:
+    """The template filter `q`: one shell word, whatever the value holds."""
+    return shlex.quote(str(value))
+
+
 ENV = _env()
-
-
-def _mount_options(m: Mount, nfs_version: str) -> str:
-    access = "ro" if m.share.read_only else "rw"
-    if m.bind:
-        return f"bind,{access}" if m.share.read_only else "bind"
-    return f"nfsvers={nfs_version},{access},hard,noatime,_netdev"
-
-
-def _fstab(step: Step) -> list[str]:
-    """fstab lines of the mounts (their fields are validated: no whitespace, no newline)."""
-    version = str(step.params["nfs_version"])
-    return [f"{m.source} {m.target} {m.fstype} {_mount_options(m, version)} 0 0" for m in step.params["mounts"]]
-
-
-def _daemon_json(c: Cluster) -> str:
-    storage = c.docker.storage
-    cfg: dict = {
-        "log-driver": "json-file",
-        "log-opts": {"max-size": "20m", "max-file": "3"},
-    }
-    if storage.driver is StorageDriver.DEVICEMAPPER:
-        cfg["storage-driver"] = "devicemapper"
-        cfg["storage-opts"] = [
-            # device-mapper doubles a '-' inside a VG name: vg-a → /dev/mapper/vg--a-thinpool
-            f"dm.thinpooldev=/dev/mapper/{storage.volume_group.replace('-', '--')}-thinpool",
-            "dm.use_deferred_removal=true",
-            "dm.use_deferred_deletion=true",
-        ]
-    else:
-        cfg["storage-driver"] = "overlay2"
-    return json.dumps(cfg, indent=2, sort_keys=True)
-
-
-def _storage_driver(c: Cluster) -> str:
-    return "devicemapper" if c.docker.storage.driver is StorageDriver.DEVICEMAPPER else "overlay2"
 
 
 def _locked(name: str) -> str:
@@ -143,15 +125,6 @@ def _compose(value: Any) -> Any:
     return str(value) if isinstance(value, _Placeholder) else value
 
 
-def sample_notebooks() -> list[tuple[str, str]]:
-    """(file name, content) of the sample notebooks shipped in cablab_cluster/samples/."""
-    folder = resources.files("cablab_cluster").joinpath("samples")
-    if not folder.is_dir():
-        return []
-    return sorted((f.name, f.read_text(encoding="utf-8").rstrip("\n")) for f in folder.iterdir()
-                  if f.name.endswith(".ipynb"))
-
-
 class _Placeholder(str):
     """A `${VAR}` that docker stack deploy must expand (set by deploy.sh)."""
 
@@ -168,18 +141,6 @@ def _dump_yaml(data: Mapping[str, Any]) -> str:
     buf = io.StringIO()
     yaml.dump(data, buf)
     return buf.getvalue()
-
-
-def _exports(step: Step) -> list[str]:
-    clients = step.params["clients"]
-    lines = []
-    for s in step.params["shares"]:
-        opts = ["ro" if s.read_only else "rw", *s.options, "root_squash" if s.root_squash else "no_root_squash"]
-        if clients:
-            lines.append(f"{s.path} " + " ".join(f"{h.address}({','.join(opts)})" for h in clients))
-        else:
-            lines.append(f"# {s.path}: no other host to export to")
-    return lines
 
 
 class Renderer:
@@ -335,23 +296,10 @@ class Renderer:
 
     # -- host scripts ------------------------------------------------------
     def step(self, step: Step) -> str:
-        params: dict = dict(step.params)
-        if step.kind is StepKind.DOCKER_ENGINE:
-            params.update(daemon_json=_daemon_json(self.c), storage_driver=_storage_driver(self.c))
-        elif step.kind is StepKind.NFS_SERVER:
-            params["exports"] = _exports(step)
-        elif step.kind is StepKind.NFS_MOUNTS:
-            params["fstab"] = _fstab(step)
-        elif step.kind is StepKind.IMAGE:
-            image = params["image"]
-            params["context"] = sorted((n, t.rstrip("\n")) for n, t in self.build_context(str(params["key"])).items()) \
-                if image.source is ImageSource.BUILD else []
-        elif step.kind is StepKind.SEED_SHARES:
-            params.update(cube_tarball=CUBE_TARBALL, cube_name=CUBE_NAME, samples=sample_notebooks())
-        elif step.kind is StepKind.HUB:
-            params.update(bundle=[(n, m, t.rstrip("\n")) for n, m, t in self.bundle()],
-                          cluster_name=self.c.name)
-        return self._t(step.template, **params)
+        """A step's script: its template with its parameters' fields and its extra context."""
+        params = {f.name: getattr(step.params, f.name) for f in dataclasses.fields(step.params)}
+        return self._t(f"steps/{step.type.template.name}", **params, packages=step.packages,
+                       **step.type.context(self, step.params))
 
     def host_script(self, name: str) -> str:
         hp = self.plan.for_host(name)

@@ -153,9 +153,7 @@ class Lab:
         for variant in ("ubuntu", "centos"):
             for hp in make_plan(load_spec(LAB / f"{variant}.yml")).hosts:
                 for step in hp.steps:
-                    pk = step.params.get("packages")
-                    if pk is not None:
-                        names.update(pk.apt)
+                    names.update(step.packages.get("apt", ()))
         return sorted(names)
 
     def build_box(self) -> None:

@@ -126,3 +126,21 @@ def test_each_step_line_carries_its_wall_time(tmp_path):
     slow, quick = (float(re.search(r"in (\d+\.\d) s$", line).group(1)) for line in out[1:3])
     assert 0.4 <= slow < 5, out
     assert quick < 0.4, out
+
+
+def test_ensure_packages_takes_this_familys_names_and_installs_what_is_missing(tmp_path):
+    """One word per family (`apt=a b`, `dnf=c`), as the steps' package data renders."""
+    record = tmp_path / "installed"
+    body = f"""
+step packages
+pkg_installed() {{ [ "$1" = have ]; }}
+pkg_install() {{ printf '%s\\n' "$*" >>{record}; }}
+FAMILY=apt
+ensure_packages 'apt=have need too' dnf=other 'zypper=nope'
+FAMILY=dnf
+ensure_packages 'apt=have need' dnf=other
+ensure_packages apt=need dnf=
+"""
+    out = run(script(tmp_path, body, steps=1), tmp_path)
+    assert record.read_text().splitlines() == ["need too", "other"]
+    assert "changed (installed need too;installed other)" in out[1]
