@@ -137,10 +137,13 @@ pkg_install() {
     run dnf install -y "$@"
   fi
 }
-# ensure_packages "APT PACKAGES" "DNF PACKAGES"
+# ensure_packages FAMILY=NAMES...: install what is missing of this host's family's names
+# (a step's packages per family, as data; a family without its word installs nothing).
 ensure_packages() {
-  local want missing=() p
-  if [ "$FAMILY" = apt ]; then want=$1; else want=$2; fi
+  local want="" missing=() p arg
+  for arg in "$@"; do
+    if [ "${arg%%=*}" = "$FAMILY" ]; then want=${arg#*=}; fi
+  done
   for p in $want; do
     pkg_installed "$p" || missing+=("$p")
   done
@@ -219,7 +222,7 @@ else
 fi
 
 step docker_lvm
-ensure_packages 'lvm2 xfsprogs' 'lvm2 xfsprogs'
+ensure_packages 'apt=lvm2 xfsprogs' 'dnf=lvm2 xfsprogs'
 vg=docker
 if ! vgs "$vg" >/dev/null 2>&1; then
   pick_disk() {  # the first candidate that exists; it must hold nothing
@@ -281,7 +284,7 @@ step docker_engine
 if [ "$FAMILY" = dnf ]; then
   die "EL distributions ship no Docker engine: set docker.source: docker-repo in the spec"
 fi
-ensure_packages 'docker.io apparmor' ''
+ensure_packages 'apt=docker.io apparmor' dnf=
 # No TCP API (the seed exposed 2375 to the network): only the unix socket.
 install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
@@ -306,7 +309,7 @@ if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
 fi
 
 step nfs_mounts
-ensure_packages nfs-common nfs-utils
+ensure_packages apt=nfs-common dnf=nfs-utils
 target=/srv/cablab/homes
 if [ ! -d "$target" ]; then
   mkdir -p "$target"
