@@ -29,8 +29,10 @@ from .layout import (
     HUB_DIR,
     IMAGE_DIR,
     PROVISION_LOG,
+    RUN_SUMMARY,
     SECRETS_DIR,
     STACK,
+    STATE_DIR,
     SWARM_TOKEN_DIR,
     secrets_hub_reads,
 )
@@ -164,6 +166,9 @@ class Renderer:
             "secrets_dir": SECRETS_DIR,
             "token_dir": SWARM_TOKEN_DIR,
             "image_dir": IMAGE_DIR,
+            "state_dir": STATE_DIR,
+            "run_summary_file": RUN_SUMMARY.name,
+            "provision_log": PROVISION_LOG,
             "internal_port": INTERNAL_PORT,
             "home_root": self.home_root,
             **extra,
@@ -309,7 +314,7 @@ class Renderer:
         return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def readme(self) -> str:
-        return self._t("bundle/README.j2", plan=self.plan, hub=self.c.hub, provision_log=PROVISION_LOG)
+        return self._t("bundle/README.j2", plan=self.plan, hub=self.c.hub, run_summary=RUN_SUMMARY)
 
     def files(self) -> dict[str, str]:
         files = {f"{hp.host.name}.sh": self.host_script(hp.host.name) for hp in self.plan.hosts}

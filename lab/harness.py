@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import vagrant
 
+from cablab_cluster.layout import RUN_SUMMARY
 from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import load_spec
@@ -38,8 +38,6 @@ LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
 PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify")
-DONE = re.compile(r"done: (\d+) steps, (\d+) changed(?:: (.*))?$")
-STEP = re.compile(r"\] step \d+/\d+ (\S+): .* in (\d+\.\d) s$")
 
 
 def log(msg: str) -> None:
@@ -257,13 +255,15 @@ class Lab:
             self.upload(host, ROOT / "provision" / self.variant / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
         out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
                        prefix=f"  {host}| ")
-        match = next((DONE.search(l) for l in reversed(out.stdout.splitlines()) if DONE.search(l)), None)
+        # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
+        got = self.ssh(host, f"sudo cat {RUN_SUMMARY}", check=False)
+        run = json.loads(got.stdout) if got.returncode == 0 else {}
+        steps = run.get("steps", [])
         results[host] = {"rc": out.returncode, "seconds": round(time.monotonic() - t0, 1),
-                         "steps": int(match.group(1)) if match else None,
-                         "changed": int(match.group(2)) if match else None,
-                         "changed_steps": (match.group(3) or "").split() if match else None,
-                         "step_seconds": {m.group(1): float(m.group(2))
-                                          for m in map(STEP.search, out.stdout.splitlines()) if m}}
+                         "result": run.get("result"), "error": run.get("error"),
+                         "steps": run.get("total"), "changed": run.get("changed"),
+                         "changed_steps": [s["name"] for s in steps if s["changed"]],
+                         "step_seconds": {s["name"]: s["seconds"] for s in steps}}
 
     def provision(self, upload: bool = True) -> dict:
         results: dict = {}
