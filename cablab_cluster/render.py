@@ -174,7 +174,7 @@ class Renderer:
             **extra,
         }
 
-    def _t(self, name: str, **extra: object) -> str:
+    def render_template(self, name: str, **extra: object) -> str:
         text = ENV.get_template(name).render(self._ctx(**extra))
         if HEREDOC_END in text and not name.endswith(".sh.j2"):
             raise ValueError(f"{name} renders the heredoc terminator {HEREDOC_END}")
@@ -184,7 +184,7 @@ class Renderer:
     def build_context(self, key: str) -> dict[str, str]:
         """The files of an image's build context (besides extra-ca/), by name."""
         image = getattr(self.c.hub.images, key)
-        files = {"Dockerfile": self._t(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
+        files = {"Dockerfile": self.render_template(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
                                        stack=SINGLEUSER_STACK, constraints=CONSTRAINTS)}
         if key == "singleuser":
             files[CONSTRAINTS] = static.text(CONSTRAINTS)
@@ -288,7 +288,7 @@ class Renderer:
         return header + _dump_yaml(_compose(stack))
 
     def deploy(self) -> str:
-        return self._t("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
+        return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
 
     def bundle(self) -> list[tuple[str, str, str]]:
         """(name in HUB_DIR, mode, content) for the hub host."""
@@ -303,18 +303,18 @@ class Renderer:
     def step(self, step: Step) -> str:
         """A step's script: its template with its parameters' fields and its extra context."""
         params = {f.name: getattr(step.params, f.name) for f in dataclasses.fields(step.params)}
-        return self._t(f"steps/{step.type.template.name}", **params, packages=step.packages,
+        return self.render_template(f"steps/{step.type.template.name}", **params, packages=step.packages,
                        **step.type.context(self, step.params))
 
     def host_script(self, name: str) -> str:
         hp = self.plan.for_host(name)
-        parts = [self._t("prelude.sh.j2", host=hp.host, steps=hp.steps, after=hp.after, why_after=hp.why_after)]
+        parts = [self.render_template("prelude.sh.j2", host=hp.host, steps=hp.steps, after=hp.after, why_after=hp.why_after)]
         parts += [self.step(s) for s in hp.steps]
-        parts.append(self._t("footer.sh.j2"))
+        parts.append(self.render_template("footer.sh.j2"))
         return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def readme(self) -> str:
-        return self._t("bundle/README.j2", plan=self.plan, hub=self.c.hub, run_summary=RUN_SUMMARY)
+        return self.render_template("bundle/README.j2", plan=self.plan, hub=self.c.hub, run_summary=RUN_SUMMARY)
 
     def files(self) -> dict[str, str]:
         files = {f"{hp.host.name}.sh": self.host_script(hp.host.name) for hp in self.plan.hosts}

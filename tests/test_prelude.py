@@ -22,9 +22,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the provisioners refu
 def script(tmp: Path, body: str, steps: int) -> Path:
     r = Renderer(make_plan(load_spec(LAB / "ubuntu.yml")))
     hp = r.plan.for_host("node2")
-    prelude = r._t("prelude.sh.j2", host=hp.host, steps=hp.steps[:steps], after=(), why_after="")
+    prelude = r.render_template("prelude.sh.j2", host=hp.host, steps=hp.steps[:steps], after=(), why_after="")
     path = tmp / "t.sh"
-    path.write_text(prelude + body + r._t("footer.sh.j2"))
+    path.write_text(prelude + body + r.render_template("footer.sh.j2"))
     return path
 
 
