@@ -120,7 +120,7 @@ def plan(spec: str) -> None:
         for col in ("n", "step", "what"):
             table.add_column(col, overflow="fold")
         for n, s in enumerate(hp.steps, 1):
-            table.add_row(str(n), s.kind.value, s.title)
+            table.add_row(str(n), s.kind, s.title)
         out.print(table)
 
 

@@ -51,8 +51,9 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from . import layout
 
-CUBE_NAME = "esdc-8d-2deg-synthetic.zarr"
+CUBE_NAME = f"{layout.CUBE_NAME}.zarr"
 #: Bump when values, attributes or layout change (it is in the cube's attributes).
 GENERATOR_VERSION = 1
 SEED = 20200101

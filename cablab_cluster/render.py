@@ -9,8 +9,8 @@ embedded in the hub host's script and written beside it for review.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from importlib import resources
 import json
 import os
 import shlex
@@ -18,29 +18,29 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jinja2
 from ruamel.yaml import YAML
 
 from . import bundle as static
 
-from .plan import (
-    CUBE_NAME,
+from .layout import (
     HUB_DATA,
     HUB_DIR,
     IMAGE_DIR,
+    PROVISION_LOG,
+    RUN_SUMMARY,
     SECRETS_DIR,
     STACK,
+    STATE_DIR,
     SWARM_TOKEN_DIR,
-    Mount,
-    Plan,
-    Step,
-    StepKind,
-    cube_tarball,
-    hub_secrets,
+    secrets_hub_reads,
 )
-from .spec import Cluster, ImageSource, Problem, SpecError, StorageDriver, TLSMode
+from . import steps as step_units
+from .plan import Plan, Step
+from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
+from .spec import Cluster, Problem, SpecError, TLSMode
 
 # Versions baked into the hub image (the fast suite tests the config against these,
 # and checks them against pyproject's test pins and the single-user lock).
@@ -72,9 +72,21 @@ PROXY_API_PORT = 8001
 HEREDOC_END = "CABLAB_EOF"
 
 
+def _step_template(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+    """`steps/<file>`: a step's template or a partial, beside the step modules."""
+    if not name.startswith("steps/"):
+        return None
+    for folder in step_units.template_dirs():
+        path = folder / name.removeprefix("steps/")
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path), lambda: True
+    return None
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("cablab_cluster", "templates"),
+        loader=jinja2.ChoiceLoader([jinja2.PackageLoader("cablab_cluster", "templates"),
+                                    jinja2.FunctionLoader(_step_template)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -84,47 +96,17 @@ def _env() -> jinja2.Environment:
         comment_start_string="<#",
         comment_end_string="#>",
     )
-    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["q"] = shell_quote
+    env.filters["package_words"] = step_units.package_words
     return env
 
 
+def shell_quote(value: object) -> str:
+    """The template filter `q`: one shell word, whatever the value holds."""
+    return shlex.quote(str(value))
+
+
 ENV = _env()
-
-
-def _mount_options(m: Mount, nfs_version: str) -> str:
-    access = "ro" if m.share.read_only else "rw"
-    if m.bind:
-        return f"bind,{access}" if m.share.read_only else "bind"
-    return f"nfsvers={nfs_version},{access},hard,noatime,_netdev"
-
-
-def _fstab(step: Step) -> list[str]:
-    """fstab lines of the mounts (their fields are validated: no whitespace, no newline)."""
-    version = str(step.params["nfs_version"])
-    return [f"{m.source} {m.target} {m.fstype} {_mount_options(m, version)} 0 0" for m in step.params["mounts"]]
-
-
-def _daemon_json(c: Cluster) -> str:
-    storage = c.docker.storage
-    cfg: dict = {
-        "log-driver": "json-file",
-        "log-opts": {"max-size": "20m", "max-file": "3"},
-    }
-    if storage.driver is StorageDriver.DEVICEMAPPER:
-        cfg["storage-driver"] = "devicemapper"
-        cfg["storage-opts"] = [
-            # device-mapper doubles a '-' inside a VG name: vg-a → /dev/mapper/vg--a-thinpool
-            f"dm.thinpooldev=/dev/mapper/{storage.volume_group.replace('-', '--')}-thinpool",
-            "dm.use_deferred_removal=true",
-            "dm.use_deferred_deletion=true",
-        ]
-    else:
-        cfg["storage-driver"] = "overlay2"
-    return json.dumps(cfg, indent=2, sort_keys=True)
-
-
-def _storage_driver(c: Cluster) -> str:
-    return "devicemapper" if c.docker.storage.driver is StorageDriver.DEVICEMAPPER else "overlay2"
 
 
 def _locked(name: str) -> str:
@@ -177,15 +159,6 @@ def user_mounts(c: Cluster) -> list[UserMountView]:
     return out
 
 
-def sample_notebooks() -> list[tuple[str, str]]:
-    """(file name, content) of the sample notebooks shipped in cablab_cluster/samples/."""
-    folder = resources.files("cablab_cluster").joinpath("samples")
-    if not folder.is_dir():
-        return []
-    return sorted((f.name, f.read_text(encoding="utf-8").rstrip("\n")) for f in folder.iterdir()
-                  if f.name.endswith(".ipynb"))
-
-
 class _Placeholder(str):
     """A `${VAR}` that docker stack deploy must expand (set by deploy.sh)."""
 
@@ -204,18 +177,6 @@ def _dump_yaml(data: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _exports(step: Step) -> list[str]:
-    clients = step.params["clients"]
-    lines = []
-    for s in step.params["shares"]:
-        opts = ["ro" if s.read_only else "rw", *s.options, "root_squash" if s.root_squash else "no_root_squash"]
-        if clients:
-            lines.append(f"{s.path} " + " ".join(f"{h.address}({','.join(opts)})" for h in clients))
-        else:
-            lines.append(f"# {s.path}: no other host to export to")
-    return lines
-
-
 class Renderer:
     """Renders one plan. Holds the pieces several files share."""
 
@@ -224,7 +185,7 @@ class Renderer:
         self.c = plan.cluster
         self.spec_name = plan.spec.path.name
         self.home_root = str(self.c.share(self.c.hub.users.home_share).mount)
-        self.secrets = hub_secrets(self.c)
+        self.secrets = secrets_hub_reads(self.c)
 
     def _ctx(self, **extra: object) -> dict:
         return {
@@ -237,12 +198,15 @@ class Renderer:
             "secrets_dir": SECRETS_DIR,
             "token_dir": SWARM_TOKEN_DIR,
             "image_dir": IMAGE_DIR,
+            "state_dir": STATE_DIR,
+            "run_summary_file": RUN_SUMMARY.name,
+            "provision_log": PROVISION_LOG,
             "internal_port": INTERNAL_PORT,
             "home_root": self.home_root,
             **extra,
         }
 
-    def _t(self, name: str, **extra: object) -> str:
+    def render_template(self, name: str, **extra: object) -> str:
         text = ENV.get_template(name).render(self._ctx(**extra))
         if HEREDOC_END in text and not name.endswith(".sh.j2"):
             raise ValueError(f"{name} renders the heredoc terminator {HEREDOC_END}")
@@ -252,7 +216,7 @@ class Renderer:
     def build_context(self, key: str) -> dict[str, str]:
         """The files of an image's build context (besides extra-ca/), by name."""
         image = getattr(self.c.hub.images, key)
-        files = {"Dockerfile": self._t(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
+        files = {"Dockerfile": self.render_template(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
                                        stack=SINGLEUSER_STACK, constraints=CONSTRAINTS)}
         if key == "singleuser":
             files[CONSTRAINTS] = static.text(CONSTRAINTS)
@@ -367,7 +331,7 @@ class Renderer:
         return header + _dump_yaml(_compose(stack))
 
     def deploy(self) -> str:
-        return self._t("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
+        return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
 
     def bundle(self) -> list[tuple[str, str, str]]:
         """(name in HUB_DIR, mode, content) for the hub host."""
@@ -380,35 +344,20 @@ class Renderer:
 
     # -- host scripts ------------------------------------------------------
     def step(self, step: Step) -> str:
-        params: dict = dict(step.params)
-        if step.kind is StepKind.DOCKER_ENGINE:
-            params.update(daemon_json=_daemon_json(self.c), storage_driver=_storage_driver(self.c))
-        elif step.kind is StepKind.NFS_SERVER:
-            params["exports"] = _exports(step)
-        elif step.kind is StepKind.NFS_MOUNTS:
-            params["fstab"] = _fstab(step)
-        elif step.kind is StepKind.IMAGE:
-            image = params["image"]
-            params["context"] = sorted((n, t.rstrip("\n")) for n, t in self.build_context(str(params["key"])).items()) \
-                if image.source is ImageSource.BUILD else []
-        elif step.kind is StepKind.SEED_SHARES:
-            params.update(cube_tarball=cube_tarball(), cube_name=CUBE_NAME, samples=sample_notebooks())
-        elif step.kind is StepKind.HUB:
-            params.update(bundle=[(n, m, t.rstrip("\n")) for n, m, t in self.bundle()],
-                          cluster_name=self.c.name)
-        return self._t(step.template, **params)
+        """A step's script: its template with its parameters' fields and its extra context."""
+        params = {f.name: getattr(step.params, f.name) for f in dataclasses.fields(step.params)}
+        return self.render_template(f"steps/{step.type.template.name}", **params, packages=step.packages,
+                       **step.type.context(self, step.params))
 
     def host_script(self, name: str) -> str:
         hp = self.plan.for_host(name)
-        parts = [self._t("prelude.sh.j2", host=hp.host, steps=hp.steps, after=hp.after, why_after=hp.why_after)]
+        parts = [self.render_template("prelude.sh.j2", host=hp.host, steps=hp.steps, after=hp.after, why_after=hp.why_after)]
         parts += [self.step(s) for s in hp.steps]
-        parts.append(self._t("footer.sh.j2"))
+        parts.append(self.render_template("footer.sh.j2"))
         return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def readme(self) -> str:
-        images = [("hub", self.c.hub.images.hub), ("singleuser", self.c.hub.images.singleuser)]
-        return self._t("bundle/README.j2", plan=self.plan, hub=self.c.hub, hub_host=self.c.hub_host,
-                       first_manager=self.c.first_manager, images=images)
+        return self.render_template("bundle/README.j2", plan=self.plan, hub=self.c.hub, run_summary=RUN_SUMMARY)
 
     def files(self) -> dict[str, str]:
         files = {f"{hp.host.name}.sh": self.host_script(hp.host.name) for hp in self.plan.hosts}

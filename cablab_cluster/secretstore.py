@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .plan import secret_names
+from . import layout
+from .layout import COOKIE_SECRET, GITHUB_CLIENT_SECRET, LAB_PASSWORD, PROXY_TOKEN, TLS_CERT, TLS_KEY
 from .spec import InputFileError, LoadedSpec, Problem, SpecError, TLSMode, excerpt, read_input
 
 CERT_DAYS = 397  # the CA/Browser Forum's maximum for a leaf certificate
@@ -49,7 +50,7 @@ MAX_SECRET_BYTES = 4096  # a GitHub client secret is 40 characters
 MAX_PEM_BYTES = 1 << 20
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
-STORED = ("cookie_secret", "proxy_token", "lab_password", "github_client_secret", "tls.crt", "tls.key")
+STORED = layout.SECRET_FILES
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SecretAction:
 
 
 def secrets_dir(spec: LoadedSpec) -> Path:
-    return spec.base_dir / "secrets" / spec.cluster.name
+    return spec.base_dir / layout.SECRETS_SUBDIR / spec.cluster.name
 
 
 def _lock_path(spec: LoadedSpec) -> Path:
@@ -134,7 +135,7 @@ def _content_problem(path: Path, data: bytes) -> Optional[Problem]:
     """Kept secrets must still be good secrets (an empty file is regenerated)."""
     text = data.strip()
     name = path.name
-    if name == "cookie_secret":
+    if name == COOKIE_SECRET:
         try:
             ok = len(text) == COOKIE_HEX and len(bytes.fromhex(text.decode("ascii"))) == COOKIE_HEX // 2
         except ValueError:
@@ -142,10 +143,10 @@ def _content_problem(path: Path, data: bytes) -> Optional[Problem]:
         if not ok:
             return Problem(str(path), f"is not {COOKIE_HEX} hex digits (JupyterHub's cookie secret is 32 bytes)",
                            "delete it to have a new one generated (users log in again)")
-    elif name == "proxy_token" and len(text) < MIN_TOKEN:
+    elif name == PROXY_TOKEN and len(text) < MIN_TOKEN:
         return Problem(str(path), f"is shorter than {MIN_TOKEN} characters",
                        "delete it to have a new one generated")
-    elif name == "lab_password" and len(text) < MIN_PASSWORD:
+    elif name == LAB_PASSWORD and len(text) < MIN_PASSWORD:
         return Problem(str(path), f"is shorter than {MIN_PASSWORD} characters",
                        "delete it to have a new one generated")
     return None
@@ -399,28 +400,28 @@ def ensure_secrets(spec: LoadedSpec) -> list[SecretAction]:
                 _write(d, name, make())
                 actions.append(SecretAction(name, "generated"))
 
-        keep_or("cookie_secret", lambda: (pysecrets.token_hex(COOKIE_HEX // 2) + "\n").encode())
-        keep_or("proxy_token", lambda: (pysecrets.token_hex(32) + "\n").encode())
+        keep_or(COOKIE_SECRET, lambda: (pysecrets.token_hex(COOKIE_HEX // 2) + "\n").encode())
+        keep_or(PROXY_TOKEN, lambda: (pysecrets.token_hex(32) + "\n").encode())
         assert s.client_secret is not None
-        put("github_client_secret", s.client_secret, "copied")
+        put(GITHUB_CLIENT_SECRET, s.client_secret, "copied")
 
         tls = c.hub.tls
         if tls.mode is TLSMode.SELF_SIGNED:
-            if _self_signed_ok(s.stored["tls.crt"], s.stored["tls.key"], spec):
-                actions += [SecretAction("tls.crt", "kept"), SecretAction("tls.key", "kept")]
+            if _self_signed_ok(s.stored[TLS_CERT], s.stored[TLS_KEY], spec):
+                actions += [SecretAction(TLS_CERT, "kept"), SecretAction(TLS_KEY, "kept")]
             else:
                 cert_pem, key_pem = self_signed(spec)
-                _write(d, "tls.key", key_pem)
-                _write(d, "tls.crt", cert_pem)
-                actions += [SecretAction("tls.crt", "generated"), SecretAction("tls.key", "generated")]
+                _write(d, TLS_KEY, key_pem)
+                _write(d, TLS_CERT, cert_pem)
+                actions += [SecretAction(TLS_CERT, "generated"), SecretAction(TLS_KEY, "generated")]
         elif tls.mode is TLSMode.PROVIDED:
             assert s.cert is not None and s.key is not None
-            put("tls.crt", s.cert, "copied")
-            put("tls.key", s.key, "copied")
+            put(TLS_CERT, s.cert, "copied")
+            put(TLS_KEY, s.key, "copied")
 
         if c.hub.auth.lab_password:
-            keep_or("lab_password", lambda: (pysecrets.token_urlsafe(18) + "\n").encode())
+            keep_or(LAB_PASSWORD, lambda: (pysecrets.token_urlsafe(18) + "\n").encode())
 
-    missing = [n for n in secret_names(c) if not (d / n).exists()]
+    missing = [n for n in layout.secrets_operator_copies(c) if not (d / n).exists()]
     assert not missing, f"secret store incomplete: {missing}"
     return actions

@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -30,9 +29,10 @@ from pathlib import Path
 
 import vagrant
 
-from cablab_cluster.plan import SECRETS_DIR, SWARM_TOKEN_DIR, Plan, StepKind, host_inputs, make_plan, secret_names
+from cablab_cluster.layout import RUN_SUMMARY
+from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
-from cablab_cluster.spec import ImageSource, load_spec
+from cablab_cluster.spec import load_spec
 from lab import drills
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +40,6 @@ LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
 PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills")
-DONE = re.compile(r"done: (\d+) steps, (\d+) changed(?:: (.*))?$")
-STEP = re.compile(r"\] step \d+/\d+ (\S+): .* in (\d+\.\d) s$")
 
 
 def log(msg: str) -> None:
@@ -133,11 +131,17 @@ class Lab:
         return sh(["ssh", "-F", str(self.ssh_config), host, command], capture=capture, check=check,
                   prefix=prefix)
 
-    def put(self, host: str, src: Path, dest: str, mode: str = "0644") -> None:
-        """Copy a file to the VM as root (scp to /tmp, then install)."""
+    def upload(self, host: str, src: Path, dest: str, mode: str = "0644") -> None:
+        """Copy a file of this machine to the VM as root (scp to /tmp, then install)."""
         tmp = f"/tmp/cablab-upload-{src.name}"
         sh(["scp", "-q", "-F", str(self.ssh_config), str(src), f"{host}:{tmp}"])
         self.ssh(host, f"sudo install -D -m {mode} {shlex.quote(tmp)} {shlex.quote(dest)} && rm -f {shlex.quote(tmp)}")
+
+    def relay(self, source: str, host: str, path: str, mode: str) -> None:
+        """Copy a (small, text) file from one VM to the same path on another, as root."""
+        text = self.ssh(source, f"sudo cat {shlex.quote(path)}").stdout.strip()
+        self.ssh(host, f"sudo install -d -m 0700 {shlex.quote(str(Path(path).parent))} && "
+                       f"echo {shlex.quote(text)} | sudo install -m {mode} /dev/stdin {shlex.quote(path)}")
 
     # -- phases --------------------------------------------------------------
     def host_setup(self) -> None:
@@ -149,9 +153,7 @@ class Lab:
         for variant in ("ubuntu", "centos"):
             for hp in make_plan(load_spec(LAB / f"{variant}.yml")).hosts:
                 for step in hp.steps:
-                    pk = step.params.get("packages")
-                    if pk is not None:
-                        names.update(pk.apt)
+                    names.update(step.packages.get("apt", ()))
         return sorted(names)
 
     def build_box(self) -> None:
@@ -228,59 +230,42 @@ class Lab:
             log(f"synthetic cube: {tarball.stat().st_size / 1e6:.1f} MB in {time.monotonic() - t0:.0f} s")
         return tarball
 
+    def _local(self, item: Input) -> Path:
+        """Where the lab keeps what an operator would bring: the file to upload for an input."""
+        if item.kind is InputKind.SECRET:
+            return secrets_dir(self.spec) / item.key
+        if item.kind is InputKind.IMAGE:
+            return self.images[item.key]
+        if item.kind is InputKind.CUBE:
+            return self.cube_tarball()
+        raise LabError(f"no local source for {item.kind.value} inputs ({item.path})")
+
     def _inputs(self, host: str) -> None:
-        """What the operator copies by hand on a real cluster: images, secrets, join token, seed data."""
-        c = self.spec.cluster
-        for path in host_inputs(c, c.host(host)):
-            if self.ssh(host, f"sudo test -f {shlex.quote(path)}", check=False).returncode != 0:
-                self.put(host, self.cube_tarball(), path)
-        for step in self.plan.for_host(host).steps:
-            if step.kind is StepKind.IMAGE and step.params["image"].source is ImageSource.LOAD:
-                image = step.params["image"]
-                have = self.ssh(host, f"sudo docker image inspect {shlex.quote(image.name)} >/dev/null 2>&1",
-                                check=False).returncode == 0
-                if have:  # baked into the box: the step will find it (an operator skips the copy too)
-                    log(f"{host}: {image.name} present, tarball not copied")
-                else:
-                    self.put(host, self.images[str(step.params["key"])], str(image.tarball))
-            if step.kind is StepKind.HUB:
-                for name in secret_names(c):
-                    self.put(host, secrets_dir(self.spec) / name, f"{SECRETS_DIR}/{name}", "0600")
-            if step.kind is StepKind.SWARM_JOIN:
-                role = step.params["role"]
-                token = self.ssh(c.first_manager.name, f"sudo cat {SWARM_TOKEN_DIR}/{role}.token").stdout.strip()
-                self.ssh(host, f"sudo install -d -m 0700 {SWARM_TOKEN_DIR} && "
-                               f"echo {shlex.quote(token)} | sudo tee {SWARM_TOKEN_DIR}/{role}.token >/dev/null && "
-                               f"sudo chmod 0600 {SWARM_TOKEN_DIR}/{role}.token")
+        """What the operator copies by hand on a real cluster: the plan's inputs of the host."""
+        for item in self.plan.for_host(host).inputs:
+            if item.unless and self.ssh(host, f"sudo sh -c {shlex.quote(item.unless)}", check=False).returncode == 0:
+                log(f"{host}: {item.path} not needed ({item.unless})")  # e.g. an image baked into the box
+            elif item.from_host:
+                self.relay(item.from_host, host, str(item.path), item.mode)
+            else:
+                self.upload(host, self._local(item), str(item.path), item.mode)
 
     def _provision_host(self, host: str, results: dict, upload: bool) -> None:
         t0 = time.monotonic()
         if upload:
             self._inputs(host)
-            self.put(host, ROOT / "provision" / self.variant / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
+            self.upload(host, ROOT / "provision" / self.variant / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
         out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
                        prefix=f"  {host}| ")
-        match = next((DONE.search(l) for l in reversed(out.stdout.splitlines()) if DONE.search(l)), None)
+        # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
+        got = self.ssh(host, f"sudo cat {RUN_SUMMARY}", check=False)
+        run = json.loads(got.stdout) if got.returncode == 0 else {}
+        steps = run.get("steps", [])
         results[host] = {"rc": out.returncode, "seconds": round(time.monotonic() - t0, 1),
-                         "steps": int(match.group(1)) if match else None,
-                         "changed": int(match.group(2)) if match else None,
-                         "changed_steps": (match.group(3) or "").split() if match else None,
-                         "step_seconds": {m.group(1): float(m.group(2))
-                                          for m in map(STEP.search, out.stdout.splitlines()) if m}}
-
-    def _waves(self) -> list[list[str]]:
-        """Hosts in plan order, grouped so that hosts with the same predecessors run together."""
-        waves: list[list[str]] = []
-        done: set[str] = set()
-        pending = [hp for hp in self.plan.hosts]
-        while pending:
-            ready = [hp.host.name for hp in pending if set(hp.after) <= done]
-            if not ready:
-                raise LabError("plan order has a cycle")
-            waves.append(ready)
-            done |= set(ready)
-            pending = [hp for hp in pending if hp.host.name not in done]
-        return waves
+                         "result": run.get("result"), "error": run.get("error"),
+                         "steps": run.get("total"), "changed": run.get("changed"),
+                         "changed_steps": [s["name"] for s in steps if s["changed"]],
+                         "step_seconds": {s["name"]: s["seconds"] for s in steps}}
 
     def provision(self, upload: bool = True) -> dict:
         results: dict = {}
@@ -290,7 +275,8 @@ class Lab:
             log("secrets: " + ", ".join(f"{a.name} {a.action}" for a in actions))
         # The first run follows the plan's order (joins need the first manager's token, mounts
         # the NFS server); the second changes nothing, so every host runs it at once.
-        waves = self._waves() if upload else [[hp.host.name for hp in self.plan.hosts]]
+        waves = [[hp.host.name for hp in wave] for wave in self.plan.waves] if upload \
+            else [[hp.host.name for hp in self.plan.hosts]]
         for wave in waves:
             threads = [threading.Thread(target=self._provision_host, args=(h, results, upload)) for h in wave]
             for t in threads:

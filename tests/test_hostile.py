@@ -37,7 +37,8 @@ import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from cablab_cluster.plan import HUB_DATA, StepKind, hub_secrets, make_plan
+from cablab_cluster.layout import HUB_DATA, secrets_hub_reads
+from cablab_cluster.plan import make_plan
 from cablab_cluster.render import render_plan
 from cablab_cluster.spec import Cluster, SpecError, load_spec
 
@@ -215,13 +216,13 @@ def _sandbox_env(spec) -> dict[str, dict[str, str]]:
     tarballs = [str(i.tarball) for i in (c.hub.images.hub, c.hub.images.singleuser) if i.tarball]
     env = {}
     for hp in plan.hosts:
-        mounts = [m for s in hp.steps if s.kind is StepKind.NFS_MOUNTS for m in s.params["mounts"]]
+        mounts = [m for s in hp.steps if s.kind == "nfs_mounts" for m in s.params.mounts]
         env[f"{hp.host.name}.sh"] = {
             "STUB_CONTROL": "true" if hp.host.is_manager else "false",
             "STUB_PIN": c.docker.version or "24.0",
             "STUB_DRIVER": "devicemapper" if c.docker.storage.driver.value.startswith("devicemapper") else "overlay2",
             "STUB_FINDMNT": "".join(f"{m.target}\t{m.source}\n" for m in mounts),
-            "STUB_SECRETS": " ".join(hub_secrets(c)),
+            "STUB_SECRETS": " ".join(secrets_hub_reads(c)),
             "STUB_FILES": "\n".join(tarballs),
             "STUB_DISKS": "\n".join(c.docker.storage.disks),
         }

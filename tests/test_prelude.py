@@ -3,8 +3,8 @@ differs, say so in one line per step, and a second run changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the provisioners refu
 def script(tmp: Path, body: str, steps: int) -> Path:
     r = Renderer(make_plan(load_spec(LAB / "ubuntu.yml")))
     hp = r.plan.for_host("node2")
-    prelude = r._t("prelude.sh.j2", host=hp.host, steps=hp.steps[:steps], after=(), why_after="")
+    prelude = r.render_template("prelude.sh.j2", host=hp.host, steps=hp.steps[:steps], after=(), why_after="")
     path = tmp / "t.sh"
-    path.write_text(prelude + body + r._t("footer.sh.j2"))
+    path.write_text(prelude + body + r.render_template("footer.sh.j2"))
     return path
 
 
@@ -43,21 +43,28 @@ CABLAB_EOF
 """
 
 
+def env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "CABLAB_LOG": str(tmp / "log"), "CABLAB_STATE_DIR": str(tmp / "state")}
+
+
 def run(path: Path, tmp: Path) -> list[str]:
-    env = {**os.environ, "CABLAB_LOG": str(tmp / "log")}
-    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env(tmp))
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
 
-STEP_TIME = re.compile(r",? in \d+\.\d s$")
+def summary(tmp: Path) -> dict:
+    """The run's summary (JSON), which tools read instead of the log lines."""
+    return json.loads((tmp / "state" / "last-run.json").read_text())
 
 
-def untimed(line: str) -> str:
-    """A step line without its wall time (`... in 0.1 s`), which every step line ends with."""
-    if " step " in line:
-        assert STEP_TIME.search(line), f"no wall time on {line!r}"
-    return STEP_TIME.sub("", line)
+def step_lines(tmp: Path) -> list[str]:
+    """The log lines the summary's steps must have printed (the log is for people: same facts)."""
+    out = []
+    for n, s in enumerate(summary(tmp)["steps"], 1):
+        what = f"changed ({';'.join(s['notes'])}) in" if s["changed"] else "ok, no change, in"
+        out.append(f"[cablab node2] step {n}/{summary(tmp)['total']} {s['name']}: {what} {s['seconds']:.1f} s")
+    return out
 
 
 def test_first_run_changes_second_run_does_not(tmp_path):
@@ -66,12 +73,19 @@ def test_first_run_changes_second_run_does_not(tmp_path):
     assert first[1].startswith("[cablab node2] step 1/2 files: changed (wrote ")
     assert first[2].startswith("[cablab node2] step 2/2 blocks: changed (updated ")
     assert first[-1] == "[cablab node2] done: 2 steps, 2 changed: files blocks"
+    assert first[1:3] == step_lines(tmp_path)
+    s = summary(tmp_path)
+    assert (s["host"], s["result"], s["total"], s["changed"]) == ("node2", "ok", 2, 2)
+    assert [(x["name"], x["changed"]) for x in s["steps"]] == [("files", True), ("blocks", True)]
+    assert s["steps"][0]["notes"] == [f"wrote {tmp_path}/etc/app.conf", f"created {tmp_path}/data",
+                                      f"mode 0750 on {tmp_path}/data"]
+    assert s["started"] <= s["finished"] and s["finished"].endswith("Z")
     assert oct((tmp_path / "etc/app.conf").stat().st_mode & 0o777) == "0o640"
     assert oct((tmp_path / "data").stat().st_mode & 0o777) == "0o750"
     second = run(path, tmp_path)
-    assert [untimed(line) for line in second[1:]] == ["[cablab node2] step 1/2 files: ok, no change",
-                                                      "[cablab node2] step 2/2 blocks: ok, no change",
-                                                      "[cablab node2] done: 2 steps, 0 changed"]
+    assert second[1:] == [*step_lines(tmp_path), "[cablab node2] done: 2 steps, 0 changed"]
+    assert second[1].startswith("[cablab node2] step 1/2 files: ok, no change, in ")
+    assert summary(tmp_path)["changed"] == 0 and not any(x["changed"] for x in summary(tmp_path)["steps"])
     fstab = (tmp_path / "fstab").read_text().splitlines()
     assert fstab == ["keep me", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares"]
 
@@ -82,7 +96,8 @@ def test_drift_is_repaired_and_reported(tmp_path):
     (tmp_path / "etc/app.conf").chmod(0o666)
     (tmp_path / "fstab").write_text("keep me\n# BEGIN cablab shares\nold line\n# END cablab shares\nafter\n")
     out = run(path, tmp_path)
-    assert untimed(out[1]) == f"[cablab node2] step 1/2 files: changed (mode 0640 on {tmp_path}/etc/app.conf)"
+    assert out[1] == step_lines(tmp_path)[0]
+    assert summary(tmp_path)["steps"][0]["notes"] == [f"mode 0640 on {tmp_path}/etc/app.conf"]
     assert out[2].startswith("[cablab node2] step 2/2 blocks: changed")
     assert (tmp_path / "fstab").read_text().splitlines() == [  # replaced where it stood
         "keep me", "# BEGIN cablab shares", "srv:/a /a nfs _netdev 0 0", "# END cablab shares", "after"]
@@ -113,16 +128,46 @@ CABLAB_EOF
 
 def test_a_failing_command_stops_the_script_and_names_the_step(tmp_path):
     path = script(tmp_path, "step broken\nrun false\nstep never\n", steps=2)
-    env = {**os.environ, "CABLAB_LOG": str(tmp_path / "log")}
-    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env(tmp_path))
     assert proc.returncode == 1
     assert "ERROR in step broken: command failed: false" in proc.stderr
     assert "never" not in proc.stdout
+    s = summary(tmp_path)
+    assert (s["result"], s["failed_step"], s["steps"]) == ("failed", "broken", [])
+    assert s["error"].startswith("command failed: false (full log: ")
 
 
 def test_each_step_line_carries_its_wall_time(tmp_path):
     body = "step slow\nsleep 0.4\nstep quick\ntrue\n"
     out = run(script(tmp_path, body, steps=2), tmp_path)
-    slow, quick = (float(re.search(r"in (\d+\.\d) s$", line).group(1)) for line in out[1:3])
+    assert out[1:3] == step_lines(tmp_path)
+    slow, quick = (s["seconds"] for s in summary(tmp_path)["steps"])
     assert 0.4 <= slow < 5, out
     assert quick < 0.4, out
+
+
+def test_ensure_packages_takes_this_familys_names_and_installs_what_is_missing(tmp_path):
+    """One word per family (`apt=a b`, `dnf=c`), as the steps' package data renders."""
+    record = tmp_path / "installed"
+    body = f"""
+step packages
+pkg_installed() {{ [ "$1" = have ]; }}
+pkg_install() {{ printf '%s\\n' "$*" >>{record}; }}
+FAMILY=apt
+ensure_packages 'apt=have need too' dnf=other 'zypper=nope'
+FAMILY=dnf
+ensure_packages 'apt=have need' dnf=other
+ensure_packages apt=need dnf=
+"""
+    out = run(script(tmp_path, body, steps=1), tmp_path)
+    assert record.read_text().splitlines() == ["need too", "other"]
+    assert "changed (installed need too;installed other)" in out[1]
+
+
+def test_the_summary_is_json_whatever_the_notes_hold(tmp_path):
+    """Notes carry paths and messages: quotes, backslashes, tabs, newlines, control characters."""
+    body = r"""step odd
+changed $'a "quoted" \\ back\\tslash\ttab\nnewline\x01ctl\x7f del é'
+"""
+    run(script(tmp_path, body, steps=1), tmp_path)
+    assert summary(tmp_path)["steps"][0]["notes"] == ['a "quoted" \\ back\\tslash\ttab\nnewline\x01ctl\x7f del é']

@@ -328,7 +328,7 @@ def test_the_cube_extra_pins_what_the_image_locks():
 
 def test_the_seeded_cube_is_the_generators():
     from cablab_cluster import cube
-    from cablab_cluster.plan import CUBE_NAME
+    from cablab_cluster.layout import CUBE_NAME
 
     assert f"{CUBE_NAME}.zarr" == cube.CUBE_NAME
     files = rendered(LAB / "ubuntu.yml")

@@ -8,15 +8,22 @@ umask 022
 
 CABLAB_HOST=node2
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
+CABLAB_STATE_DIR=${CABLAB_STATE_DIR:-/var/lib/cablab}
 STEPS_TOTAL=6
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
 CHANGED_STEPS=()
+STEPS_JSON=()
 LAST_CHANGED=0
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 log() { printf '[cablab %s] %s\n' "$CABLAB_HOST" "$*"; }
-die() { printf '[cablab %s] ERROR in step %s: %s\n' "$CABLAB_HOST" "${STEP_NAME:-setup}" "$*" >&2; exit 1; }
+die() {
+  printf '[cablab %s] ERROR in step %s: %s\n' "$CABLAB_HOST" "${STEP_NAME:-setup}" "$*" >&2
+  write_summary failed "$*" 2>/dev/null || true
+  exit 1
+}
 # Run a command, its output to the log; on failure show the log's tail.
 run() {
   printf '+ %s\n' "$*" >>"$CABLAB_LOG"
@@ -28,12 +35,57 @@ run() {
 changed() { STEP_NOTES+=("$*"); }
 # CLOCK_US: now in microseconds (bash >= 5 without a fork; date(1) on older bash).
 clock() { if [ -n "${EPOCHREALTIME:-}" ]; then CLOCK_US=${EPOCHREALTIME//[^0-9]/}; else CLOCK_US=$(date +%s%6N); fi; }
+# json_str VALUE: VALUE as a JSON string in $JSON (backslash, quote and control characters escaped).
+json_str() {
+  local s=$1 out="" c i
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\t'/\\t}
+  s=${s//$'\r'/\\r}
+  if [[ $s == *[[:cntrl:]]* ]]; then
+    for ((i = 0; i < ${#s}; i++)); do
+      c=${s:i:1}
+      if [[ $c == [[:cntrl:]] ]]; then printf -v c '\\u%04x' "'$c"; fi
+      out+=$c
+    done
+    s=$out
+  fi
+  JSON="\"$s\""
+}
+# write_summary RESULT [ERROR]: this run as JSON in $CABLAB_STATE_DIR/last-run.json, for tools
+# (the log lines are for people): host, started, finished, result (running, ok, failed), error,
+# total, changed, steps [{name, changed, notes, seconds}].
+write_summary() {
+  local host error="" IFS=,
+  json_str "$CABLAB_HOST"
+  host=$JSON
+  if [ $# -gt 1 ]; then
+    json_str "$2"
+    error=",\"error\":$JSON"
+    json_str "$STEP_NAME"
+    error+=",\"failed_step\":$JSON"
+  fi
+  mkdir -p "$CABLAB_STATE_DIR"
+  printf '{"host":%s,"started":"%s","finished":"%s","result":"%s"%s,"total":%s,"changed":%s,"steps":[%s]}\n' \
+    "$host" "$STARTED" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$error" "$STEPS_TOTAL" "${#CHANGED_STEPS[@]}" \
+    "${STEPS_JSON[*]}" >"$CABLAB_STATE_DIR"/last-run.json.tmp
+  mv -f "$CABLAB_STATE_DIR"/last-run.json.tmp "$CABLAB_STATE_DIR"/last-run.json
+}
 finish_step() {
   [ -n "$STEP_NAME" ] || return 0
-  local took
+  local took seconds notes="" note changed=false
   clock
   took=$(((CLOCK_US - STEP_T0) / 100000))
-  took="$((took / 10)).$((took % 10)) s"
+  seconds="$((took / 10)).$((took % 10))"
+  took="$seconds s"
+  for note in "${STEP_NOTES[@]}"; do
+    json_str "$note"
+    notes+=${notes:+,}$JSON
+  done
+  json_str "$STEP_NAME"
+  if [ ${#STEP_NOTES[@]} -gt 0 ]; then changed=true; fi
+  STEPS_JSON+=("{\"name\":$JSON,\"changed\":$changed,\"notes\":[$notes],\"seconds\":$seconds}")
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     CHANGED_STEPS+=("$STEP_NAME")
     local IFS=';'
@@ -137,10 +189,13 @@ pkg_install() {
     run dnf install -y "$@"
   fi
 }
-# ensure_packages "APT PACKAGES" "DNF PACKAGES"
+# ensure_packages FAMILY=NAMES...: install what is missing of this host's family's names
+# (a step's packages per family, as data; a family without its word installs nothing).
 ensure_packages() {
-  local want missing=() p
-  if [ "$FAMILY" = apt ]; then want=$1; else want=$2; fi
+  local want="" missing=() p arg
+  for arg in "$@"; do
+    if [ "${arg%%=*}" = "$FAMILY" ]; then want=${arg#*=}; fi
+  done
   for p in $want; do
     pkg_installed "$p" || missing+=("$p")
   done
@@ -165,6 +220,7 @@ swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || 
 
 [ "$(id -u)" = 0 ] || die "run as root"
 : >>"$CABLAB_LOG"
+write_summary running
 log "provisioning $CABLAB_HOST ($PRETTY_NAME, $FAMILY family), $STEPS_TOTAL steps; details in $CABLAB_LOG"
 
 step hostname
@@ -222,7 +278,7 @@ step docker_engine
 if [ "$FAMILY" = dnf ]; then
   die "EL distributions ship no Docker engine: set docker.source: docker-repo in the spec"
 fi
-ensure_packages 'docker.io apparmor' ''
+ensure_packages 'apt=docker.io apparmor' dnf=
 # No TCP API (the seed exposed 2375 to the network): only the unix socket.
 install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
@@ -247,7 +303,7 @@ if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
 fi
 
 step nfs_mounts
-ensure_packages nfs-common nfs-utils
+ensure_packages apt=nfs-common dnf=nfs-utils
 target=/srv/cablab/homes
 if [ ! -d "$target" ]; then
   mkdir -p "$target"
@@ -340,6 +396,7 @@ if ! docker image inspect "$ref" >/dev/null 2>&1; then
 fi
 
 finish_step
+write_summary ok
 if [ ${#CHANGED_STEPS[@]} -gt 0 ]; then
   log "done: $STEPS_TOTAL steps, ${#CHANGED_STEPS[@]} changed: ${CHANGED_STEPS[*]}"
 else

@@ -1,0 +1,52 @@
+"""Where things live on the hosts, and the names of the hub's secrets: one place for both.
+
+Imported by the plan, the steps, the renderer, the secrets store and the lab; imports
+only the spec (for the two functions that depend on a cluster's settings).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from .spec import Cluster, TLSMode
+
+ETC = PurePosixPath("/etc/cablab")
+SECRETS_DIR = ETC / "secrets"  # the operator copies the spec's secrets dir here (hub host)
+SWARM_TOKEN_DIR = ETC / "swarm"  # join tokens handed to joining hosts: <role>.token
+HUB_DIR = PurePosixPath("/opt/cablab/hub")  # the hub bundle on the hub host
+IMAGE_DIR = PurePosixPath("/opt/cablab/images")  # Dockerfiles for `source: build`
+SEED_DIR = PurePosixPath("/var/cache/cablab/seed")  # the NFS server's inputs for seeded shares
+STATE_DIR = PurePosixPath("/var/lib/cablab")  # what cablab keeps on a host
+HUB_DATA = STATE_DIR / "hub"  # the hub's sqlite database
+RUN_SUMMARY = STATE_DIR / "last-run.json"  # the provisioner's summary of its last run
+PROVISION_LOG = PurePosixPath("/var/log/cablab-provision.log")  # the provisioner's command output
+STACK = "cablab"  # docker stack name of the hub
+CUBE_NAME = "esdc-8d-2deg-synthetic"  # the synthetic cube: <name>.zarr on the share, <name>.tar.gz input
+CUBE_TARBALL = SEED_DIR / f"{CUBE_NAME}.tar.gz"  # where the NFS server expects it (`cablab-cluster cube --tarball`)
+
+# Beside the spec: secrets/<cluster>/ (made by `cablab-cluster render`).
+SECRETS_SUBDIR = "secrets"
+
+# The hub's secrets: file names in SECRETS_DIR and in the spec's secrets directory.
+COOKIE_SECRET = "cookie_secret"
+PROXY_TOKEN = "proxy_token"
+GITHUB_CLIENT_SECRET = "github_client_secret"
+TLS_CERT = "tls.crt"
+TLS_KEY = "tls.key"
+LAB_PASSWORD = "lab_password"
+SECRET_FILES = (COOKIE_SECRET, PROXY_TOKEN, LAB_PASSWORD, GITHUB_CLIENT_SECRET, TLS_CERT, TLS_KEY)
+
+
+def secrets_hub_reads(c: Cluster) -> tuple[str, ...]:
+    """The files the hub reads from SECRETS_DIR (as docker swarm secrets)."""
+    names = [COOKIE_SECRET, PROXY_TOKEN, GITHUB_CLIENT_SECRET, TLS_CERT, TLS_KEY]
+    if c.hub.auth.lab_password:
+        names.append(LAB_PASSWORD)
+    return tuple(names)
+
+
+def secrets_operator_copies(c: Cluster) -> tuple[str, ...]:
+    """Those of `secrets_hub_reads` that come from the spec's secrets directory (in letsencrypt
+    mode certbot makes the TLS pair on the hub host itself)."""
+    certbot = (TLS_CERT, TLS_KEY) if c.hub.tls.mode is TLSMode.LETSENCRYPT else ()
+    return tuple(n for n in secrets_hub_reads(c) if n not in certbot)
