@@ -246,7 +246,7 @@ def host_inputs(c: Cluster, h: Host) -> tuple[str, ...]:
 
 def hub_secrets(c: Cluster) -> tuple[str, ...]:
     """Files the hub reads from SECRETS_DIR (as docker swarm secrets)."""
-    names = ["cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key"]
+    names = ["cookie_secret", "proxy_token", "metrics_token", "github_client_secret", "tls.crt", "tls.key"]
     if c.hub.auth.lab_password:
         names.append("lab_password")
     return tuple(names)

@@ -49,7 +49,7 @@ MAX_SECRET_BYTES = 4096  # a GitHub client secret is 40 characters
 MAX_PEM_BYTES = 1 << 20
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
-STORED = ("cookie_secret", "proxy_token", "lab_password", "github_client_secret", "tls.crt", "tls.key")
+STORED = ("cookie_secret", "proxy_token", "metrics_token", "lab_password", "github_client_secret", "tls.crt", "tls.key")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _content_problem(path: Path, data: bytes) -> Optional[Problem]:
         if not ok:
             return Problem(str(path), f"is not {COOKIE_HEX} hex digits (JupyterHub's cookie secret is 32 bytes)",
                            "delete it to have a new one generated (users log in again)")
-    elif name == "proxy_token" and len(text) < MIN_TOKEN:
+    elif name in ("proxy_token", "metrics_token") and len(text) < MIN_TOKEN:
         return Problem(str(path), f"is shorter than {MIN_TOKEN} characters",
                        "delete it to have a new one generated")
     elif name == "lab_password" and len(text) < MIN_PASSWORD:
@@ -401,6 +401,7 @@ def ensure_secrets(spec: LoadedSpec) -> list[SecretAction]:
 
         keep_or("cookie_secret", lambda: (pysecrets.token_hex(COOKIE_HEX // 2) + "\n").encode())
         keep_or("proxy_token", lambda: (pysecrets.token_hex(32) + "\n").encode())
+        keep_or("metrics_token", lambda: (pysecrets.token_hex(32) + "\n").encode())  # Prometheus' /hub/metrics
         assert s.client_secret is not None
         put("github_client_secret", s.client_secret, "copied")
 

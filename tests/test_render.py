@@ -173,7 +173,7 @@ def test_hub_versions_match_the_test_pins():
     from cablab_cluster.render import VERSIONS
 
     test_pins = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
-    for name in ("jupyterhub", "dockerspawner", "oauthenticator"):
+    for name in ("jupyterhub", "dockerspawner", "oauthenticator", "jupyterhub-idle-culler"):
         assert f"{name}=={VERSIONS[name]}" in test_pins
 
 
