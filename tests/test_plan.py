@@ -84,9 +84,9 @@ def test_single_host_runs_notebooks_on_the_manager():
 
 def test_secret_names_follow_tls_and_lab():
     lab = load_spec(LAB / "ubuntu.yml").cluster
-    assert secret_names(lab) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key",
+    assert secret_names(lab) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret", "tls.crt", "tls.key",
                                  "lab_password")
     le = load_spec(SPECS / "letsencrypt-docker-repo.yml").cluster
-    assert secret_names(le) == ("cookie_secret", "proxy_token", "github_client_secret")
+    assert secret_names(le) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret")
     # the hub still reads the TLS pair: certbot's renewal hook puts it there
-    assert hub_secrets(le) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key")
+    assert hub_secrets(le) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret", "tls.crt", "tls.key")
