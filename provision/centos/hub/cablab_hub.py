@@ -19,6 +19,14 @@ from typing import Any, Mapping, Sequence
 from aiohttp import ThreadedResolver
 from oauthenticator.github import GitHubOAuthenticator
 
+# The operations section (culler, metrics, resources) at the end of this file.
+import sys  # noqa: E402
+from typing import Optional  # noqa: E402
+
+from dockerspawner import SwarmSpawner  # noqa: E402
+from tornado import web  # noqa: E402
+from traitlets import Dict, Float  # noqa: E402
+
 
 
 def secrets_dir() -> Path:
@@ -187,3 +195,189 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.SwarmSpawner.volumes = {sp["home_root"].rstrip("/") + "/{raw_username}": sp["home_target"]}
     c.SwarmSpawner.read_only_volumes = dict(sp["read_only_volumes"])
     c.Spawner.pre_spawn_hook = make_pre_spawn_hook(sp)
+    configure_operations(c, data)
+
+
+# --- Operating the hub over months: idle culler, metrics, per-user resources ----
+# Everything below comes from cablab.json's `cull` and `resources` (the spec's
+# hub.users.cull / limits / reservations / overrides) and the `metrics_token` secret.
+
+CULLER = "idle-culler"  # the hub-managed service (and its role) that stops idle servers
+METRICS = "metrics"  # the token-only service (and its role) Prometheus scrapes /hub/metrics as
+UNSCHEDULABLE_GRACE = 20.0  # s a server's task may wait for a node that can reserve for it
+WATCH_EVERY = 2.0  # s between two looks at that task
+
+
+def activity_interval(timeout: int) -> int:
+    """How often activity reaches the hub (user servers report it, the hub reads the proxy's):
+    a quarter of the idle timeout, within 30 s and JupyterHub's default 300 s, so an active
+    server always reports well inside the timeout."""
+    return max(30, min(300, timeout // 4))
+
+
+def culler_service(cull: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """jupyterhub-idle-culler as a hub-managed service, and its role (JupyterHub RBAC: what it reads
+    and stops; it never deletes users, so no admin:users)."""
+    service = {
+        "name": CULLER,
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(cull['timeout'])}",
+                    f"--cull-every={int(cull['every'])}", f"--max-age={int(cull['max_age'])}"],
+    }
+    role = {"name": CULLER, "services": [CULLER],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
+    return service, role
+
+
+def metrics_service(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A service without a process: its API token (the `metrics_token` secret) may read /hub/metrics."""
+    return {"name": METRICS, "api_token": token}, {"name": METRICS, "services": [METRICS], "scopes": ["read:metrics"]}
+
+
+class SchedulingWatch:
+    """Decides when a server's swarm task will not be placed: docker keeps such a task `pending`
+    with `Status.Err` "no suitable node (...)" (insufficient resources, constraints not met) and
+    would wait for the whole start timeout. Unschedulable for `grace` s without a break: give up."""
+
+    def __init__(self, grace: float = UNSCHEDULABLE_GRACE):
+        self.grace = grace
+        self.since: Optional[float] = None
+
+    def observe(self, task: Optional[Mapping[str, Any]], now: float) -> Optional[str]:
+        """docker's reason (Status.Err) once the task has been unschedulable for `grace` s, else None."""
+        status = (task or {}).get("Status") or {}
+        err = str(status.get("Err") or "")
+        if str(status.get("State", "")).lower() != "pending" or not err.startswith("no suitable node"):
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = now
+        return err if now - self.since >= self.grace else None
+
+
+def _amount(resources: Mapping[str, Any]) -> str:
+    parts = [f"{resources['memory']} of memory" if resources.get("memory") else "",
+             f"{resources['cpus']:g} CPUs" if resources.get("cpus") else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def refusal(user: str, reservations: Mapping[str, Any], docker_err: str) -> str:
+    """What the user reads when no node will take their server."""
+    if "insufficient resources" in docker_err and _amount(reservations):
+        why = f"no notebook node has {_amount(reservations)} free to reserve for {user}'s server"
+        hint = "try again when other servers have stopped, or ask an admin to lower your reservation"
+    else:
+        why = f"no notebook node can take {user}'s server"
+        hint = "the node you asked for may be down or full; try another one or none, or ask an admin"
+    return f"{why} (docker: {docker_err}); {hint}"
+
+
+class Unschedulable(web.HTTPError):
+    """The spawn failed because the swarm will not place the server; the hub shows `jupyterhub_message`."""
+
+    def __init__(self, message: str):
+        super().__init__(507, message)
+        self.jupyterhub_message = message
+
+
+def apply_resources(spawner: Any, resources: Mapping[str, Any]) -> None:
+    """A user's limits and reservations onto SwarmSpawner's traits (→ the service's Resources)."""
+    limits, reservations = resources.get("limits") or {}, resources.get("reservations") or {}
+    spawner.mem_limit = limits.get("memory")
+    spawner.cpu_limit = limits.get("cpus")
+    spawner.mem_guarantee = reservations.get("memory")
+    spawner.cpu_guarantee = reservations.get("cpus")
+
+
+class CablabSwarmSpawner(SwarmSpawner):
+    """SwarmSpawner with per-user resources, failing fast when no node can take the server."""
+
+    resources = Dict(config=True, help="{'default': {limits, reservations}, 'users': {name: {...}}} from cablab.json")
+    unschedulable_grace = Float(UNSCHEDULABLE_GRACE, config=True,
+                                help="seconds a task may stay unschedulable before the spawn fails")
+
+    def user_resources(self) -> Mapping[str, Any]:
+        return (self.resources.get("users") or {}).get(self.user.name) or self.resources.get("default") or {}
+
+    async def start(self) -> Any:
+        apply_resources(self, self.user_resources())
+        return await super().start()
+
+    async def start_object(self) -> None:
+        """SwarmSpawner's wait for the running task, beside a watch that gives up on an unschedulable one."""
+        waiting = asyncio.ensure_future(super().start_object())
+        watch = SchedulingWatch(self.unschedulable_grace)
+        try:
+            while not waiting.done():
+                err = watch.observe(await self.get_task(), asyncio.get_running_loop().time())
+                if err:
+                    message = refusal(self.user.name, self.user_resources().get("reservations") or {}, err)
+                    self.log.warning("Giving up on %s: %s", self.service_name, message)
+                    raise Unschedulable(message)
+                await asyncio.wait([waiting], timeout=WATCH_EVERY)
+            return waiting.result()
+        finally:
+            waiting.cancel()
+
+
+def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
+    """Culler, metrics and per-user resources; called at the end of `configure`."""
+    services: list[dict[str, Any]] = []
+    roles: list[dict[str, Any]] = []
+    cull = data["cull"]
+    if cull["enabled"]:
+        service, role = culler_service(cull)
+        services.append(service)
+        roles.append(role)
+        interval = activity_interval(int(cull["timeout"]))
+        c.JupyterHub.last_activity_interval = interval  # the proxy's record of each server's traffic
+        environment = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
+        c.Spawner.environment = {**environment, "JUPYTERHUB_ACTIVITY_INTERVAL": str(interval)}
+    service, role = metrics_service(secret("metrics_token"))
+    services.append(service)
+    roles.append(role)
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+    c.JupyterHub.authenticate_prometheus = True  # JupyterHub's default, stated: /hub/metrics needs read:metrics
+
+    c.JupyterHub.spawner_class = CablabSwarmSpawner
+    c.CablabSwarmSpawner.resources = dict(data["resources"])
+    default = data["resources"]["default"]
+    # The defaults also as plain SwarmSpawner settings (what an admin reading the config sees).
+    c.SwarmSpawner.mem_limit = default["limits"].get("memory")
+    c.SwarmSpawner.cpu_limit = default["limits"].get("cpus")
+    c.SwarmSpawner.mem_guarantee = default["reservations"].get("memory")
+    c.SwarmSpawner.cpu_guarantee = default["reservations"].get("cpus")
+
+
+# --- Backups: `python3 cablab_hub.py backup-db SRC DST`, run by backup.sh inside the hub ---
+
+
+def backup_db(src: str, dst: str) -> None:
+    """A consistent copy of the sqlite database `src` while the hub keeps writing (sqlite's online backup)."""
+    import sqlite3
+
+    tmp = f"{dst}.part"
+    Path(tmp).unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(tmp)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, dst)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 3 and argv[0] == "backup-db":
+        backup_db(argv[1], argv[2])
+        return 0
+    print("usage: cablab_hub.py backup-db SRC DST", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
