@@ -30,16 +30,17 @@ SECRETS_SUBDIR = "secrets"
 # The hub's secrets: file names in SECRETS_DIR and in the spec's secrets directory.
 COOKIE_SECRET = "cookie_secret"
 PROXY_TOKEN = "proxy_token"
+METRICS_TOKEN = "metrics_token"  # the `metrics` service's API token: Prometheus reads /hub/metrics with it
 GITHUB_CLIENT_SECRET = "github_client_secret"
 TLS_CERT = "tls.crt"
 TLS_KEY = "tls.key"
 LAB_PASSWORD = "lab_password"
-SECRET_FILES = (COOKIE_SECRET, PROXY_TOKEN, LAB_PASSWORD, GITHUB_CLIENT_SECRET, TLS_CERT, TLS_KEY)
+SECRET_FILES = (COOKIE_SECRET, PROXY_TOKEN, METRICS_TOKEN, LAB_PASSWORD, GITHUB_CLIENT_SECRET, TLS_CERT, TLS_KEY)
 
 
 def secrets_hub_reads(c: Cluster) -> tuple[str, ...]:
     """The files the hub reads from SECRETS_DIR (as docker swarm secrets)."""
-    names = [COOKIE_SECRET, PROXY_TOKEN, GITHUB_CLIENT_SECRET, TLS_CERT, TLS_KEY]
+    names = [COOKIE_SECRET, PROXY_TOKEN, METRICS_TOKEN, GITHUB_CLIENT_SECRET, TLS_CERT, TLS_KEY]
     if c.hub.auth.lab_password:
         names.append(LAB_PASSWORD)
     return tuple(names)

@@ -48,6 +48,9 @@ VERSIONS = {
     "jupyterhub": "6.1.1",
     "dockerspawner": "14.0.0",
     "oauthenticator": "17.4.0",
+    # The hub-managed idle culler: 2.0.0 (a traitlets app, same CLI flags) speaks the REST API
+    # of JupyterHub >= 2 (RBAC scopes) and is tested upstream against the newest JupyterHub.
+    "jupyterhub-idle-culler": "2.0.0",
     "chp": "5.1.0",  # the newest whose dependencies accept bookworm's node 18
 }
 # The single-user environment every spec gets; versions come from the lock
@@ -258,6 +261,13 @@ class Renderer:
                 "notebook_nodes": [h.name for h in c.notebook_hosts],
                 "placement": ["node.role == worker"] if c.workers else ["node.role == manager"],
             },
+            # jupyterhub-idle-culler's settings (seconds).
+            "cull": users.cull.model_dump(),
+            # Each server's limits and reservations: the defaults, and every overridden user's own.
+            "resources": {
+                "default": users.resources().model_dump(),
+                "users": {name.lower(): users.resources(name).model_dump() for name in sorted(users.overrides)},
+            },
         }
 
     def hub_configs(self) -> dict[str, str]:
@@ -330,6 +340,13 @@ class Renderer:
                   "# secret or config gets a new name, so the services are rolled onto it.\n")
         return header + _dump_yaml(_compose(stack))
 
+    def backup_params(self) -> dict[str, Any]:
+        """Where the homes are for backup.sh/restore.sh: on the hub host only if it is the NFS server."""
+        server = self.c.nfs_server
+        assert server is not None
+        return {"homes_here": server == self.c.hub_host, "nfs_host": server.name,
+                "homes_path": str(self.c.share(self.c.hub.users.home_share).path)}
+
     def deploy(self) -> str:
         return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
 
@@ -339,6 +356,8 @@ class Renderer:
             *((name, "0644", text) for name, text in self.hub_configs().items()),
             ("stack.yml", "0644", self.stack()),
             ("deploy.sh", "0755", self.deploy()),
+            ("backup.sh", "0755", self.render_template("bundle/backup.sh.j2", **self.backup_params())),
+            ("restore.sh", "0755", self.render_template("bundle/restore.sh.j2", **self.backup_params())),
             ("userlist", "0644", self.plan.spec.userlist.render()),
         ]
 

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import layout
-from .layout import COOKIE_SECRET, GITHUB_CLIENT_SECRET, LAB_PASSWORD, PROXY_TOKEN, TLS_CERT, TLS_KEY
+from .layout import COOKIE_SECRET, GITHUB_CLIENT_SECRET, LAB_PASSWORD, METRICS_TOKEN, PROXY_TOKEN, TLS_CERT, TLS_KEY
 from .spec import InputFileError, LoadedSpec, Problem, SpecError, TLSMode, excerpt, read_input
 
 CERT_DAYS = 397  # the CA/Browser Forum's maximum for a leaf certificate
@@ -143,7 +143,7 @@ def _content_problem(path: Path, data: bytes) -> Optional[Problem]:
         if not ok:
             return Problem(str(path), f"is not {COOKIE_HEX} hex digits (JupyterHub's cookie secret is 32 bytes)",
                            "delete it to have a new one generated (users log in again)")
-    elif name == PROXY_TOKEN and len(text) < MIN_TOKEN:
+    elif name in (PROXY_TOKEN, METRICS_TOKEN) and len(text) < MIN_TOKEN:
         return Problem(str(path), f"is shorter than {MIN_TOKEN} characters",
                        "delete it to have a new one generated")
     elif name == LAB_PASSWORD and len(text) < MIN_PASSWORD:
@@ -402,6 +402,7 @@ def ensure_secrets(spec: LoadedSpec) -> list[SecretAction]:
 
         keep_or(COOKIE_SECRET, lambda: (pysecrets.token_hex(COOKIE_HEX // 2) + "\n").encode())
         keep_or(PROXY_TOKEN, lambda: (pysecrets.token_hex(32) + "\n").encode())
+        keep_or(METRICS_TOKEN, lambda: (pysecrets.token_hex(32) + "\n").encode())  # Prometheus' /hub/metrics
         assert s.client_secret is not None
         put(GITHUB_CLIENT_SECRET, s.client_secret, "copied")
 

@@ -353,6 +353,51 @@ class UserMount(Strict):
     target: SafePath  # in the user's container
 
 
+# --- Operating the hub: culling idle servers, per-user limits and reservations ---------
+MEMORY = r"^[1-9][0-9]{0,5}[MG]$"  # 512M, 2G (MiB / GiB, as docker and JupyterHub read them)
+MEMORY_HINT = "a whole number of MiB or GiB, e.g. 512M or 2G"
+MIN_MEMORY = 64 << 20  # docker refuses less than 6 MiB; a notebook server needs far more
+GITHUB_LOGIN = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$"
+
+
+def memory_bytes(value: str) -> int:
+    """`512M` / `2G` (validated by MEMORY) in bytes, 1024-based as docker and JupyterHub count."""
+    return int(value[:-1]) << (20 if value[-1] == "M" else 30)
+
+
+def _cpus(value: object) -> object:
+    """CPUs are a YAML number (1, 0.5); `true` or "1" are refused, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _custom("cpus_type", "is not a number of CPUs", value)
+    return value
+
+
+Cpus = Annotated[float, BeforeValidator(_cpus), Field(gt=0, le=1024)]
+
+
+class Resources(Strict):
+    """Memory and CPUs of one user's server (unset: no limit / no reservation)."""
+
+    memory: Optional[Annotated[str, Field(pattern=MEMORY)]] = None
+    cpus: Optional[Cpus] = None
+
+
+class UserResources(Strict):
+    """One user's own limits/reservations; each key set here replaces the default's."""
+
+    limits: Resources = Resources()
+    reservations: Resources = Resources()
+
+
+class Cull(Strict):
+    """jupyterhub-idle-culler, run by the hub: stops servers idle for `timeout` seconds."""
+
+    enabled: bool = True
+    timeout: int = Field(3600, ge=60, le=30 * 86400)  # s without activity before a server is stopped
+    every: int = Field(300, ge=10, le=86400)  # s between two passes
+    max_age: int = Field(0, ge=0, le=365 * 86400)  # s after which a server is stopped even if active; 0: never
+
+
 class Users(Strict):
     home_share: Annotated[str, Field(pattern=NAME)]
     # The whole home is the user's directory on the home share: settings, ~/.local and
@@ -362,6 +407,22 @@ class Users(Strict):
     gid: int = Field(100, ge=0)
     # Mounted read-only into every user container (data cube, sample notebooks).
     read_only_mounts: tuple[UserMount, ...] = ()
+    cull: Cull = Cull()
+    # Every server's ceiling (killed / throttled beyond it) and what the swarm sets aside
+    # for it on a node (a server that no node can reserve for does not start).
+    limits: Resources = Resources()
+    reservations: Resources = Resources()
+    # Per user (a userlist name): other limits/reservations, key by key.
+    overrides: dict[Annotated[str, Field(pattern=GITHUB_LOGIN)], UserResources] = {}
+
+    def resources(self, user: Optional[str] = None) -> UserResources:
+        """The limits and reservations `user`'s server gets (the defaults with the user's overrides)."""
+        own = self.overrides.get(user) if user is not None else None
+        if own is None:
+            return UserResources(limits=self.limits, reservations=self.reservations)
+        return UserResources(
+            limits=self.limits.model_copy(update=own.limits.model_dump(exclude_unset=True)),
+            reservations=self.reservations.model_copy(update=own.reservations.model_dump(exclude_unset=True)))
 
 
 class Hub(Strict):
@@ -587,6 +648,11 @@ def loads_spec(text: str, path: Path) -> LoadedSpec:
             problems.append(_with_line(Problem("hub.userlist", err, "each line is `name` or `name admin`; "
                                                                      "# starts a comment"), data))
     else:
+        for name in cluster.hub.users.overrides if userlist.users else ():
+            if name.lower() not in {u.name.lower() for u in userlist.users}:
+                problems.append(_with_line(Problem(f"hub.users.overrides.{name}", f"{name!r} is not in the userlist "
+                                                   f"{upath.name}", "add the user to the userlist, or remove the "
+                                                   "override"), data))
         if not userlist.users:
             problems.append(_with_line(Problem("hub.userlist", f"{upath} names no user; JupyterHub would admit nobody",
                                                "add at least one GitHub user, e.g. `alice admin`"), data))
@@ -721,6 +787,8 @@ def cross_checks(c: Cluster) -> list[Problem]:
     if len(set(targets)) != len(targets):
         out.append(Problem("hub.users", "two user mounts use the same target", "give each mount its own target"))
 
+    out += _operation_checks(users)
+
     tls = c.hub.tls
     if tls.mode is TLSMode.LETSENCRYPT:
         if _is_ip(c.hub.public_host):
@@ -755,6 +823,34 @@ def cross_checks(c: Cluster) -> list[Problem]:
             out.append(Problem(f"hub.images.{key}.tarball", f"a tarball is only read with source `load` "
                                                             f"(source is {image.source.value})",
                                "remove it or set `source: load`"))
+    return out
+
+
+def _operation_checks(users: Users) -> list[Problem]:
+    """Culling and resources: a pass at least once per timeout, memory sizes a server can
+    live with, and nothing reserved beyond its limit (by default and for each override)."""
+    out = []
+    cull = users.cull
+    if cull.enabled and cull.every > cull.timeout:
+        out.append(Problem("hub.users.cull.every", f"a pass every {cull.every} s is longer than the idle timeout "
+                                                   f"({cull.timeout} s): servers would live up to twice as long",
+                           f"set `every` to at most {cull.timeout} (a tenth of the timeout is usual)"))
+    scopes = [("hub.users", None)] + [(f"hub.users.overrides.{name}", name) for name in users.overrides]
+    for key, name in scopes:
+        own = users.overrides.get(name) if name else None
+        for part in ("limits", "reservations"):
+            res = getattr(own if own else users, part)
+            if res.memory is not None and memory_bytes(res.memory) < MIN_MEMORY:
+                out.append(Problem(f"{key}.{part}.memory", f"{res.memory} is too little for a notebook server",
+                                   "give at least 64M (a server with a kernel needs about 200M)"))
+        eff = users.resources(name)
+        lim, res = eff.limits, eff.reservations
+        if lim.memory and res.memory and memory_bytes(res.memory) > memory_bytes(lim.memory):
+            out.append(Problem(f"{key}.reservations.memory", f"reserves {res.memory}, more than the limit "
+                                                             f"{lim.memory}", "reserve at most the limit"))
+        if lim.cpus is not None and res.cpus is not None and res.cpus > lim.cpus:
+            out.append(Problem(f"{key}.reservations.cpus", f"reserves {res.cpus:g} CPUs, more than the limit "
+                                                           f"{lim.cpus:g}", "reserve at most the limit"))
     return out
 
 
@@ -825,12 +921,16 @@ def _with_line(p: Problem, data: object) -> Problem:
 def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     """The model class that owns the mapping at `loc` (to suggest valid keys)."""
     model: object = Cluster
+    keyed = False  # the previous part was a mapping of names (e.g. hub.users.overrides): skip the name
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None
-        model = _unwrap(model.model_fields[part].annotation)
+        annotation = model.model_fields[part].annotation
+        keyed = typing.get_origin(annotation) is dict
+        model = _unwrap(typing.get_args(annotation)[1] if keyed else annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
@@ -869,6 +969,7 @@ HINTS = {
     "requirement": "a pip requirement: name[extras] and version specifiers, no spaces, quotes, markers or URLs, "
                    "e.g. jupyterlab==4.2.5",
     "zone_id": "write the address without a zone id (%eth0): the cluster's addresses are global ones",
+    "cpus_type": "write a number of CPUs, e.g. 1 or 0.5",
 }
 
 
@@ -918,4 +1019,6 @@ def _pattern_hint(loc: tuple) -> str:
         "packages": "a pip requirement: name[extras] and version specifiers, no spaces, quotes, markers or URLs, "
                     "e.g. jupyterlab==4.2.5",
         "allowed_organizations": "a GitHub organisation, or org:team",
+        "memory": MEMORY_HINT,
+        "[key]": "a GitHub login (letters, digits, single '-' between them) of the userlist",
     }.get(str(last), "see the spec reference in the README")

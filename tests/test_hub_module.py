@@ -38,6 +38,9 @@ def data(lab: bool, orgs: list[str] | None = None) -> dict:
         "github": {"client_id": "cid", "callback_url": "https://hub.example/hub/oauth_callback",
                    "allowed_organizations": orgs or []},
         "lab_password": lab, "spawner": SPAWNER,
+        "cull": {"enabled": True, "timeout": 3600, "every": 300, "max_age": 0},
+        "resources": {"default": {"limits": {"memory": None, "cpus": None},
+                                  "reservations": {"memory": None, "cpus": None}}, "users": {}},
     }
 
 
@@ -46,7 +49,7 @@ def secrets(tmp_path, monkeypatch):
     d = tmp_path / "secrets"
     d.mkdir()
     for name, value in {"cookie_secret": "ab" * 32, "github_client_secret": "gh", "proxy_token": "pt",
-                        "lab_password": "lab-password-123"}.items():
+                        "metrics_token": "mt" * 16, "lab_password": "lab-password-123"}.items():
         (d / name).write_text(value + "\n")
     monkeypatch.setenv("CABLAB_SECRETS_DIR", str(d))
     return d
@@ -328,7 +331,7 @@ def test_an_unplaceable_start_fails_fast_with_swarms_reason():
     with pytest.raises(web.HTTPError) as failed:
         asyncio.run(asyncio.wait_for(sp.start_object(), 5))
     assert failed.value.status_code == 503
-    assert "cannot be placed" in failed.value.log_message and NO_NODE in failed.value.log_message
+    assert "no notebook node can take alice's server" in failed.value.log_message and NO_NODE in failed.value.log_message
 
 
 def test_a_briefly_unplaceable_start_waits_for_its_task():
@@ -344,3 +347,163 @@ def test_a_task_that_ends_while_starting_fails_the_start():
                         start_check_interval=0.0)
     with pytest.raises(RuntimeError, match="no such image"):
         asyncio.run(asyncio.wait_for(sp.start_object(), 5))
+
+
+# --- Operations: culler, metrics, resources -------------------------------------
+
+
+def configured_with(**changes) -> Config:
+    c = Config()
+    cablab_hub.configure(c, {**data(lab=False), **changes})
+    return c
+
+
+def test_the_culler_is_a_hub_managed_service_the_pinned_culler_understands(secrets):
+    from jupyterhub_idle_culler import IdleCuller
+
+    c = configured_with(cull={"enabled": True, "timeout": 900, "every": 60, "max_age": 86400})
+    culler = next(s for s in c.JupyterHub.services if s["name"] == "idle-culler")
+    assert culler["command"][1:3] == ["-m", "jupyterhub_idle_culler"]
+    app = IdleCuller()
+    app.parse_command_line(culler["command"][3:])
+    assert (app.timeout, app.cull_every, app.max_age, app.cull_users) == (900, 60, 86400, False)
+    # activity reaches the hub at least 4 times per timeout
+    assert c.JupyterHub.last_activity_interval == 225
+    assert c.Spawner.environment == {"JUPYTERHUB_ACTIVITY_INTERVAL": "225"}
+
+
+def test_the_culler_role_has_exactly_the_scopes_it_needs(secrets):
+    from jupyterhub.scopes import _check_scopes_exist
+
+    roles = {r["name"]: r for r in configured_with().JupyterHub.load_roles}
+    culler = roles["idle-culler"]
+    assert culler["services"] == ["idle-culler"]
+    assert sorted(culler["scopes"]) == ["delete:servers", "list:users", "read:servers", "read:users:activity"]
+    assert "admin:users" not in culler["scopes"]  # it stops servers, never deletes users
+    for role in roles.values():
+        _check_scopes_exist(role["scopes"])  # JupyterHub's own check: every scope exists
+
+
+def test_no_culler_when_disabled_but_metrics_still(secrets):
+    c = configured_with(cull={"enabled": False, "timeout": 3600, "every": 300, "max_age": 0})
+    assert [s["name"] for s in c.JupyterHub.services] == ["metrics"]
+    assert "last_activity_interval" not in c.JupyterHub
+    assert "environment" not in c.Spawner
+
+
+def test_metrics_need_the_metrics_token(secrets):
+    c = configured_with()
+    metrics = next(s for s in c.JupyterHub.services if s["name"] == "metrics")
+    assert metrics == {"name": "metrics", "api_token": "mt" * 16}  # no command: a token, not a process
+    role = next(r for r in c.JupyterHub.load_roles if r["name"] == "metrics")
+    assert role == {"name": "metrics", "services": ["metrics"], "scopes": ["read:metrics"]}
+    assert c.JupyterHub.authenticate_prometheus is True
+
+
+@pytest.mark.parametrize("timeout, interval", [(60, 30), (120, 30), (180, 45), (3600, 300), (86400, 300)])
+def test_activity_interval(timeout, interval):
+    assert cablab_hub.activity_interval(timeout) == interval
+
+
+RESOURCES = {
+    "default": {"limits": {"memory": "2G", "cpus": 2.0}, "reservations": {"memory": "512M", "cpus": 0.5}},
+    "users": {"frank": {"limits": {"memory": "2G", "cpus": 2.0}, "reservations": {"memory": "4G", "cpus": None}}},
+}
+
+
+def spawner(c: Config, name: str):
+    user = type("User", (), {"name": name, "id": 1, "url": f"/user/{name}/", "escaped_name": name})()
+    return c.JupyterHub.spawner_class(user=user, config=c)
+
+
+def test_resources_become_the_swarm_spawners_limits_and_reservations(secrets):
+    c = configured_with(resources=RESOURCES)
+    assert issubclass(c.JupyterHub.spawner_class, cablab_hub.SwarmSpawner)
+    sp = spawner(c, "alice")
+    cablab_hub.apply_resources(sp, sp.user_resources())
+    assert (sp.mem_limit, sp.cpu_limit, sp.mem_guarantee, sp.cpu_guarantee) == (2 << 30, 2.0, 512 << 20, 0.5)
+    sp = spawner(c, "frank")
+    cablab_hub.apply_resources(sp, sp.user_resources())
+    assert (sp.mem_limit, sp.cpu_limit, sp.mem_guarantee, sp.cpu_guarantee) == (2 << 30, 2.0, 4 << 30, None)
+    # SwarmSpawner's traits are what create_object turns into the service's Resources
+    assert c.SwarmSpawner.mem_limit == "2G" and c.SwarmSpawner.cpu_guarantee == 0.5
+
+
+def pending_task(state: str, err: str = "") -> dict:
+    return {"Status": {"State": state, "Message": "pending task scheduling", "Err": err}}
+
+
+NO_ROOM = "no suitable node (insufficient resources on 2 nodes)"
+
+
+def test_scheduling_watch_gives_up_only_after_the_grace_period():
+    watch = cablab_hub.SchedulingWatch(grace=20)
+    assert watch.observe(pending_task("pending"), 0) is None  # pending while swarm looks: normal
+    assert watch.observe(pending_task("pending", NO_ROOM), 1) is None
+    assert watch.observe(pending_task("pending", NO_ROOM), 20) is None
+    assert watch.observe(pending_task("pending", NO_ROOM), 21) == NO_ROOM
+
+
+def test_scheduling_watch_forgets_a_passing_shortage():
+    watch = cablab_hub.SchedulingWatch(grace=20)
+    watch.observe(pending_task("pending", NO_ROOM), 0)
+    assert watch.observe(pending_task("assigned"), 15) is None  # a node freed up: placed
+    assert watch.observe(pending_task("pending", NO_ROOM), 16) is None
+    assert watch.observe(pending_task("pending", NO_ROOM), 30) is None  # 14 s since it came back
+    assert watch.observe(pending_task("running"), 100) is None
+    assert watch.observe(None, 200) is None
+
+
+def test_the_refusal_names_what_could_not_be_reserved():
+    text = cablab_hub.refusal("frank", {"memory": "4G", "cpus": 0.5}, NO_ROOM)
+    assert text.startswith("no notebook node has 4G of memory and 0.5 CPUs free to reserve for frank's server")
+    assert NO_ROOM in text
+    other = cablab_hub.refusal("bob", {}, "no suitable node (scheduling constraints not satisfied on 3 nodes)")
+    assert other.startswith("no notebook node can take bob's server")
+
+
+def test_a_spawn_no_node_can_take_fails_within_the_grace_period(secrets, monkeypatch):
+    async def unschedulable(self):
+        return pending_task("pending", NO_ROOM)
+
+    monkeypatch.setattr(cablab_hub.SwarmSpawner, "get_task", unschedulable)
+    c = configured_with(resources=RESOURCES)
+    sp = spawner(c, "frank")
+    sp.unplaceable_grace = 0.05
+    sp.start_check_interval = 0.01
+    with pytest.raises(cablab_hub.Unschedulable) as failed:
+        asyncio.run(asyncio.wait_for(sp.start_object(), 5))
+    assert failed.value.status_code == 503
+    assert failed.value.jupyterhub_message.startswith("no notebook node has 4G of memory free")
+
+
+def test_a_spawn_that_gets_placed_starts(secrets, monkeypatch):
+    answers = [pending_task("pending"), pending_task("assigned"), pending_task("running")]
+
+    async def placed(self):
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    monkeypatch.setattr(cablab_hub.SwarmSpawner, "get_task", placed)
+    sp = spawner(configured_with(resources=RESOURCES), "alice")
+    sp.start_check_interval = 0.01
+    asyncio.run(asyncio.wait_for(sp.start_object(), 5))
+    assert answers == [pending_task("running")]
+
+
+def test_backup_db_copies_a_database_in_use(tmp_path):
+    import sqlite3
+
+    src, dst = tmp_path / "jupyterhub.sqlite", tmp_path / "backup.sqlite"
+    db = sqlite3.connect(src)
+    db.execute("create table users (name text)")
+    db.executemany("insert into users values (?)", [("alice",), ("bob",)])
+    db.commit()
+    db.execute("insert into users values ('uncommitted')")  # the hub is writing meanwhile
+    assert cablab_hub.main(["backup-db", str(src), str(dst)]) == 0
+    db.rollback()
+    db.close()
+    copy = sqlite3.connect(dst)
+    assert sorted(r[0] for r in copy.execute("select name from users")) == ["alice", "bob"]
+    copy.close()
+    assert dst.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "backup.sqlite.part").exists()
+    assert cablab_hub.main(["backup-db", str(src)]) == 2

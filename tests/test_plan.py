@@ -37,7 +37,7 @@ def test_lab_ubuntu_order_and_steps():
         "node1": [(InputKind.CUBE, "/var/cache/cablab/seed/esdc-8d-2deg-synthetic.tar.gz", "0644"),
                   (InputKind.IMAGE, "/var/cache/cablab/images/hub.tar.gz", "0644"),
                   *((InputKind.SECRET, f"/etc/cablab/secrets/{n}", "0600") for n in (
-                      "cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key", "lab_password"))],
+                      "cookie_secret", "proxy_token", "metrics_token", "github_client_secret", "tls.crt", "tls.key", "lab_password"))],
         "node2": [(InputKind.JOIN_TOKEN, "/etc/cablab/swarm/worker.token", "0600"),
                   (InputKind.IMAGE, "/var/cache/cablab/images/singleuser.tar.gz", "0644")],
         "node3": [(InputKind.JOIN_TOKEN, "/etc/cablab/swarm/worker.token", "0600"),
@@ -57,7 +57,7 @@ def test_waves_follow_the_order_between_hosts():
 def test_letsencrypt_hub_needs_no_tls_pair_and_pulled_images_no_tarball():
     plan = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
     assert [(i.kind, i.key) for i in plan.for_host("hub").inputs] == [
-        (InputKind.SECRET, "cookie_secret"), (InputKind.SECRET, "proxy_token"),
+        (InputKind.SECRET, "cookie_secret"), (InputKind.SECRET, "proxy_token"), (InputKind.SECRET, "metrics_token"),
         (InputKind.SECRET, "github_client_secret")]
     assert plan.for_host("nas").inputs == ()
 
@@ -111,9 +111,10 @@ def test_single_host_runs_notebooks_on_the_manager():
 
 def test_secret_names_follow_tls_and_lab():
     lab = load_spec(LAB / "ubuntu.yml").cluster
-    assert secrets_operator_copies(lab) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key",
-                                 "lab_password")
+    assert secrets_operator_copies(lab) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret",
+                                            "tls.crt", "tls.key", "lab_password")
     le = load_spec(SPECS / "letsencrypt-docker-repo.yml").cluster
-    assert secrets_operator_copies(le) == ("cookie_secret", "proxy_token", "github_client_secret")
+    assert secrets_operator_copies(le) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret")
     # the hub still reads the TLS pair: certbot's renewal hook puts it there
-    assert secrets_hub_reads(le) == ("cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key")
+    assert secrets_hub_reads(le) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret",
+                                     "tls.crt", "tls.key")

@@ -173,7 +173,7 @@ def test_hub_versions_match_the_test_pins():
     from cablab_cluster.render import VERSIONS
 
     test_pins = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
-    for name in ("jupyterhub", "dockerspawner", "oauthenticator"):
+    for name in ("jupyterhub", "dockerspawner", "oauthenticator", "jupyterhub-idle-culler"):
         assert f"{name}=={VERSIONS[name]}" in test_pins
 
 
@@ -185,7 +185,7 @@ def test_hub_versions_match_the_test_pins():
 def secrets_dir(tmp_path, monkeypatch):
     d = tmp_path / "run-secrets"
     d.mkdir()
-    for name, value in {"cookie_secret": "ab" * 32, "github_client_secret": "gh-secret", "proxy_token": "proxy-token",
+    for name, value in {"cookie_secret": "ab" * 32, "github_client_secret": "gh-secret", "proxy_token": "proxy-token", "metrics_token": "metrics-token",
                         "lab_password": "lab-password-123", "tls.crt": "x", "tls.key": "y"}.items():
         (d / name).write_text(value + "\n")
         (d / name).chmod(0o600)
@@ -207,7 +207,9 @@ def load_config(spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_config_real_cluster(secrets_dir, tmp_path, monkeypatch):
     cfg = load_config(SPECS / "single-host.yml", tmp_path, monkeypatch)
     assert cfg.JupyterHub.authenticator_class == "github"
-    assert cfg.JupyterHub.spawner_class.__name__ == "CablabSwarmSpawner"  # a dockerspawner.SwarmSpawner
+    from dockerspawner import SwarmSpawner
+
+    assert issubclass(cfg.JupyterHub.spawner_class, SwarmSpawner)  # cablab_hub.CablabSwarmSpawner
     assert cfg.Authenticator.allowed_users == {"alice", "bob"}
     assert cfg.Authenticator.admin_users == {"alice"}
     assert cfg.GitHubOAuthenticator.client_id == "abc123"
@@ -251,6 +253,20 @@ def test_config_lab(secrets_dir, tmp_path, monkeypatch):
     assert login("bob", "lab-password-123")["name"] == "bob"
     assert login("bob", "wrong") is None
     assert login("mallory", "lab-password-123") is None
+
+
+def test_config_lab_operations(secrets_dir, tmp_path, monkeypatch):
+    """The lab's cull, limits and overrides reach the hub through cablab.json."""
+    cfg = load_config(LAB / "ubuntu.yml", tmp_path, monkeypatch)
+    culler = next(s for s in cfg.JupyterHub.services if s["name"] == "idle-culler")
+    assert culler["command"][3:] == ["--timeout=180", "--cull-every=30", "--max-age=0"]
+    assert cfg.JupyterHub.last_activity_interval == 45
+    resources = cfg.CablabSwarmSpawner.resources
+    assert resources["default"] == {"limits": {"memory": "896M", "cpus": 1.0},
+                                    "reservations": {"memory": "128M", "cpus": 0.1}}
+    assert resources["users"]["erin"]["limits"] == {"memory": "320M", "cpus": 1.0}
+    assert resources["users"]["frank"]["reservations"] == {"memory": "4G", "cpus": 0.1}
+    assert {"name": "metrics", "api_token": "metrics-token"} in cfg.JupyterHub.services
 
 
 def test_hub_http_client_resolves_each_connection_anew(secrets_dir, tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ def mode(p):
 def test_generated_once_kept_across_renders_0600(write_spec):
     spec = load_spec(write_spec())
     first = {a.name: a.action for a in ensure_secrets(spec)}
-    assert first == {"cookie_secret": "generated", "proxy_token": "generated", "github_client_secret": "copied", "tls.crt": "generated",
+    assert first == {"cookie_secret": "generated", "proxy_token": "generated", "metrics_token": "generated",
+                     "github_client_secret": "copied", "tls.crt": "generated",
                      "tls.key": "generated", "lab_password": "generated"}
     d = secrets_dir(spec)
     assert mode(d) == 0o700
@@ -128,8 +129,9 @@ def test_a_planted_temp_symlink_is_not_followed(store, tmp_path):
     ("cookie_secret", "a\n", "is not 64 hex digits"),
     ("cookie_secret", "zz" * 32 + "\n", "is not 64 hex digits"),
     ("proxy_token", "short\n", "is shorter than 32 characters"),
+    ("metrics_token", "short\n", "is shorter than 32 characters"),
     ("lab_password", "pw\n", "is shorter than 16 characters"),
-], ids=["cookie-1-byte", "cookie-not-hex", "proxy-token-short", "lab-password-short"])
+], ids=["cookie-1-byte", "cookie-not-hex", "proxy-token-short", "metrics-token-short", "lab-password-short"])
 def test_a_weak_kept_secret_is_refused(store, name, content, message):
     spec, d = store
     (d / name).write_text(content)
@@ -147,7 +149,7 @@ def test_the_lock_is_beside_the_store_not_in_it(store):
     spec, d = store
     assert (d.parent / ".lab-ubuntu.lock").is_file() and mode(d.parent / ".lab-ubuntu.lock") == 0o600
     assert sorted(p.name for p in d.iterdir()) == sorted(
-        ["cookie_secret", "proxy_token", "github_client_secret", "tls.crt", "tls.key", "lab_password"])
+        ["cookie_secret", "proxy_token", "metrics_token", "github_client_secret", "tls.crt", "tls.key", "lab_password"])
 
 
 def test_two_renders_at_once_agree(write_spec):

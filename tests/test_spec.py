@@ -285,3 +285,67 @@ def test_requirements_with_specifiers_and_integer_versions_are_accepted(write_sp
     c = load_spec(write_spec(ok)).cluster
     assert c.nfs_version == "4"
     assert c.hub.images.singleuser.packages == ("jupyterlab>=4.0,<5", "ipywidgets[extra]==8.1.1")
+
+
+# --------------------------------------------------------------------------
+# Operations: hub.users.cull, limits, reservations, overrides
+
+
+def test_operation_defaults(write_spec):
+    def bare(d):
+        for key in ("cull", "limits", "reservations", "overrides"):
+            d["hub"]["users"].pop(key, None)
+
+    users = load_spec(write_spec(bare)).cluster.hub.users
+    assert (users.cull.enabled, users.cull.timeout, users.cull.every, users.cull.max_age) == (True, 3600, 300, 0)
+    assert users.resources("bob").limits.memory is None and users.resources().reservations.cpus is None
+
+
+def test_an_override_replaces_the_defaults_key_by_key():
+    from cablab_cluster.spec import memory_bytes
+
+    users = load_spec(Path(__file__).resolve().parent.parent / "lab" / "ubuntu.yml").cluster.hub.users
+    erin, frank, bob = users.resources("erin"), users.resources("frank"), users.resources("bob")
+    assert (erin.limits.memory, erin.limits.cpus, erin.reservations.memory) == ("320M", 1.0, "128M")
+    assert (frank.limits.memory, frank.reservations.memory, frank.reservations.cpus) == ("4G", "4G", 0.1)
+    assert bob == users.resources()
+    assert memory_bytes("512M") == 512 << 20 and memory_bytes("2G") == 2 << 30
+
+
+@pytest.mark.parametrize("mutate, where, text, hint", [
+    (lambda d: d["hub"]["users"]["limits"].update(memory="2GB"), "hub.users.limits.memory", "is not valid here",
+     "512M or 2G"),
+    (lambda d: d["hub"]["users"]["limits"].update(memory="2g"), "hub.users.limits.memory", "is not valid here",
+     "512M or 2G"),
+    (lambda d: d["hub"]["users"]["reservations"].update(memory="$(reboot)"), "hub.users.reservations.memory",
+     "is not valid here", "512M or 2G"),
+    (lambda d: d["hub"]["users"]["limits"].update(cpus="2"), "hub.users.limits.cpus", "not a number of CPUs",
+     "e.g. 1 or 0.5"),
+    (lambda d: d["hub"]["users"]["limits"].update(cpus=True), "hub.users.limits.cpus", "not a number of CPUs",
+     "e.g. 1 or 0.5"),
+    (lambda d: d["hub"]["users"]["limits"].update(memory="32M"), "hub.users.limits.memory", "too little",
+     "at least 64M"),
+    (lambda d: d["hub"]["users"]["reservations"].update(memory="1G"), "hub.users.reservations.memory",
+     "reserves 1G, more than the limit 896M", "at most the limit"),
+    (lambda d: d["hub"]["users"]["reservations"].update(cpus=2), "hub.users.reservations.cpus",
+     "reserves 2 CPUs, more than the limit 1", "at most the limit"),
+    (lambda d: d["hub"]["users"]["overrides"]["erin"].update(reservations={"memory": "512M"}),
+     "hub.users.overrides.erin.reservations.memory", "more than the limit 320M", "at most the limit"),
+    (lambda d: d["hub"]["users"]["overrides"].update(mallory={"limits": {"memory": "1G"}}),
+     "hub.users.overrides.mallory", "not in the userlist", "add the user to the userlist"),
+    (lambda d: d["hub"]["users"]["overrides"].update({"a b": {}}), "hub.users.overrides.a b.[key]", "is not valid here",
+     "GitHub login"),
+    (lambda d: d["hub"]["users"]["overrides"]["erin"].update(limit={"memory": "1G"}),
+     "hub.users.overrides.erin.limit", "unknown key 'limit'", "did you mean 'limits'"),
+    (lambda d: d["hub"]["users"]["cull"].update(timeout=30), "hub.users.cull.timeout", "greater than or equal to 60",
+     ""),
+    (lambda d: d["hub"]["users"]["cull"].update(every=600), "hub.users.cull.every",
+     "longer than the idle timeout (180 s)", "at most 180"),
+])
+def test_operation_values_are_refused_with_a_hint(write_spec, mutate, where, text, hint):
+    lines = problems(write_spec(mutate))
+    line = next((l for l in lines if f": {where}: " in l), None)
+    assert line is not None, lines
+    assert text in line, line
+    if hint:
+        assert "(hint: " in line and hint in line.split("(hint: ", 1)[1], line

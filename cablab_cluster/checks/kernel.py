@@ -9,9 +9,13 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import websocket  # websocket-client
+
+# While a long execution is silent (no output), the checks call `keepalive` this often: a request
+# through the proxy is activity the hub sees, so the idle culler leaves the server alone.
+KEEPALIVE = 30.0
 
 
 @dataclass
@@ -32,8 +36,9 @@ class Kernel:
     """One kernel of a user's server, reached through the hub's proxy with the user's API token."""
 
     def __init__(self, ws_url: str, host_header: str, token: str, context: ssl.SSLContext, server_hostname: str,
-                 kernel_id: str, timeout: float = 120.0):
+                 kernel_id: str, timeout: float = 120.0, keepalive: Optional[Callable[[], Any]] = None):
         self.kernel_id = kernel_id
+        self.keepalive = keepalive
         self.session = uuid.uuid4().hex
         self.ws = websocket.create_connection(
             ws_url, header=[f"Authorization: token {token}"], host=host_header, timeout=timeout,
@@ -62,8 +67,15 @@ class Kernel:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"the kernel did not finish in {timeout:.0f} s: {code[:200]!r}")
-            self.ws.settimeout(left)
-            reply = json.loads(self.ws.recv())
+            self.ws.settimeout(min(left, KEEPALIVE) if self.keepalive else left)
+            try:
+                raw = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                if self.keepalive is None:
+                    raise
+                self.keepalive()
+                continue
+            reply = json.loads(raw)
             if reply.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = reply["msg_type"], reply["content"]

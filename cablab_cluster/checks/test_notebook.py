@@ -37,7 +37,13 @@ def open_kernel(session, username: str, token: str) -> Kernel:
     kernel_id = response.json()["id"]
     url = f"wss://{session.address}:{session.port}/user/{username}/api/kernels/{kernel_id}/channels"
     return Kernel(url, session.netloc, token, session.context, session.public_host, kernel_id,
-                  timeout=START_TIMEOUT)
+                  timeout=START_TIMEOUT, keepalive=lambda: keep_active(session, username, token))
+
+
+def keep_active(session, username: str, token: str) -> None:
+    """A request to the user's server through the proxy: activity the hub records (the idle culler
+    stops servers without any; a check that waits on a server calls this)."""
+    session.request("GET", f"/user/{username}/api/status", headers={"Authorization": f"token {token}"})
 
 
 # Code run in the kernels. Each prints one JSON line.

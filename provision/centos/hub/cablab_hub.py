@@ -13,15 +13,17 @@ import asyncio
 import hmac
 import os
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from aiohttp import ThreadedResolver
 from docker.errors import APIError
 from dockerspawner import SwarmSpawner
 from oauthenticator.github import GitHubOAuthenticator
 from tornado import web
-from traitlets import Float, List, Unicode
+from traitlets import Dict, Float, List, Unicode
+
 
 
 
@@ -167,6 +169,7 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
 
 TASK_STARTING = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "rejected"})
 UNPLACEABLE = "no suitable node"  # swarm's scheduler: "no suitable node (scheduling constraints not ...)"
+UNSCHEDULABLE_GRACE = 20.0  # s a server's task may wait for a node that can take it
 ONE_SHOT_OPTIONS = ("node",)  # user options that apply to the start that sent them only
 
 
@@ -242,8 +245,13 @@ class CablabSwarmSpawner(SwarmSpawner):
     """dockerspawner's SwarmSpawner, aware of swarm nodes: see the section's comment."""
 
     notebook_nodes = List(Unicode(), config=True, help="Nodes that run notebooks (named in refusals).")
-    unplaceable_grace = Float(5.0, config=True, help="""Seconds a start may stay unplaceable (swarm: "no
-        suitable node") before it fails with swarm's reason, instead of waiting for start_timeout.""")
+    unplaceable_grace = Float(UNSCHEDULABLE_GRACE, config=True, help="""Seconds a start may stay unplaceable
+        (swarm: "no suitable node": a node named that is down, no node with the reservation free) before it
+        fails with swarm's reason, instead of waiting for start_timeout.""")
+    resources = Dict(config=True, help="{'default': {limits, reservations}, 'users': {name: {...}}} from cablab.json")
+
+    def user_resources(self) -> Mapping[str, Any]:
+        return (self.resources.get("users") or {}).get(self.user.name) or self.resources.get("default") or {}
     start_check_interval = Float(1.0, config=True, help="""Seconds between the start loop's first task
         checks (then 1.5 times longer each time, up to 5 s).""")
 
@@ -276,6 +284,7 @@ class CablabSwarmSpawner(SwarmSpawner):
         return reason
 
     async def start(self):
+        apply_resources(self, self.user_resources())
         node = (self.user_options or {}).get("node")
         forget_one_shot_options(self)
         if node:
@@ -289,7 +298,7 @@ class CablabSwarmSpawner(SwarmSpawner):
         `unplaceable_grace` seconds, with swarm's reason, when no node can take it."""
         loop = asyncio.get_running_loop()
         dt = self.start_check_interval
-        unplaceable_since: float | None = None
+        watch = SchedulingWatch(self.unplaceable_grace)
         while True:
             task = await self.get_task()
             if not task:
@@ -297,13 +306,11 @@ class CablabSwarmSpawner(SwarmSpawner):
             state = task_state(task)
             if state not in TASK_STARTING:
                 break
-            reason = unplaceable_reason(task)
-            if reason is None:
-                unplaceable_since = None
-            else:
-                unplaceable_since = loop.time() if unplaceable_since is None else unplaceable_since
-                if loop.time() - unplaceable_since >= self.unplaceable_grace:
-                    raise web.HTTPError(503, f"{self.user.name}'s server cannot be placed on any node: {reason}")
+            err = watch.observe(task, loop.time())
+            if err:
+                message = refusal(self.user.name, self.user_resources().get("reservations") or {}, err)
+                self.log.warning("Giving up on %s: %s", self.service_name, message)
+                raise Unschedulable(message)
             await asyncio.sleep(dt)
             dt = min(dt * 1.5, 5.0)
         if state != "running":
@@ -375,3 +382,155 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     # poll_interval (+10 % jitter) after swarm marks the node down (~15 s): <= 60 s.
     c.Spawner.poll_interval = 15
     c.CablabSwarmSpawner.notebook_nodes = list(sp["notebook_nodes"])
+    configure_operations(c, data)
+
+
+# --- Operating the hub over months: idle culler, metrics, per-user resources ----
+# Everything below comes from cablab.json's `cull` and `resources` (the spec's
+# hub.users.cull / limits / reservations / overrides) and the `metrics_token` secret.
+
+CULLER = "idle-culler"  # the hub-managed service (and its role) that stops idle servers
+METRICS = "metrics"  # the token-only service (and its role) Prometheus scrapes /hub/metrics as
+
+
+def activity_interval(timeout: int) -> int:
+    """How often activity reaches the hub (user servers report it, the hub reads the proxy's):
+    a quarter of the idle timeout, within 30 s and JupyterHub's default 300 s, so an active
+    server always reports well inside the timeout."""
+    return max(30, min(300, timeout // 4))
+
+
+def culler_service(cull: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """jupyterhub-idle-culler as a hub-managed service, and its role (JupyterHub RBAC: what it reads
+    and stops; it never deletes users, so no admin:users)."""
+    service = {
+        "name": CULLER,
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(cull['timeout'])}",
+                    f"--cull-every={int(cull['every'])}", f"--max-age={int(cull['max_age'])}"],
+    }
+    role = {"name": CULLER, "services": [CULLER],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
+    return service, role
+
+
+def metrics_service(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A service without a process: its API token (the `metrics_token` secret) may read /hub/metrics."""
+    return {"name": METRICS, "api_token": token}, {"name": METRICS, "services": [METRICS], "scopes": ["read:metrics"]}
+
+
+class SchedulingWatch:
+    """Decides when a server's swarm task will not be placed: docker keeps such a task `pending`
+    with `Status.Err` "no suitable node (...)" (insufficient resources, constraints not met) and
+    would wait for the whole start timeout. Unschedulable for `grace` s without a break: give up."""
+
+    def __init__(self, grace: float = UNSCHEDULABLE_GRACE):
+        self.grace = grace
+        self.since: Optional[float] = None
+
+    def observe(self, task: Optional[Mapping[str, Any]], now: float) -> Optional[str]:
+        """docker's reason (Status.Err) once the task has been unschedulable for `grace` s, else None."""
+        err = unplaceable_reason(task or {})
+        if err is None:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = now
+        return err if now - self.since >= self.grace else None
+
+
+def _amount(resources: Mapping[str, Any]) -> str:
+    parts = [f"{resources['memory']} of memory" if resources.get("memory") else "",
+             f"{resources['cpus']:g} CPUs" if resources.get("cpus") else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def refusal(user: str, reservations: Mapping[str, Any], docker_err: str) -> str:
+    """What the user reads when no node will take their server."""
+    if "insufficient resources" in docker_err and _amount(reservations):
+        why = f"no notebook node has {_amount(reservations)} free to reserve for {user}'s server"
+        hint = "try again when other servers have stopped, or ask an admin to lower your reservation"
+    else:
+        why = f"no notebook node can take {user}'s server"
+        hint = "the node you asked for may be down or full; try another one or none, or ask an admin"
+    return f"{why} (docker: {docker_err}); {hint}"
+
+
+class Unschedulable(web.HTTPError):
+    """The spawn failed because the swarm will not place the server; the hub shows `jupyterhub_message`."""
+
+    def __init__(self, message: str):
+        super().__init__(503, message)  # the service (a node for the server) is not available now
+        self.jupyterhub_message = message
+
+
+def apply_resources(spawner: Any, resources: Mapping[str, Any]) -> None:
+    """A user's limits and reservations onto SwarmSpawner's traits (→ the service's Resources)."""
+    limits, reservations = resources.get("limits") or {}, resources.get("reservations") or {}
+    spawner.mem_limit = limits.get("memory")
+    spawner.cpu_limit = limits.get("cpus")
+    spawner.mem_guarantee = reservations.get("memory")
+    spawner.cpu_guarantee = reservations.get("cpus")
+
+
+def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
+    """Culler, metrics and per-user resources; called at the end of `configure`."""
+    services: list[dict[str, Any]] = []
+    roles: list[dict[str, Any]] = []
+    cull = data["cull"]
+    if cull["enabled"]:
+        service, role = culler_service(cull)
+        services.append(service)
+        roles.append(role)
+        interval = activity_interval(int(cull["timeout"]))
+        c.JupyterHub.last_activity_interval = interval  # the proxy's record of each server's traffic
+        environment = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
+        c.Spawner.environment = {**environment, "JUPYTERHUB_ACTIVITY_INTERVAL": str(interval)}
+    service, role = metrics_service(secret("metrics_token"))
+    services.append(service)
+    roles.append(role)
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+    c.JupyterHub.authenticate_prometheus = True  # JupyterHub's default, stated: /hub/metrics needs read:metrics
+
+    c.JupyterHub.spawner_class = CablabSwarmSpawner
+    c.CablabSwarmSpawner.resources = dict(data["resources"])
+    default = data["resources"]["default"]
+    # The defaults also as plain SwarmSpawner settings (what an admin reading the config sees).
+    c.SwarmSpawner.mem_limit = default["limits"].get("memory")
+    c.SwarmSpawner.cpu_limit = default["limits"].get("cpus")
+    c.SwarmSpawner.mem_guarantee = default["reservations"].get("memory")
+    c.SwarmSpawner.cpu_guarantee = default["reservations"].get("cpus")
+
+
+# --- Backups: `python3 cablab_hub.py backup-db SRC DST`, run by backup.sh inside the hub ---
+
+
+def backup_db(src: str, dst: str) -> None:
+    """A consistent copy of the sqlite database `src` while the hub keeps writing (sqlite's online backup)."""
+    import sqlite3
+
+    tmp = f"{dst}.part"
+    Path(tmp).unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(tmp)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, dst)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 3 and argv[0] == "backup-db":
+        backup_db(argv[1], argv[2])
+        return 0
+    print("usage: cablab_hub.py backup-db SRC DST", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,207 @@
+"""Operating the hub: the idle culler stops an idle server and keeps a busy one, a kernel past its
+memory limit dies alone, a server no node can reserve for fails in seconds with a clear message,
+and /hub/metrics answers only with the metrics token. Each check has userlist users of its own
+(lab/userlist.lab: carol, dave, erin, frank), so culling or a limit never reaches another check's
+server. Lab clusters only where a user logs in (`hub.auth.lab_password`)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from cablab_cluster.plan import STACK
+from cablab_cluster.spec import memory_bytes
+
+from .spawner import service_name
+from .test_notebook import open_kernel, user_token
+from .test_user import START_TIMEOUT, UserServer
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def login(hub_client, password, spec):
+    """login(name) -> a logged-in session of a userlist user (skips if the userlist lacks them)."""
+
+    def _login(name: str):
+        if name not in {u.name for u in spec.userlist.users}:
+            pytest.skip(f"{name} is not in the userlist: this check needs a user of its own")
+        browser = hub_client()
+        response = browser.login(name, password)
+        assert response.status == 302, f"logging in as {name}: {response}"
+        return browser
+
+    return _login
+
+
+def fresh_server(session, name: str, wait_until) -> UserServer:
+    server = UserServer(session, name, wait_until)
+    server.stop()  # left running by an earlier run
+    return server
+
+
+def post_start(server: UserServer, node: str) -> None:
+    response = server.session.api("POST", f"/users/{server.name}/server", {"node": node})
+    assert response.status in (201, 202), f"starting {server.name}'s server on {node}: {response}"
+
+
+# --- /hub/metrics --------------------------------------------------------------
+
+
+def test_metrics_answer_only_the_metrics_token(hub_client, secrets, session):
+    anonymous = hub_client().request("GET", "/hub/metrics")
+    assert anonymous.status == 403, f"/hub/metrics without a token: {anonymous}"
+    user = session.request("GET", "/hub/metrics")
+    assert user.status == 403, f"/hub/metrics for a user's login (no read:metrics): {user}"
+    token = (secrets / "metrics_token").read_text(encoding="utf-8").strip()
+    scraped = hub_client().request("GET", "/hub/metrics", headers={"Authorization": f"token {token}"})
+    assert scraped.status == 200, f"/hub/metrics with the metrics token: {scraped}"
+    assert "jupyterhub_" in scraped.text and "jupyterhub_running_servers" in scraped.text
+
+
+# --- The idle culler -------------------------------------------------------------
+
+BUSY_LOOP = """
+import time
+for i in range({n}):
+    time.sleep(10)
+    print(i, flush=True)
+"""
+
+
+def test_the_culler_stops_an_idle_server_and_keeps_a_busy_one(login, cluster, wait_until, timings):
+    cull = cluster.hub.users.cull
+    if not cull.enabled:
+        pytest.skip("hub.users.cull.enabled is false")
+    if cull.timeout > 900:
+        pytest.skip(f"hub.users.cull.timeout is {cull.timeout} s: too long to wait for in a check (the lab sets 180)")
+    nodes_ = cluster.notebook_hosts
+    idle = fresh_server(login("carol"), "carol", wait_until)
+    busy = fresh_server(login("dave"), "dave", wait_until)
+    try:
+        post_start(idle, nodes_[0].name)
+        post_start(busy, nodes_[1 % len(nodes_)].name)
+        for server in (idle, busy):
+            wait_until(server._ready, START_TIMEOUT, f"{server.name}'s server to be ready")
+        ready = time.monotonic()
+        # dave's kernel works (a loop printing every 10 s) for longer than the wait below, then the
+        # websocket is closed: only jupyterhub-singleuser's activity reports keep dave's server alive.
+        token = user_token(busy.session, "dave")
+        kernel = open_kernel(busy.session, "dave", token)
+        wait_for = cull.timeout + cull.every + 2 * max(30, min(300, cull.timeout // 4)) + 120
+        msg = kernel._message("execute_request", {"code": BUSY_LOOP.format(n=wait_for // 10 + 30), "silent": False,
+                                                  "store_history": False, "user_expressions": {},
+                                                  "allow_stdin": False, "stop_on_error": True})
+        kernel.ws.send(json.dumps(msg))
+        kernel.close()
+        # carol's server is left alone (only the hub's API is asked about it, never the server).
+        wait_until(lambda: idle.model() is None, wait_for, "the culler to stop carol's idle server", interval=10)
+        timings["idle server culled after (s since ready)"] = round(time.monotonic() - ready, 1)
+        # dave's server has now lived longer than the timeout: without its activity it would be gone too.
+        time.sleep(max(0.0, cull.timeout + cull.every - (time.monotonic() - ready)))
+        model = busy.model()
+        assert model is not None and model.get("ready"), \
+            f"the culler stopped dave's server although its kernel was busy ({cull.timeout} s timeout)"
+        assert model["last_activity"] > model["started"], f"no activity of dave's server reached the hub: {model}"
+    finally:
+        idle.stop()
+        busy.stop()
+
+
+# --- Limits and reservations ---------------------------------------------------------
+
+GROW = """
+chunks = []
+for i in range({n}):
+    chunks.append(b"x" * (32 << 20))  # written, not only mapped
+    print(i, flush=True)
+"""
+
+
+def test_a_kernel_past_its_memory_limit_dies_alone(login, cluster, nodes, wait_until):
+    limit = cluster.hub.users.resources("erin").limits.memory
+    if limit is None:
+        pytest.skip("erin has no memory limit (lab/*.yml: hub.users.overrides.erin)")
+    session = login("erin")
+    server = fresh_server(session, "erin", wait_until)
+    node = cluster.notebook_hosts[0]
+    try:
+        server.start(node.name)
+        resources = json.loads(nodes[cluster.first_manager].check_output(
+            "docker service inspect --format %s %s", "{{json .Spec.TaskTemplate.Resources}}", service_name("erin")))
+        assert resources["Limits"]["MemoryBytes"] == memory_bytes(limit), resources
+        reservation = cluster.hub.users.resources("erin").reservations.memory
+        if reservation:
+            assert resources["Reservations"]["MemoryBytes"] == memory_bytes(reservation), resources
+
+        token = user_token(session, "erin")
+        kernel = open_kernel(session, "erin", token)
+        # three times the limit: past it even where the container may swap as much again
+        n = 3 * memory_bytes(limit) // (32 << 20)
+        msg = kernel._message("execute_request", {"code": GROW.format(n=n), "silent": False, "store_history": False,
+                                                  "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        kernel.ws.send(json.dumps(msg))
+        outcome = None
+        deadline = time.monotonic() + 600
+        while outcome is None and time.monotonic() < deadline:
+            kernel.ws.settimeout(max(1.0, deadline - time.monotonic()))
+            try:
+                reply = json.loads(kernel.ws.recv())
+            except Exception as exc:  # the server closed the kernel's websocket
+                outcome = f"websocket closed ({type(exc).__name__})"
+                break
+            kind, content = reply.get("msg_type"), reply.get("content", {})
+            if kind == "status" and content.get("execution_state") in ("restarting", "dead", "autorestarting"):
+                outcome = content["execution_state"]
+            elif kind == "error":
+                outcome = f"error {content.get('ename')}"
+            elif kind == "status" and content.get("execution_state") == "idle" \
+                    and reply.get("parent_header", {}).get("msg_id") == msg["header"]["msg_id"]:
+                pytest.fail(f"the kernel allocated {3 * memory_bytes(limit) >> 20} MiB past erin's {limit} limit")
+        kernel.close()
+        assert outcome, "the kernel neither finished nor died in 600 s"
+        # The server, the hub and the node live on.
+        status = session.request("GET", "/user/erin/api/status", headers={"Authorization": f"token {token}"})
+        assert status.status == 200, f"erin's server after her kernel was killed ({outcome}): {status}"
+        assert server.model() and server.model().get("ready")
+        assert session.request("GET", "/hub/login").status in (200, 302), "the hub after erin's kernel was killed"
+        tasks = nodes[cluster.first_manager].check_output(
+            "docker service ps --filter desired-state=running --format %s %s", "{{.CurrentState}}",
+            f"{STACK}_hub")
+        assert tasks.startswith("Running"), f"the hub's task: {tasks}"
+    finally:
+        server.stop()
+
+
+def test_a_server_no_node_can_reserve_for_fails_fast(login, cluster, nodes, wait_until, timings):
+    reservation = cluster.hub.users.resources("frank").reservations.memory
+    biggest = max(h.vm.memory for h in cluster.notebook_hosts) << 20
+    if reservation is None or memory_bytes(reservation) <= biggest:
+        pytest.skip("frank reserves no more than a notebook node has (lab/*.yml: hub.users.overrides.frank)")
+    session = login("frank")
+    fresh_server(session, "frank", wait_until)
+    started = time.monotonic()
+    response = session.api("POST", "/users/frank/server")
+    message = response.text
+    if response.status in (201, 202):
+        # The spawn's progress stream ends with the failure the user sees on the spawn page.
+        def failure() -> str:
+            try:
+                progress = session.api("GET", "/users/frank/server/progress")
+            except httpx.TimeoutException:
+                return ""  # still pending, quietly: ask again
+            events = [json.loads(line[5:]) for line in progress.text.splitlines() if line.startswith("data:")]
+            return next((e["message"] for e in reversed(events) if e.get("failed")), "")
+
+        message = wait_until(failure, 300, "frank's spawn to fail", interval=2)
+    elapsed = time.monotonic() - started
+    timings["spawn refused (no node can reserve)"] = round(elapsed, 1)
+    assert elapsed < 180, f"the refusal took {elapsed:.0f} s (the start timeout is 600 s)"
+    assert f"no notebook node has {reservation} of memory" in message and "no suitable node" in message, message
+    wait_until(lambda: UserServer(session, "frank", wait_until).model() is None, 120, "frank's server to be gone")
+    gone = nodes[cluster.first_manager].run("docker service inspect %s", service_name("frank"))
+    assert gone.rc != 0, f"{service_name('frank')} is still a swarm service after the refusal"
+

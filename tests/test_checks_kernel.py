@@ -1,0 +1,57 @@
+"""The checks' kernel client (cablab_cluster/checks/kernel.py) against a fake websocket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websocket
+
+from cablab_cluster.checks import kernel as kmod
+
+
+class FakeWS:
+    """Silent for `silent` recv() calls (timeouts), then answers the last request: stdout, idle."""
+
+    def __init__(self, silent: int):
+        self.silent = silent
+        self.sent: list[dict] = []
+        self.timeouts: list[float] = []
+        self.queue: list[dict] = []
+
+    def send(self, text: str) -> None:
+        msg = json.loads(text)
+        self.sent.append(msg)
+        parent = {"msg_id": msg["header"]["msg_id"]}
+        self.queue = [{"parent_header": parent, "msg_type": "stream", "channel": "iopub",
+                       "content": {"name": "stdout", "text": "42\n"}},
+                      {"parent_header": parent, "msg_type": "status", "channel": "iopub",
+                       "content": {"execution_state": "idle"}}]
+
+    def settimeout(self, t: float) -> None:
+        self.timeouts.append(t)
+
+    def recv(self) -> str:
+        if self.silent:
+            self.silent -= 1
+            raise websocket.WebSocketTimeoutException("silent")
+        return json.dumps(self.queue.pop(0))
+
+
+def kernel(ws: FakeWS, keepalive=None) -> kmod.Kernel:
+    k = kmod.Kernel.__new__(kmod.Kernel)
+    k.kernel_id, k.session, k.ws, k.keepalive = "k", "s", ws, keepalive
+    return k
+
+
+def test_a_silent_execution_keeps_the_server_active():
+    pokes = []
+    ws = FakeWS(silent=3)
+    assert kernel(ws, lambda: pokes.append(1)).execute("work()", timeout=600).stdout == "42\n"
+    assert len(pokes) == 3  # once per silent KEEPALIVE seconds
+    assert max(ws.timeouts) <= kmod.KEEPALIVE
+
+
+def test_without_keepalive_a_silence_is_a_timeout():
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        kernel(FakeWS(silent=1)).execute("work()", timeout=600)
