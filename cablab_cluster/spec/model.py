@@ -114,7 +114,8 @@ PipRequirement = Annotated[str, Field(pattern=REQUIREMENT, max_length=200), Afte
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False,
+                              use_attribute_docstrings=True)  # the docstring under a field describes it
 
 
 class Variant(str, Enum):
@@ -132,16 +133,24 @@ class Role(str, Enum):
 class VM(Strict):
     """Size of the host when the lab builds it as a VM (ignored on real hosts)."""
 
-    memory: int = Field(1024, ge=512, description="MiB")
+    memory: int = Field(1024, ge=512)
+    """MiB."""
     cpus: int = Field(1, ge=1, le=16)
-    extra_disk: int = Field(0, ge=0, description="GiB of an extra empty disk (vdb), 0 for none")
+    """CPUs of the VM."""
+    extra_disk: int = Field(0, ge=0)
+    """GiB of an extra empty disk (vdb), 0 for none."""
 
 
 class Host(Strict):
     name: Annotated[str, Field(pattern=HOSTNAME)]
+    """hostname: lower case letters, digits and '-'."""
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    """IP address used inside the cluster (no IPv6 zone id)."""
     roles: tuple[Role, ...] = Field(min_length=1)
+    """one of `manager`/`worker`, plus `nfs-server` and `hub`; a host with only `nfs-server` is a storage host
+    outside the swarm."""
     vm: VM = VM()
+    """sizes the host as a lab VM (ignored on real hosts)."""
 
     @field_validator("address", mode="before")
     @classmethod
@@ -161,8 +170,11 @@ class Host(Strict):
 
 class Swarm(Strict):
     network: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "swarmnet"
+    """the attachable overlay network of the hub and the users' servers."""
     attachable: bool = True
+    """containers outside services may join the network."""
     encrypted: bool = False
+    """IPsec-encrypt the overlay's traffic between nodes."""
 
 
 class EngineSource(str, Enum):
@@ -178,17 +190,23 @@ class StorageDriver(str, Enum):
 
 class ThinPool(Strict):
     autoextend_threshold: int = Field(80, ge=50, le=100)
+    """percent full at which LVM extends the thin pool."""
     autoextend_percent: int = Field(20, ge=1, le=100)
+    """percent the thin pool grows by each time."""
 
 
 class Storage(Strict):
     driver: StorageDriver = StorageDriver.OVERLAY2
-    # Candidate block devices, first present one wins (vdb under libvirt,
-    # sdb under VirtualBox). A disk holding anything but our own volume group
-    # is never touched.
+    """`overlay2` on the root disk; `lvm`: an LV on the first empty disk of `disks`, xfs ftype=1 at
+    `/var/lib/docker`, overlay2; `devicemapper-direct-lvm`: the seed's thin pool + autoextend profile (Docker < 25
+    only)."""
     disks: tuple[BlockDevice, ...] = ()
+    """candidate block devices, first present one wins (vdb under libvirt, sdb under VirtualBox); a disk holding
+    anything but our own volume group is never touched."""
     volume_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")] = "docker"
+    """LVM volume group made on the disk."""
     thinpool: ThinPool = ThinPool()
+    """the thin pool's autoextend profile (`devicemapper-direct-lvm` only)."""
 
     @field_validator("disks", mode="before")
     @classmethod
@@ -198,8 +216,12 @@ class Storage(Strict):
 
 class Docker(Strict):
     source: EngineSource = EngineSource.DISTRO
+    """`distro` (`docker.io`, Debian/Ubuntu; EL has none) or `docker-repo` (Docker's own repository, `docker-ce`,
+    required on EL)."""
     version: Optional[Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+){0,2}([~+-][A-Za-z0-9.~+-]*)?$")]] = None
+    """optional pin, a version prefix as a YAML string (`"20.10"`)."""
     storage: Storage = Storage()
+    """where and how Docker keeps images and containers."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -220,14 +242,24 @@ class Seed(str, Enum):
 
 class Share(Strict):
     name: Annotated[str, Field(pattern=NAME)]
+    """referred to by `hub.users.home_share` and `read_only_mounts[].share`."""
     path: SafePath  # directory on the NFS server
+    """directory on the NFS server."""
     mount: SafePath  # mount point on every host
+    """mount point on every host."""
     read_only: bool = False
+    """exported and mounted read-only."""
     root_squash: bool = True
+    """root on the clients is mapped to nobody."""
     options: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(=[A-Za-z0-9_:./-]+)?$")], ...] = ("sync", "no_subtree_check")
+    """further export options (not `rw`/`ro`/`*root_squash`: set by the keys above)."""
     owner: Annotated[str, Field(pattern=r"^[0-9]+:[0-9]+$")] = "0:0"
+    """numeric `uid:gid` of the share's directory."""
     mode: Annotated[str, Field(pattern=r"^0?[0-7]{3,4}$")] = "0755"
+    """octal mode of the share's directory."""
     seed: Optional[Seed] = None
+    """`synthetic-cube` (`cablab-cluster cube` output) or `samples` (the sample notebooks): filled while empty,
+    never over anything else."""
 
 
 class ImageSource(str, Enum):
@@ -238,32 +270,41 @@ class ImageSource(str, Enum):
 
 class Image(Strict):
     name: Annotated[str, Field(pattern=IMAGE_REF)]
+    """`repo:tag`."""
     source: ImageSource = ImageSource.BUILD
-    tarball: Optional[SafePath] = None  # on the node, for source: load
+    """`build` (on each node, from the rendered Dockerfile), `pull` (from a registry) or `load` (a saved tarball
+    already on the node)."""
+    tarball: Optional[SafePath] = None
+    """on the node, for source `load`."""
     base: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")] = "debian:bookworm-slim"
-    # Extra pip requirements baked into the image (pinned by the operator).
+    """the image built FROM."""
     packages: tuple[PipRequirement, ...] = ()
+    """extra pip requirements baked into the image (pinned by the operator)."""
 
 
 class Images(Strict):
     hub: Image = Image(name="cablab/hub:1.0")
-    # JupyterLab, a kernel and the data-cube stack are always in it (render.SINGLEUSER_STACK);
-    # `packages` adds to them.
+    """the hub's image."""
     singleuser: Image = Image(name="cablab/singleuser:1.0")
+    """the users' servers' image: JupyterLab, a kernel and the data-cube stack are always in it; `packages` adds to
+    them."""
 
 
 class GitHub(Strict):
     client_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    """the GitHub OAuth app's client id."""
     client_secret_file: Path
-    # An organisation, or org:team (oauthenticator's form).
+    """file holding the OAuth app's client secret (mode 0600)."""
     allowed_organizations: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(:[A-Za-z0-9][A-Za-z0-9_-]{0,99})?$")], ...] = ()
+    """an organisation, or `org:team` (oauthenticator's form)."""
 
 
 class Auth(Strict):
     github: GitHub
-    # Lab only: userlist users may also log in with a generated shared password
-    # (GitHub is unreachable from a lab). A spec without `lab: true` is refused.
+    """GitHub OAuth login."""
     lab_password: bool = False
+    """lab only: userlist users may also log in with a generated shared password (GitHub is unreachable from a
+    lab); refused without `lab: true`."""
 
 
 class TLSMode(str, Enum):
@@ -277,16 +318,24 @@ LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 
 class TLS(Strict):
     mode: TLSMode = TLSMode.SELF_SIGNED
-    cert: Optional[Path] = None  # provided: full chain, PEM
-    key: Optional[Path] = None  # provided: private key, PEM
+    """`self-signed` (generated), `provided` (`cert`, `key`) or `letsencrypt` (`email`, `acme_directory`; certbot
+    with a deploy hook and renewal timer)."""
+    cert: Optional[Path] = None
+    """provided: full chain, PEM."""
+    key: Optional[Path] = None
+    """provided: private key, PEM."""
     email: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")]] = None
+    """letsencrypt: the contact email."""
     acme_directory: Annotated[str, Field(pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/+-]*)?$",
                                          max_length=2000)] = LETSENCRYPT_PRODUCTION
+    """letsencrypt: the ACME directory URL (https)."""
 
 
 class UserMount(Strict):
     share: Annotated[str, Field(pattern=NAME)]
+    """a share's name."""
     target: SafePath  # in the user's container
+    """in the user's container; a target below the home gets its mount point made by the hub."""
 
 
 # --- Operating the hub: culling idle servers, per-user limits and reservations ---------
@@ -315,41 +364,54 @@ class Resources(Strict):
     """Memory and CPUs of one user's server (unset: no limit / no reservation)."""
 
     memory: Optional[Annotated[str, Field(pattern=MEMORY)]] = None
+    """`512M`, `2G` (MiB/GiB)."""
     cpus: Optional[Cpus] = None
+    """a number, e.g. `1` or `0.5`."""
 
 
 class UserResources(Strict):
     """One user's own limits/reservations; each key set here replaces the default's."""
 
     limits: Resources = Resources()
+    """replaces the default limits, key by key."""
     reservations: Resources = Resources()
+    """replaces the default reservations, key by key."""
 
 
 class Cull(Strict):
     """jupyterhub-idle-culler, run by the hub: stops servers idle for `timeout` seconds."""
 
     enabled: bool = True
-    timeout: int = Field(3600, ge=60, le=30 * 86400)  # s without activity before a server is stopped
-    every: int = Field(300, ge=10, le=86400)  # s between two passes
-    max_age: int = Field(0, ge=0, le=365 * 86400)  # s after which a server is stopped even if active; 0: never
+    """run jupyterhub-idle-culler as a hub service."""
+    timeout: int = Field(3600, ge=60, le=30 * 86400)
+    """s without activity before a server is stopped."""
+    every: int = Field(300, ge=10, le=86400)
+    """s between two passes (at most `timeout`; a tenth of it is usual)."""
+    max_age: int = Field(0, ge=0, le=365 * 86400)
+    """s after which a server is stopped even if active; 0: never."""
 
 
 class Users(Strict):
     home_share: Annotated[str, Field(pattern=NAME)]
-    # The whole home is the user's directory on the home share: settings, ~/.local and
-    # dotfiles follow the user to any node (in the user's container).
+    """the share of the homes: per-user `<mount>/<user>` → `home_target`; must be writable."""
     home_target: SafePath = PurePosixPath("/home/jovyan")
+    """the home in the user's container: the whole home is the user's directory on the home share, so settings,
+    ~/.local and dotfiles follow the user to any node."""
     uid: int = Field(1000, ge=1)
+    """the user's uid in the user's container."""
     gid: int = Field(100, ge=0)
-    # Mounted read-only into every user container (data cube, sample notebooks).
+    """the user's gid in the user's container."""
     read_only_mounts: tuple[UserMount, ...] = ()
+    """mounted read-only into every user container (data cube, sample notebooks)."""
     cull: Cull = Cull()
-    # Every server's ceiling (killed / throttled beyond it) and what the swarm sets aside
-    # for it on a node (a server that no node can reserve for does not start).
+    """stopping idle servers."""
     limits: Resources = Resources()
+    """every server's ceiling: a kernel growing past `memory` is killed, `cpus` throttles."""
     reservations: Resources = Resources()
-    # Per user (a userlist name): other limits/reservations, key by key.
+    """what the swarm sets aside for every server on a node (a server that no node can reserve for does not start);
+    at most the limit."""
     overrides: dict[Annotated[str, Field(pattern=GITHUB_LOGIN)], UserResources] = {}
+    """per userlist user (a GitHub login): other limits/reservations, each key replacing the default's."""
 
     def resources(self, user: Optional[str] = None) -> UserResources:
         """The limits and reservations `user`'s server gets (the defaults with the user's overrides)."""
@@ -363,12 +425,19 @@ class Users(Strict):
 
 class Hub(Strict):
     public_host: Annotated[str, Field(min_length=1)]
+    """DNS name (lower case) or IP address of the public URL."""
     port: int = Field(443, ge=1, le=65535)
+    """the public URL's port; the OAuth callback is derived: `https://<host>[:port]/hub/oauth_callback`."""
     images: Images = Images()
+    """the hub's and the users' servers' images."""
     auth: Auth
+    """how users log in."""
     userlist: Path
+    """file: `name` or `name admin` per line, blank lines and `#` comments allowed."""
     tls: TLS = TLS()
+    """the hub's certificate."""
     users: Users
+    """the users' servers."""
 
     @field_validator("public_host")
     @classmethod
@@ -390,14 +459,23 @@ class Hub(Strict):
 
 class Cluster(Strict):
     name: Annotated[str, Field(pattern=NAME)]
+    """cluster name (lower case); names the secrets directory."""
     variant: Variant
+    """scripts detect apt/dnf at run time."""
     lab: bool = False
+    """`true` only for lab specs: allows `hub.auth.lab_password`."""
     nfs_version: Literal["3", "4", "4.1", "4.2"] = "4.2"
+    """a YAML string."""
     hosts: tuple[Host, ...] = Field(min_length=1)
+    """the machines."""
     swarm: Swarm = Swarm()
+    """the swarm's network."""
     docker: Docker = Docker()
+    """the Docker engine on every swarm host."""
     shares: tuple[Share, ...] = ()
+    """NFS shares, exported by the NFS server and mounted on every host."""
     hub: Hub
+    """JupyterHub."""
 
     @field_validator("nfs_version", mode="before")
     @classmethod
