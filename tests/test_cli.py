@@ -150,7 +150,7 @@ def test_render_refuses_an_out_it_would_destroy(where, reason, write_spec, tmp_p
     before = {d: _tree(d) for d in (spec.parent, tmp)}
     r = invoke("render", spec, "--out", where(spec, tmp))
     assert r.exit_code == 2, r.output
-    assert f"--out: " in r.output and reason in r.output, r.output
+    assert "--out: " in r.output and reason in r.output, r.output
     assert {d: _tree(d) for d in (spec.parent, tmp)} == before
 
 

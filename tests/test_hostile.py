@@ -14,9 +14,7 @@ processes); identical scripts are run once.
 
 from __future__ import annotations
 
-import ast
 import copy
-import enum
 import hashlib
 import io
 import os
@@ -31,7 +29,7 @@ import typing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional, Union
+from typing import Annotated, Union
 
 import pytest
 from pydantic import BaseModel
@@ -400,7 +398,8 @@ def test_hostile_value_is_refused_or_inert(case, matrix):
 
 def test_matrix_size_and_outcome(matrix, capsys):
     rendered = [c for c in CASES if matrix.results[c.id].rejected is None and not matrix.results[c.id].error]
-    errors = [c for c in CASES if matrix.results[c.id].error]
+    errors = [c.id for c in CASES if matrix.results[c.id].error]
+    assert not errors, f"neither refused nor rendered: {errors[:10]}"
     assert len(CASES) >= 300 and len(PAYLOADS) >= 12
     # The unmodified spec runs every script to the end in both package families: the
     # stubs answer enough for the whole provisioner to execute, not just its first step.

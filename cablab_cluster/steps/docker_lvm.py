@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import Cluster, Host, Storage, StorageDriver
+from ..spec import Storage, StorageDriver
 from . import register
 
 

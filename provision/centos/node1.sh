@@ -1569,8 +1569,7 @@ def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
     c.JupyterHub.load_roles = roles
     c.JupyterHub.authenticate_prometheus = True  # JupyterHub's default, stated: /hub/metrics needs read:metrics
 
-    c.JupyterHub.spawner_class = CablabSwarmSpawner
-    c.CablabSwarmSpawner.resources = dict(data["resources"])
+    c.CablabSwarmSpawner.resources = dict(data["resources"])  # (the spawner class is set by `configure`)
     default = data["resources"]["default"]
     # The defaults also as plain SwarmSpawner settings (what an admin reading the config sees).
     c.SwarmSpawner.mem_limit = default["limits"].get("memory")
