@@ -76,8 +76,11 @@ def test_plain_http_is_redirected_to_https(cluster, hub):
         response = plain.get(f"http://{hub.address}:80/hub/login?next=%2Fhub%2F",
                              headers={"Host": cluster.hub.public_host})
     assert response.status_code in (301, 302, 307, 308), f"HTTP {response.status_code}: {response.text[:200]}"
-    location = response.headers["location"]
-    assert location.startswith(f"https://{hub.netloc}/hub/login"), location
+    location = urllib.parse.urlsplit(response.headers["location"])
+    public = urllib.parse.urlsplit(f"https://{hub.netloc}/")
+    # configurable-http-proxy names the port even when it is the default (https://host:443/...)
+    assert (location.scheme, location.hostname, location.port or 443) == ("https", public.hostname, 443), location
+    assert location.path == "/hub/login" and location.query == "next=%2Fhub%2F", location
 
 
 def test_served_certificate(hub, cluster, secrets):
