@@ -222,8 +222,11 @@ class HubUser:
             return None
 
     def login_page_up(self) -> bool:
+        """The hub answers its login page: 200, or (the user's cookie is still good) a redirect to
+        the user's server. The proxy alone answers 503 while the hub is away."""
         response = self.try_request("GET", "/hub/login")
-        return response is not None and response.status == 200
+        return response is not None and (response.status == 200 or (
+            response.status == 302 and response.headers.get("location", "").startswith(("/user/", "/hub/"))))
 
     def api(self, method: str, path: str, data: Any = None) -> HubResponse:
         """/hub/api<path> as the user; DrillFailed when the hub does not answer at all."""
@@ -390,7 +393,7 @@ def hub_killed(lab: Lab, user: HubUser, cl: Cluster, victim: str, note: str) -> 
     failed = [s for s in statuses if s != 200]
     after = cl.running_task(service_name(user.name))
     server = user.model()
-    result = {"hub back (login page 200) s": back, "requests to the user's server": len(statuses),
+    result = {"hub back (login page) s": back, "requests to the user's server": len(statuses),
               "failed": len(failed), "same task": after == user_task}
     if failed:
         raise DrillFailed(f"{len(failed)} of {len(statuses)} requests to {user.name}'s server failed while the hub "
