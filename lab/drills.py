@@ -349,7 +349,7 @@ class Cluster:
         if not mounts:
             return []
         units = ["docker.service"] + [mount_unit(m) for m in mounts]
-        out = self.run(host, "systemctl show -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic "
+        out = self.run(host, "sudo systemctl show -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic "
                              + " ".join(shlex.quote(u) for u in units)).stdout
         shown = parse_show(out)
         if len(shown) != len(units):
