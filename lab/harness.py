@@ -31,6 +31,7 @@ import vagrant
 
 from cablab_cluster.layout import RUN_SUMMARY
 from cablab_cluster.plan import Input, InputKind, Plan, make_plan
+from cablab_cluster.render import Renderer
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import load_spec
 from lab import drills
@@ -70,6 +71,20 @@ def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, cap
         tail = (proc.stdout or "")[-2000:] + (proc.stderr or "")[-2000:]
         raise LabError(f"command failed ({proc.returncode}): {cmd if shell else shlex.join(cmd)}\n{tail}")
     return proc
+
+
+def image_context(plan: Plan, rendered: Path, key: str) -> list[Path]:
+    """An image's build context as render defines it (the Dockerfile, + the lock for the
+    single-user image), from the rendered tree: not the rest of the hub bundle beside it in hub/."""
+    return [rendered / key / name for name in sorted(Renderer(plan).build_context(key))]
+
+
+def image_digest(context: list[Path], base_id: str, name: str) -> str:
+    """The cache key of an image. Comment lines do not change the image (they name the source
+    spec, which differs between the variants): left out, so both variants share images and box."""
+    content = "".join(f"{p.name}\n" + "".join(line for line in p.read_text().splitlines(True)
+                                             if not line.startswith("#")) for p in context)
+    return hashlib.sha256(content.encode() + base_id.encode() + name.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -173,12 +188,8 @@ class Lab:
         (CACHE / "images").mkdir(parents=True, exist_ok=True)
         for key in ("hub", "singleuser"):
             image = getattr(self.spec.cluster.hub.images, key)
-            context = sorted(p for p in (rendered / key).iterdir() if p.is_file())  # Dockerfile (+ the lock)
-            # Comment lines do not change the image (they name the source spec, which differs
-            # between the variants): leave them out of the key, so both variants share images.
-            content = "".join(f"{p.name}\n" + "".join(line for line in p.read_text().splitlines(True)
-                                                     if not line.startswith("#")) for p in context)
-            digest = hashlib.sha256(content.encode() + base_id.encode() + image.name.encode()).hexdigest()[:16]
+            context = image_context(self.plan, rendered, key)
+            digest = image_digest(context, base_id, image.name)
             tarball = CACHE / "images" / f"{key}-{digest}.tar.gz"
             if not tarball.exists():
                 t0 = time.monotonic()
