@@ -228,13 +228,11 @@ class Renderer:
     def dockerfile(self, key: str) -> str:
         return self.build_context(key)["Dockerfile"]
 
-    def user_mounts(self) -> list[UserMountView]:
-        return user_mounts(self.c)
-
     def hub_data(self) -> dict[str, Any]:
         """cablab.json: everything the static jupyterhub_config.py + cablab_hub.py need."""
         c, hub = self.c, self.c.hub
         users = hub.users
+        mounts = user_mounts(c)
         return {
             "cluster": c.name,
             "public_url": hub.public_url + "/",
@@ -256,8 +254,8 @@ class Renderer:
                 "uid": users.uid,
                 "gid": users.gid,
                 "default_url": "/lab",
-                "read_only_volumes": {m.host_path: m.container_path for m in self.user_mounts()},
-                "home_links": {m.link: m.container_path for m in self.user_mounts() if m.link},
+                "read_only_volumes": {m.host_path: m.container_path for m in mounts},
+                "home_links": {m.link: m.container_path for m in mounts if m.link},
                 "notebook_nodes": [h.name for h in c.notebook_hosts],
                 "placement": ["node.role == worker"] if c.workers else ["node.role == manager"],
             },
