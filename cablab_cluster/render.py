@@ -166,6 +166,13 @@ class _Placeholder(str):
     """A `${VAR}` that docker stack deploy must expand (set by deploy.sh)."""
 
 
+def _content_named(names: Any, file_of: Any) -> dict[str, dict[str, str]]:
+    """Swarm configs or secrets named after their content hash (deploy.sh sets CABLAB_SHA_*):
+    a changed file gets a new name, so the services are rolled onto it."""
+    return {n.replace(".", "_"): {"name": _Placeholder(f"{STACK}_{n.replace('.', '_')}_${{{_sha_var(n)}}}"),
+                                  "file": file_of(n)} for n in names}
+
+
 def _sha_var(filename: str) -> str:
     return "CABLAB_SHA_" + filename.replace(".", "_").upper()
 
@@ -328,10 +335,8 @@ class Renderer:
                 },
             },
             "networks": {net: {"external": True}},
-            "configs": {n.replace(".", "_"): {"name": _Placeholder(f"{STACK}_{n.replace('.', '_')}_${{{_sha_var(n)}}}"),
-                                              "file": f"./{n}"} for n in configs},
-            "secrets": {n.replace(".", "_"): {"name": _Placeholder(f"{STACK}_{n.replace('.', '_')}_${{{_sha_var(n)}}}"),
-                                              "file": f"{SECRETS_DIR}/{n}"} for n in self.secrets},
+            "configs": _content_named(configs, lambda n: f"./{n}"),
+            "secrets": _content_named(self.secrets, lambda n: f"{SECRETS_DIR}/{n}"),
         }
         header = (f"# Docker stack of the hub for cluster {c.name}; rendered by cablab-cluster from {self.spec_name}.\n"
                   f"# Deployed by {HUB_DIR}/deploy.sh, which sets the CABLAB_SHA_* variables: a changed\n"
