@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE := build/example
 
-.PHONY: render test bench lab-ubuntu lab-centos clean
+.PHONY: render test bench lab-ubuntu lab-centos lab-centos-dm clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,7 @@ render: $(BIN)/.installed
 	$(BIN)/cablab-cluster render $(EXAMPLE)/cluster.yml --out $(EXAMPLE)/rendered
 	$(BIN)/cablab-cluster render lab/ubuntu.yml --out provision/ubuntu
 	$(BIN)/cablab-cluster render lab/centos.yml --out provision/centos
+	$(BIN)/cablab-cluster render lab/centos-dm.yml --out provision/centos-dm
 
 test: $(BIN)/.installed
 	$(BIN)/tox
@@ -34,12 +35,18 @@ bench: $(BIN)/.installed
 
 # The Ubuntu lab runs the fault drills after verify (~12 min more; `make lab-ubuntu LAB_ARGS=` skips them).
 LAB_ARGS ?= --drills
+# The centos labs: no drills unless asked (`make lab-centos CENTOS_ARGS=--drills`: + manager_lost).
+CENTOS_ARGS ?=
 
 lab-ubuntu: $(BIN)/.installed
 	$(BIN)/tox -e ubuntu -- $(LAB_ARGS)
 
 lab-centos: $(BIN)/.installed
-	$(BIN)/tox -e centos
+	$(BIN)/tox -e centos -- $(CENTOS_ARGS)
+
+# The centos lab with the seed's devicemapper thin pool (lab/centos-dm.yml); not in CI.
+lab-centos-dm: $(BIN)/.installed
+	$(BIN)/tox -e centos-dm -- $(CENTOS_ARGS)
 
 clean:
 	rm -rf build .tox

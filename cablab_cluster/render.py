@@ -149,6 +149,17 @@ class UserMountView:
 CONTAINER_MOUNTS = PurePosixPath("/mnt/cablab")
 
 
+def notebook_placement(c: Cluster) -> list[str]:
+    """Swarm constraints that keep users' servers on the notebook hosts: their common swarm role, and
+    every other swarm host of that role by name (constraints are ANDed: no "one of these nodes")."""
+    roles = {h.swarm_role for h in c.notebook_hosts}
+    role = roles.pop() if len(roles) == 1 else None
+    out = [f"node.role == {role.value}"] if role is not None else []
+    out += [f"node.hostname != {h.name}" for h in c.swarm_hosts
+            if h not in c.notebook_hosts and (role is None or h.swarm_role is role)]
+    return out
+
+
 def user_mounts(c: Cluster) -> list[UserMountView]:
     home = c.hub.users.home_target
     out = []
@@ -264,7 +275,7 @@ class Renderer:
                 "read_only_volumes": {m.host_path: m.container_path for m in mounts},
                 "home_links": {m.link: m.container_path for m in mounts if m.link},
                 "notebook_nodes": [h.name for h in c.notebook_hosts],
-                "placement": ["node.role == worker"] if c.workers else ["node.role == manager"],
+                "placement": notebook_placement(c),
             },
             # jupyterhub-idle-culler's settings (seconds).
             "cull": users.cull.model_dump(),

@@ -19,6 +19,11 @@ order and leave the cluster as they found it (every VM up, the user's server sto
 3. manager_rebooted the first manager (NFS server, hub) rebooted: the login page comes
                     back, the workers' NFS mounts are intact, the user works again with
                     the earlier file; Docker started only after the shares were mounted.
+4. manager_lost     (three managers only; skipped with one) a manager other than the first
+                    powered off hard: `docker node ls` on the first manager still answers
+                    with 2 of 3 managers reachable and one leader (raft quorum), a user's
+                    start lands on a surviving notebook node and becomes ready with the
+                    home intact; the VM boots and the manager is reachable again.
 
 Traffic goes to the lab's VMs only: the hub's HTTPS port, ssh, and the local libvirt.
 """
@@ -42,6 +47,7 @@ from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
 from cablab_cluster.secretstore import secrets_dir
+from cablab_cluster.spec import Cluster as ClusterSpec
 
 if TYPE_CHECKING:
     from lab.harness import Lab
@@ -56,6 +62,10 @@ HTTP_TIMEOUT = 15.0  # s per request: a rebooting hub host must not stall a loop
 
 class DrillFailed(RuntimeError):
     """A drill's requirement was not met (the cluster is left up to look at)."""
+
+
+class DrillSkipped(RuntimeError):
+    """The drill does not apply to this spec (the reason goes to the report)."""
 
 
 def log(msg: str) -> None:
@@ -107,6 +117,55 @@ def parse_nodes(text: str) -> dict[str, tuple[str, str]]:
         if len(fields) == 3 and nodes.get(fields[0], ("",))[0] != "Ready":
             nodes[fields[0]] = (fields[1], fields[2])
     return nodes
+
+
+REACHABLE = ("Leader", "Reachable")  # `docker node ls` MANAGER STATUS of a manager in the raft quorum
+
+
+def parse_managers(text: str) -> dict[str, tuple[str, str]]:
+    """`docker node ls --format '{{.Hostname}}|{{.Status}}|{{.ManagerStatus}}'` → the managers,
+    {hostname: (status, manager status)} (a worker's manager status is empty). A Ready entry wins."""
+    managers: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) == 3 and fields[0] and fields[2] and managers.get(fields[0], ("",))[0] != "Ready":
+            managers[fields[0]] = (fields[1], fields[2])
+    return managers
+
+
+def quorum_problem(managers: dict[str, tuple[str, str]], expected: int) -> Optional[str]:
+    """Why the swarm's managers as listed have no working raft quorum, or None: more than half of the
+    `expected` managers reachable, exactly one of them the leader."""
+    reachable = sorted(h for h, (_, status) in managers.items() if status in REACHABLE)
+    leaders = [h for h, (_, status) in managers.items() if status == "Leader"]
+    if len(reachable) <= expected // 2:
+        return f"{len(reachable)} of {expected} managers reachable ({', '.join(reachable) or 'none'}): no quorum"
+    if len(leaders) != 1:
+        return f"{len(leaders)} leaders ({', '.join(leaders) or 'none'}) among {', '.join(reachable)}"
+    return None
+
+
+@dataclass(frozen=True)
+class ManagerLoss:
+    """The manager_lost drill's victim and the notebook nodes left to run the user's server."""
+
+    victim: str
+    survivors: tuple[str, ...]
+
+
+def manager_loss(c: ClusterSpec) -> ManagerLoss:
+    """Which manager the drill powers off: not the first manager nor the hub's host, a notebook node
+    if one is (the last in spec order). DrillSkipped unless the spec has 3 managers."""
+    if len(c.managers) != 3:
+        raise DrillSkipped(f"the spec has {len(c.managers)} manager(s): losing one without losing the swarm "
+                           "needs 3 (raft quorum); the centos lab has 3 (python -m lab centos --drills)")
+    spared = {c.first_manager.name, c.hub_host.name}
+    candidates = [h for h in c.managers if h.name not in spared]
+    victim = ([h for h in candidates if h in c.notebook_hosts] or candidates)[-1]
+    survivors = tuple(h.name for h in c.notebook_hosts if h != victim)
+    if not survivors:
+        raise DrillSkipped(f"no notebook node but {victim.name} would be left to run a server")
+    return ManagerLoss(victim.name, survivors)
 
 
 @dataclass(frozen=True)
@@ -323,6 +382,15 @@ class Cluster:
         task = self.service_task(service)
         return task if task is not None and task.state == "running" else None
 
+    def managers(self) -> tuple[dict[str, tuple[str, str]], str]:
+        """The managers as the first manager lists them, and docker's error when it cannot
+        (no quorum: "The swarm does not have a leader")."""
+        out = self.run(self.manager, "sudo docker node ls --format '{{.Hostname}}|{{.Status}}|{{.ManagerStatus}}'",
+                       check=False)
+        if out.returncode != 0:
+            return {}, (out.stderr or out.stdout).strip()[:300]
+        return parse_managers(out.stdout), ""
+
     def nodes(self) -> dict[str, tuple[str, str]]:
         out = self.run(self.manager, "sudo docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'",
                        check=False)
@@ -368,6 +436,18 @@ class Cluster:
 
 
 # --- The drills -----------------------------------------------------------------
+
+
+def placed_task(user: HubUser, cl: Cluster) -> Task:
+    """The task of the user's server just started without options, once swarm has placed it on a node."""
+
+    def placed() -> Optional[Task]:
+        if user.model() is None:
+            raise DrillFailed(f"{user.name}'s start without options failed: {user.start_failure() or 'no message'}")
+        task = cl.service_task(service_name(user.name))
+        return task if task is not None and task.node else None
+
+    return wait_for(placed, 120, f"{user.name}'s new server task to be placed on a node", interval=3)[0]
 
 
 def hub_killed(lab: Lab, user: HubUser, cl: Cluster, victim: str, note: str) -> dict[str, Any]:
@@ -451,13 +531,7 @@ def worker_lost(lab: Lab, user: HubUser, cl: Cluster, victim: str, survivors: li
     if plain.status not in (201, 202):
         raise DrillFailed(f"starting {user.name}'s server again (no options): {plain}")
 
-    def placed() -> Optional[Task]:
-        if user.model() is None:
-            raise DrillFailed(f"{user.name}'s start without options failed: {user.start_failure() or 'no message'}")
-        task = cl.service_task(service_name(user.name))
-        return task if task is not None and task.node else None
-
-    task, _ = wait_for(placed, 120, f"{user.name}'s new server task to be placed on a node", interval=3)
+    task = placed_task(user, cl)
     if task.node not in survivors:
         raise DrillFailed(f"{user.name}'s new server was placed on {task.node}, not on a surviving worker "
                           f"({', '.join(survivors)})")
@@ -519,6 +593,74 @@ def manager_rebooted(lab: Lab, user: HubUser, cl: Cluster, note: str, text: str)
     return result
 
 
+def wait_managers(cl: Cluster, good: Callable[[dict[str, tuple[str, str]]], bool], timeout: float,
+                  what: str) -> tuple[dict[str, tuple[str, str]], float]:
+    """Poll the first manager's list of managers until `good` holds: (that list, seconds); DrillFailed
+    after `timeout`, with the last list or docker's error (no quorum: no list at all)."""
+    last: dict[str, Any] = {}
+
+    def check() -> Optional[dict[str, tuple[str, str]]]:
+        managers, error = cl.managers()
+        last.update(managers=managers, error=error)
+        return managers if managers and good(managers) else None
+
+    try:
+        return wait_for(check, timeout, what, interval=3)
+    except DrillFailed as exc:
+        raise DrillFailed(f"{exc}; `docker node ls` on {cl.manager}: {last.get('error') or last.get('managers')}") \
+            from exc
+
+
+def manager_lost(lab: Lab, user: HubUser, cl: Cluster, note: str, text: str) -> dict[str, Any]:
+    """A manager other than the first powered off hard (three managers): the swarm keeps its quorum,
+    a user's start lands on a surviving notebook node, the manager is back when the VM boots."""
+    loss = manager_loss(lab.spec.cluster)
+    victim = loss.victim
+    expected = len(lab.spec.cluster.managers)
+
+    def back(managers: dict[str, tuple[str, str]], host: str) -> bool:
+        return managers.get(host, ("", ""))[0] == "Ready" and managers[host][1] in REACHABLE
+
+    wait_managers(cl, lambda m: len(m) == expected and all(back(m, h) for h in m), BOOT_TIMEOUT,
+                  f"all {expected} managers Ready and reachable before the drill")
+    user.stop()  # the drill's own start is placed with the manager gone
+    domain = cl.domain(victim)
+    t0 = time.monotonic()
+    cl.virsh("destroy", domain)
+    log(f"{victim} ({domain}) powered off")
+    managers, lost = wait_managers(cl, lambda m: m.get(victim) == ("Down", "Unreachable"), 180,
+                                   f"{victim} listed Down and Unreachable")
+    result: dict[str, Any] = {"manager marked down and unreachable s": lost}
+    problem = quorum_problem(managers, expected)
+    if problem:
+        raise DrillFailed(f"with {victim} powered off: {problem} ({managers})")
+    result["managers reachable"] = sorted(h for h, (_, ms) in managers.items() if ms in REACHABLE)
+
+    # The quorum takes a write: a new service for the user's server, placed on a survivor.
+    t1 = time.monotonic()
+    started = user.start(None)
+    if started.status not in (201, 202):
+        raise DrillFailed(f"starting {user.name}'s server with {victim} (a manager) powered off: {started}")
+    task = placed_task(user, cl)
+    if task.node not in loss.survivors:
+        raise DrillFailed(f"{user.name}'s server was placed on {task.node}, not on a surviving notebook node "
+                          f"({', '.join(loss.survivors)})")
+    user.wait_ready(f"with the manager {victim} lost")
+    result["server ready on a surviving node s"] = round(time.monotonic() - t1, 1)
+    result["server on"] = task.node
+    if user.read_file(note) != text:
+        raise DrillFailed(f"~/{note}, written before the drills, does not read back on {task.node}")
+
+    t2 = time.monotonic()
+    cl.virsh("start", domain)
+    log(f"{victim} booting")
+    wait_managers(cl, lambda m: back(m, victim), BOOT_TIMEOUT,
+                  f"{victim} to be a Ready and reachable manager again after `virsh start`")
+    result["manager back (Ready, reachable) after boot s"] = round(time.monotonic() - t2, 1)
+    result["powered off to back s"] = round(time.monotonic() - t0, 1)
+    return result
+
+
 def run(lab: Lab) -> dict[str, dict[str, Any]]:
     """Every drill, in order; results go to lab.report.notes["drills"] as they come."""
     c = lab.spec.cluster
@@ -551,12 +693,17 @@ def run(lab: Lab) -> dict[str, dict[str, Any]]:
             ("hub_killed", lambda: hub_killed(lab, user, cl, victim, note)),
             ("worker_lost", lambda: worker_lost(lab, user, cl, victim, survivors, note, text)),
             ("manager_rebooted", lambda: manager_rebooted(lab, user, cl, note, text)),
+            ("manager_lost", lambda: manager_lost(lab, user, cl, note, text)),
         ]
         for name, drill in drills:
             log(f"{name} ...")
             t0 = time.monotonic()
             try:
                 results[name] = drill()
+            except DrillSkipped as exc:
+                results[name] = {"skipped": str(exc)}
+                log(f"{name} skipped: {exc}")
+                continue
             except Exception as exc:
                 results[name] = {"failed": str(exc)[:500]}
                 raise
@@ -567,10 +714,16 @@ def run(lab: Lab) -> dict[str, dict[str, Any]]:
         user.stop()
     finally:
         user.close()
-        try:  # a failed drill leaves the cluster up to look at, but not a VM powered off
-            if parse_domstate(cl.virsh("domstate", cl.domain(victim))) == "shut off":
-                log(f"{victim} is powered off: starting it")
-                cl.virsh("start", cl.domain(victim))
-        except (DrillFailed, OSError, subprocess.SubprocessError) as exc:
-            log(f"could not check {victim}'s VM: {exc}")
+        powered_off = [victim]
+        try:
+            powered_off.append(manager_loss(c).victim)
+        except DrillSkipped:
+            pass
+        for host in dict.fromkeys(powered_off):
+            try:  # a failed drill leaves the cluster up to look at, but not a VM powered off
+                if parse_domstate(cl.virsh("domstate", cl.domain(host))) == "shut off":
+                    log(f"{host} is powered off: starting it")
+                    cl.virsh("start", cl.domain(host))
+            except (DrillFailed, OSError, subprocess.SubprocessError) as exc:
+                log(f"could not check {host}'s VM: {exc}")
     return results

@@ -1,6 +1,9 @@
 """The lab lifecycle, like Molecule: create → converge → idempotence → verify → destroy.
 
-    python -m lab ubuntu|centos [--destroy passing|always|never] [--flavour baked|bare] [--drills]
+    python -m lab ubuntu|centos|centos-dm [--destroy passing|always|never] [--flavour baked|bare] [--drills]
+
+Each lab is a spec, lab/<lab>.yml: ubuntu (one manager), centos (three managers, Docker
+on an LVM volume), centos-dm (centos with the seed's devicemapper thin pool).
 
 Phases and their wall times go to lab/reports/<variant>.json and are printed:
 host (host setup), images, box, up, provision, idempotence, verify, drills (with
@@ -41,6 +44,7 @@ LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
 PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills")
+VARIANTS = ("ubuntu", "centos", "centos-dm")  # lab/<variant>.yml, provisioned with provision/<variant>/
 
 
 def log(msg: str) -> None:
@@ -163,9 +167,9 @@ class Lab:
         sh(["bash", str(LAB / "host-setup.sh")], prefix="  host| ")
 
     def baked_packages(self) -> list[str]:
-        """Every apt package the lab's provisioners may install (both variants: one box)."""
+        """Every apt package the lab's provisioners may install (every variant: one box)."""
         names: set[str] = set()
-        for variant in ("ubuntu", "centos"):
+        for variant in VARIANTS:
             for hp in make_plan(load_spec(LAB / f"{variant}.yml")).hosts:
                 for step in hp.steps:
                     names.update(step.packages.get("apt", ()))
@@ -319,14 +323,15 @@ class Lab:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("variant", choices=["ubuntu", "centos"])
+    ap.add_argument("variant", choices=VARIANTS)
     ap.add_argument("--destroy", choices=["passing", "always", "never"], default="passing")
     ap.add_argument("--flavour", choices=["baked", "bare"], default=os.environ.get("CABLAB_FLAVOUR", "baked"))
     ap.add_argument("--box", help="vagrant box (default: the locally built cablab/bookworm-<flavour>)")
     ap.add_argument("--from", dest="start", choices=PHASES, default=PHASES[0],
                     help="start at this phase, on the VMs an earlier run left up (like molecule converge/verify)")
     ap.add_argument("--drills", action="store_true",
-                    help="after verify, the fault drills (lab/drills.py): hub killed, worker lost, manager rebooted")
+                    help="after verify, the fault drills (lab/drills.py): hub killed, worker lost, manager rebooted, "
+                         "and with three managers a manager lost")
     args = ap.parse_args(argv)
 
     lab = Lab(args.variant, args.flavour, args.box)

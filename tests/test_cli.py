@@ -33,7 +33,7 @@ def test_plan_prints_order_and_steps():
     r = invoke("plan", LAB / "centos.yml")
     assert r.exit_code == 0, r.output
     assert "1. node1 192.168.57.11  [manager, nfs-server, hub]  first" in r.output
-    assert "2. node2 192.168.57.12  [worker]  after node1 (mounts its shares and joins its swarm)" in r.output
+    assert "2. node2 192.168.57.12  [manager, notebooks]  after node1 (mounts its shares and joins its swarm)" in r.output
     assert "docker_lvm" in r.output
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cablab_cluster.spec import Role, load_spec
 from lab import drills
 from lab.drills import DrillFailed, Task
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeClock:
@@ -108,3 +114,54 @@ def test_event_stream_messages_of_a_failed_spawn():
     events = drills.event_stream_messages(text)
     assert [e["progress"] for e in events] == [50, 100]
     assert events[-1]["failed"] is True and "node3" in events[-1]["message"]
+
+
+def test_parse_managers_lists_managers_only_and_prefers_a_ready_entry():
+    text = ("node1|Ready|Leader\n"
+            "node2|Ready|Reachable\n"
+            "node3|Down|Unreachable\n"
+            "node4|Ready|\n"  # a worker
+            "node3|Ready|Reachable\n")
+    assert drills.parse_managers(text) == {"node1": ("Ready", "Leader"), "node2": ("Ready", "Reachable"),
+                                           "node3": ("Ready", "Reachable")}
+    assert drills.parse_managers("node3|Down|Unreachable\n") == {"node3": ("Down", "Unreachable")}
+    assert drills.parse_managers("Error response from daemon: The swarm does not have a leader\n") == {}
+
+
+def test_quorum_needs_a_majority_of_the_managers_and_one_leader():
+    two_of_three = {"node1": ("Ready", "Leader"), "node2": ("Ready", "Reachable"), "node3": ("Down", "Unreachable")}
+    assert drills.quorum_problem(two_of_three, 3) is None
+    one_of_three = {**two_of_three, "node2": ("Down", "Unreachable")}
+    assert drills.quorum_problem(one_of_three, 3) == "1 of 3 managers reachable (node1): no quorum"
+    # a manager missing from the list counts as lost
+    assert "no quorum" in drills.quorum_problem({"node1": ("Ready", "Leader")}, 3)
+    no_leader = {"node1": ("Ready", "Reachable"), "node2": ("Ready", "Reachable"), "node3": ("Down", "Unreachable")}
+    assert drills.quorum_problem(no_leader, 3) == "0 leaders (none) among node1, node2"
+
+
+def lab_cluster(name: str):
+    return load_spec(ROOT / "lab" / f"{name}.yml").cluster
+
+
+@pytest.mark.parametrize("lab", ["centos", "centos-dm"])
+def test_manager_lost_powers_off_a_notebook_manager_not_the_hubs(lab):
+    assert drills.manager_loss(lab_cluster(lab)) == drills.ManagerLoss("node3", ("node2",))
+
+
+def test_manager_lost_is_skipped_with_one_manager():
+    with pytest.raises(drills.DrillSkipped, match=r"the spec has 1 manager\(s\): .* needs 3 .*python -m lab centos"):
+        drills.manager_loss(lab_cluster("ubuntu"))
+
+
+def test_manager_lost_spares_the_hubs_host_and_needs_a_surviving_notebook_node():
+    c = lab_cluster("centos")
+    # the hub on node2, notebooks on node3 only: node3 is the only manager to lose, and none is left for users
+    hosts = (c.hosts[0].model_copy(update={"roles": (Role.MANAGER, Role.NFS_SERVER)}),
+             c.hosts[1].model_copy(update={"roles": (Role.MANAGER, Role.HUB)}),
+             c.hosts[2].model_copy(update={"roles": (Role.MANAGER, Role.NOTEBOOKS)}))
+    with pytest.raises(drills.DrillSkipped, match="no notebook node but node3"):
+        drills.manager_loss(c.model_copy(update={"hosts": hosts}))
+    # managers without the notebooks role: every one of them runs notebooks, the last spareable goes
+    plain = tuple(h.model_copy(update={"roles": tuple(r for r in h.roles if r is not Role.NOTEBOOKS)})
+                  for h in c.hosts)
+    assert drills.manager_loss(c.model_copy(update={"hosts": plain})) == drills.ManagerLoss("node3", ("node1", "node2"))

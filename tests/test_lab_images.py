@@ -1,4 +1,4 @@
-"""The lab's image cache keys: both variants share the images (and so one baked box)."""
+"""The lab's image cache keys: every variant shares the images (and so one baked box)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ vagrant = pytest.importorskip("vagrant")  # the lab extra (python-vagrant): lab.
 
 from cablab_cluster.plan import make_plan  # noqa: E402
 from cablab_cluster.spec import load_spec  # noqa: E402
-from lab.harness import image_context, image_digest  # noqa: E402
+from lab.harness import VARIANTS, image_context, image_digest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("key", ["hub", "singleuser"])
-def test_both_variants_share_each_image(key):
+def test_every_variant_shares_each_image(key):
     digests = set()
-    for variant in ("ubuntu", "centos"):
+    for variant in VARIANTS:
         spec = load_spec(ROOT / "lab" / f"{variant}.yml")
         context = image_context(make_plan(spec), ROOT / "provision" / variant, key)
         assert [p.name for p in context][0] == "Dockerfile"

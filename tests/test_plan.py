@@ -47,6 +47,28 @@ def test_lab_ubuntu_order_and_steps():
     assert [[hp.host.name for hp in wave] for wave in plan.waves] == [["node1"], ["node2", "node3"]]
 
 
+def test_lab_centos_managers_join_with_the_manager_token_of_node1():
+    plan = make_plan(load_spec(LAB / "centos.yml"))
+    tokens = {hp.host.name: [(str(i.path), i.from_host) for i in hp.inputs if i.kind is InputKind.JOIN_TOKEN]
+              for hp in plan.hosts}
+    assert tokens == {"node1": [], "node2": [("/etc/cablab/swarm/manager.token", "node1")],
+                      "node3": [("/etc/cablab/swarm/manager.token", "node1")]}
+    joins = {hp.host.name: s.params.role for hp in plan.hosts for s in hp.steps if s.kind == 'swarm_join'}
+    assert joins == {"node2": "manager", "node3": "manager"}
+    # the notebook image only where notebooks run: not on node1, a manager too
+    images = {hp.host.name: [s.params.key for s in hp.steps if s.kind == 'image'] for hp in plan.hosts}
+    assert images == {"node1": ["hub"], "node2": ["singleuser"], "node3": ["singleuser"]}
+
+
+def test_a_saved_image_is_not_needed_only_under_the_engines_storage_driver():
+    """A box's images under overlay2 are not there once Docker runs devicemapper: the tarball is needed."""
+    for lab, driver in (("centos", "overlay2"), ("centos-dm", "devicemapper")):
+        item = make_plan(load_spec(LAB / f"{lab}.yml")).for_host("node2").inputs[1]
+        assert item.kind is InputKind.IMAGE
+        assert item.unless == (f"[ \"$(docker info --format '{{{{.Driver}}}}' 2>/dev/null)\" = {driver} ] && "
+                               "docker image inspect cablab/singleuser:lab >/dev/null 2>&1")
+
+
 def test_waves_follow_the_order_between_hosts():
     plan = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
     assert [[hp.host.name for hp in wave] for wave in plan.waves] == [["nas"], ["hub"], ["w1", "w2"]]

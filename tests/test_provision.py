@@ -11,7 +11,7 @@ from cablab_cluster.spec import load_spec
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.mark.parametrize("variant", ["ubuntu", "centos"])
+@pytest.mark.parametrize("variant", sorted(p.stem for p in (ROOT / "lab").glob("*.yml")))  # every lab spec
 def test_provision_dir_is_fresh(variant):
     files = render_plan(make_plan(load_spec(ROOT / "lab" / f"{variant}.yml")))
     out = ROOT / "provision" / variant

@@ -17,15 +17,15 @@ import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
 from cablab_cluster.plan import make_plan
-from cablab_cluster.render import MARKER, render_plan, write_tree
-from cablab_cluster.spec import load_spec
+from cablab_cluster.render import MARKER, notebook_placement, render_plan, write_tree
+from cablab_cluster.spec import Role, load_spec
 
 HERE = Path(__file__).parent
 SPECS = HERE / "fixtures" / "specs"
 SNAPSHOTS = HERE / "fixtures" / "rendered"
 LAB = HERE.parent / "lab"
 FIXTURE_SPECS = sorted(p.stem for p in SPECS.glob("*.yml"))
-ALL_SPECS = [SPECS / f"{n}.yml" for n in FIXTURE_SPECS] + [LAB / "ubuntu.yml", LAB / "centos.yml"]
+ALL_SPECS = [SPECS / f"{n}.yml" for n in FIXTURE_SPECS] + sorted(LAB.glob("*.yml"))
 UPDATE = os.environ.get("CABLAB_UPDATE_SNAPSHOTS") == "1"
 
 
@@ -119,6 +119,22 @@ def test_fstab_mounts_are_netdev_and_cube_read_only():
         "192.168.56.11:/srv/nfs/cube /srv/cablab/cube nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0",
         "192.168.56.11:/srv/nfs/notebooks /srv/cablab/notebooks nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0",
     ]
+
+
+def test_users_servers_are_placed_on_the_notebook_hosts_only():
+    assert notebook_placement(load_spec(LAB / "ubuntu.yml").cluster) == ["node.role == worker"]
+    # three managers, notebooks on node2/node3: node1 (hub, NFS) is a manager too, left out by name
+    centos = load_spec(LAB / "centos.yml").cluster
+    assert notebook_placement(centos) == ["node.role == manager", "node.hostname != node1"]
+    assert notebook_placement(load_spec(SPECS / "three-managers-devicemapper.yml").cluster) == ["node.role == worker"]
+    assert notebook_placement(load_spec(SPECS / "single-host.yml").cluster) == ["node.role == manager"]
+    # notebooks on a manager and a worker: no common role, every other swarm host left out by name
+    mixed = tuple(h.model_copy(update={"roles": (*h.roles, Role.NOTEBOOKS)}) if h.name == "node2" else h
+                  for h in centos.hosts)
+    mixed = (*mixed[:2], mixed[2].model_copy(update={"roles": (Role.WORKER, Role.NOTEBOOKS)}))
+    assert notebook_placement(centos.model_copy(update={"hosts": mixed})) == ["node.hostname != node1"]
+    data = json.loads(rendered(LAB / "centos.yml")["hub/cablab.json"])["spawner"]
+    assert (data["notebook_nodes"], data["placement"]) == (["node2", "node3"], notebook_placement(centos))
 
 
 def test_dockerfiles_take_the_base_as_a_build_arg():

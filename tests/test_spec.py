@@ -3,8 +3,11 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cablab_cluster.spec import Role, SpecError, StorageDriver, load_spec
+
+LAB = Path(__file__).parent.parent / "lab"
 
 
 def problems(path: Path) -> list[str]:
@@ -30,6 +33,41 @@ def test_lab_specs_are_valid():
         assert spec.userlist.admins == ("alice",)
     assert load_spec(Path(__file__).parent.parent / "lab" / "centos.yml").cluster.docker.storage.driver \
         is StorageDriver.LVM
+    # one manager in the ubuntu lab; three in the centos lab, notebooks still on node2/node3 only
+    assert [h.name for h in load_spec(LAB / "ubuntu.yml").cluster.managers] == ["node1"]
+    assert [h.name for h in load_spec(LAB / "centos.yml").cluster.managers] == ["node1", "node2", "node3"]
+
+
+def test_the_devicemapper_lab_is_the_centos_lab_but_its_storage_and_network():
+    """lab/centos-dm.yml runs the seed's thin pool; in all else it stays lab/centos.yml."""
+    centos, dm = (yaml.safe_load((LAB / f"{n}.yml").read_text()) for n in ("centos", "centos-dm"))
+    c = load_spec(LAB / "centos-dm.yml").cluster
+    assert c.docker.storage.driver is StorageDriver.DEVICEMAPPER and c.docker.major == 20
+    assert (dm.pop("name"), centos.pop("name")) == ("lab-centos-dm", "lab-centos")
+    assert dm["docker"].pop("version") == "20.10"
+    assert dm["docker"]["storage"].pop("driver") == "devicemapper-direct-lvm"
+    assert centos["docker"]["storage"].pop("driver") == "lvm"
+    assert dm["hub"].pop("public_host") == "hub.lab-centos-dm.test"
+    centos["hub"].pop("public_host")
+    for a, b in zip(dm["hosts"], centos["hosts"]):  # its own libvirt network: both labs may stand at once
+        assert a.pop("address").removeprefix("192.168.58.") == b.pop("address").removeprefix("192.168.57.")
+    assert dm == centos
+
+
+def test_notebooks_role_needs_a_swarm_node(write_spec):
+    def notebooks_only(d):
+        d["hosts"].append({"name": "node4", "address": "192.168.56.14", "roles": ["notebooks"]})
+
+    assert "hosts[3].roles: needs exactly one of `manager` or `worker`" in one(write_spec(notebooks_only))
+
+
+def test_notebooks_role_places_servers_on_some_managers(write_spec):
+    def three(d):
+        for h in d["hosts"][1:]:
+            h["roles"] = ["manager", "notebooks"]
+
+    c = load_spec(write_spec(three)).cluster
+    assert [h.name for h in c.notebook_hosts] == ["node2", "node3"]
 
 
 def test_unknown_key_names_path_line_and_suggestion(write_spec):
@@ -57,7 +95,7 @@ def test_bad_address(write_spec):
 
 def test_bad_enum(write_spec):
     line = one(write_spec(lambda d: d["hosts"][0]["roles"].append("consul")))
-    assert "hosts[0].roles[3]: 'consul' is not allowed (hint: use one of: 'manager', 'worker', 'nfs-server' or 'hub')" in line
+    assert "hosts[0].roles[3]: 'consul' is not allowed (hint: use one of: 'manager', 'worker', 'nfs-server', 'hub' or 'notebooks')" in line
 
 
 def test_two_managers_rejected_with_quorum_reason(write_spec):
@@ -225,7 +263,7 @@ def test_yaml_syntax_error_has_a_line(spec_dir):
 
 
 def test_roles_enum():
-    assert {r.value for r in Role} == {"manager", "worker", "nfs-server", "hub"}
+    assert {r.value for r in Role} == {"manager", "worker", "nfs-server", "hub", "notebooks"}
 
 
 def test_a_long_value_is_echoed_cut(write_spec):

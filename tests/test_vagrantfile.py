@@ -24,7 +24,7 @@ def validate(variant: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
                           capture_output=True, timeout=300)
 
 
-@pytest.mark.parametrize("variant", ["ubuntu", "centos"])
+@pytest.mark.parametrize("variant", ["ubuntu", "centos", "centos-dm"])
 def test_vagrant_validate(variant, tmp_path):
     for args in ((), ("--ignore-provider",)):
         out = validate(variant, tmp_path, *args)

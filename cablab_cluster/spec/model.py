@@ -128,6 +128,7 @@ class Role(str, Enum):
     WORKER = "worker"
     NFS_SERVER = "nfs-server"
     HUB = "hub"
+    NOTEBOOKS = "notebooks"
 
 
 class VM(Strict):
@@ -147,8 +148,10 @@ class Host(Strict):
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
     """IP address used inside the cluster (no IPv6 zone id)."""
     roles: tuple[Role, ...] = Field(min_length=1)
-    """one of `manager`/`worker`, plus `nfs-server` and `hub`; a host with only `nfs-server` is a storage host
-    outside the swarm."""
+    """one of `manager`/`worker`, plus `nfs-server`, `hub` and `notebooks`; a host with only `nfs-server` is a
+    storage host outside the swarm. `notebooks` on some swarm hosts runs users' servers there only (e.g. three
+    managers, the hub's host not among them); without it they run on every worker, or every manager if there are
+    none."""
     vm: VM = VM()
     """sizes the host as a lab VM (ignored on real hosts)."""
 
@@ -166,6 +169,11 @@ class Host(Strict):
     @property
     def is_worker(self) -> bool:
         return Role.WORKER in self.roles
+
+    @property
+    def swarm_role(self) -> Optional[Role]:
+        """manager or worker; None for a storage host outside the swarm."""
+        return Role.MANAGER if self.is_manager else Role.WORKER if self.is_worker else None
 
 
 class Swarm(Strict):
@@ -514,8 +522,10 @@ class Cluster(Strict):
 
     @property
     def notebook_hosts(self) -> tuple[Host, ...]:
-        """Where user servers may run: the workers, or the managers if there are none."""
-        return self.workers or self.managers
+        """Where user servers may run: the hosts with the role `notebooks`; without any, the workers, or the
+        managers if there are none."""
+        chosen = tuple(h for h in self.hosts if Role.NOTEBOOKS in h.roles)
+        return chosen or self.workers or self.managers
 
     def share(self, name: str) -> Share:
         return next(s for s in self.shares if s.name == name)

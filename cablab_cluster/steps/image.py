@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from ..spec import Cluster, Host, Image, ImageSource, Role
 from . import Input, InputKind, register
+from .docker_engine import storage_driver
 
 if TYPE_CHECKING:
     from ..render import Renderer
@@ -33,9 +34,13 @@ def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
     if p.image.source is not ImageSource.LOAD:
         return ()
     assert p.image.tarball is not None
+    # Present only under the storage driver the engine step sets: images a box keeps under overlay2
+    # are not there for devicemapper.
+    driver = storage_driver(c.docker)
     return (Input(InputKind.IMAGE, p.image.tarball, "0644", p.key,
                   f"the saved image {p.image.name} (docker save {shlex.quote(p.image.name)} | gzip)",
-                  unless=f"docker image inspect {shlex.quote(p.image.name)} >/dev/null 2>&1"),)
+                  unless=f"[ \"$(docker info --format '{{{{.Driver}}}}' 2>/dev/null)\" = {driver} ] && "
+                         f"docker image inspect {shlex.quote(p.image.name)} >/dev/null 2>&1"),)
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
