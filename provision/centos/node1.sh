@@ -1688,7 +1688,8 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
       "node3"
     ],
     "placement": [
-      "node.role == worker"
+      "node.role == manager",
+      "node.hostname != node1"
     ],
     "read_only_volumes": {
       "/srv/cablab/cube": "/mnt/cablab/cube",

@@ -376,8 +376,16 @@ if [ "$state" != active ]; then
   [ -n "$token" ] || die "no $role join token: copy $token_file from $manager_name to this host (mode 0600), or export CABLAB_SWARM_TOKEN=\$(ssh $manager_name sudo docker swarm join-token -q $role)"
   printf '+ docker swarm join --token *** %s\n' "$manager" >>"$CABLAB_LOG"
   if ! docker swarm join --token "$token" --advertise-addr "$addr" --listen-addr "$addr:2377" "$manager" >>"$CABLAB_LOG" 2>&1; then
-    tail -n 5 "$CABLAB_LOG" >&2
-    die "docker swarm join to $manager failed (token for ${role}s? manager reachable?)"
+    # "Timeout was reached before node joined" (20 s): the join goes on in the background, e.g. a
+    # manager waiting for raft to add another manager that joins at the same time. Wait it out.
+    for _ in $(seq 60); do
+      [ "$(swarm_state)" = pending ] || break
+      sleep 5
+    done
+    if [ "$(swarm_state)" != active ]; then
+      tail -n 5 "$CABLAB_LOG" >&2
+      die "docker swarm join to $manager failed (token for ${role}s? manager reachable?)"
+    fi
   fi
   changed "joined the swarm as $role"
 fi

@@ -1,0 +1,535 @@
+"""The hub's own Python: configured from data, shipped beside jupyterhub_config.py.
+
+This file runs inside the hub container (JupyterHub, dockerspawner, oauthenticator,
+aiohttp; the standard library) and is unit-tested in cablab-cluster's fast suite.
+It is delivered as a docker swarm config, so a change rolls the hub without a new
+image. `configure(c, data)` is the only entry point; `data` is cablab.json, which
+`cablab-cluster render` writes from the validated spec (JSON: data, never code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from aiohttp import ThreadedResolver
+from docker.errors import APIError
+from dockerspawner import SwarmSpawner
+from oauthenticator.github import GitHubOAuthenticator
+from tornado import web
+from traitlets import Dict, Float, List, Unicode
+
+
+
+
+def secrets_dir() -> Path:
+    """Where docker puts the hub's swarm secrets (another place in tests)."""
+    return Path(os.environ.get("CABLAB_SECRETS_DIR", "/run/secrets"))
+
+
+def secret(name: str) -> str:
+    """A docker swarm secret's content, stripped."""
+    return (secrets_dir() / name).read_text(encoding="utf-8").strip()
+
+
+# --- Name resolution for the hub's own HTTP client ----------------------------
+# A user's server is the swarm service jupyter-<name>; every start is a new
+# service, with a new address, under the same name. JupyterHub's client resolves
+# with c-ares (aiodns), which keeps answers for their TTL (600 s from Docker's
+# DNS), and aiohttp keeps them 10 s more on top: a server started again within
+# ten minutes was looked for at its old address and never became ready. Ask the
+# system resolver on every connection, with neither cache.
+
+
+class SystemResolver(ThreadedResolver):
+    """getaddrinfo() per connection, no cache; bound to the loop that uses it."""
+
+    def __init__(self) -> None:  # ThreadedResolver binds the running loop, none while config loads
+        pass
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+
+# --- LAB ONLY: a password form beside the GitHub button -----------------------
+# Used only when cablab.json says `lab_password: true`, which render writes only
+# for a spec with `lab: true` (validation refuses `lab_password` elsewhere).
+
+LAB_LOGIN_HTML = """
+<div class="service-login">
+  <a role="button" class="btn btn-jupyter btn-lg" href="{{ authenticator_login_url }}">Sign in with GitHub</a>
+</div>
+<form action="{{ login_url }}?next={{ next }}" method="post" role="form" id="lab-login">
+  <div class="auth-form-header"><h1>Lab sign-in</h1></div>
+  <div class="auth-form-body m-auto">
+    <p class="text-muted">This is a lab cluster: users of the userlist may sign in with the lab password.</p>
+    {% if login_error %}<p class="login_error">{{ login_error }}</p>{% endif %}
+    <input type="hidden" name="_xsrf" value="{{ xsrf }}" />
+    <label for="username_input">Username:</label>
+    <input id="username_input" type="text" autocapitalize="off" autocorrect="off" autocomplete="username"
+           class="form-control" name="username" value="{{ username or '' }}" autofocus="autofocus" />
+    <label for="password_input">Password:</label>
+    <input id="password_input" type="password" class="form-control" autocomplete="current-password"
+           name="password" />
+    <div class="feedback-container">
+      <input id="login_submit" type="submit" class="btn btn-jupyter form-control" value="Sign in" tabindex="3" />
+    </div>
+  </div>
+</form>
+"""
+
+
+class LabPasswordGitHubOAuthenticator(GitHubOAuthenticator):
+    """GitHub OAuth as on a real cluster, plus the generated lab password for userlist users."""
+
+    def get_custom_html(self, base_url: str) -> str:
+        return LAB_LOGIN_HTML
+
+    async def authenticate(self, handler: Any, data: Mapping[str, str] | None = None, **kwargs: Any):
+        if data and "password" in data:
+            name = self.normalize_username(data.get("username", ""))
+            ok = hmac.compare_digest(data["password"].encode(), secret("lab_password").encode())
+            return {"name": name, "auth_state": None} if ok and name in self.allowed_users | self.admin_users else None
+        return await super().authenticate(handler, data, **kwargs)
+
+
+# --- The user's home and the server's placement --------------------------------
+
+
+# Run as the notebook user (root_squash: the hub's root is nobody on the share): make
+# the home 0700 if it is missing, then each link to a read-only share, replacing an empty
+# directory left by an older layout; anything else of the user's is left alone.
+# sh -c MAKE_HOME sh HOME REL TARGET [REL TARGET ...]
+_MAKE_HOME = r"""
+set -eu
+home=$1; shift
+[ -d "$home" ] || mkdir -m 0700 "$home"
+while [ "$#" -ge 2 ]; do
+  path=$home/$1 target=$2; shift 2
+  if [ -L "$path" ]; then
+    [ "$(readlink "$path")" = "$target" ] && continue
+    rm -f "$path"
+  elif [ -d "$path" ] && [ -z "$(ls -A "$path")" ]; then
+    rmdir "$path"
+  elif [ -e "$path" ]; then
+    echo "$path exists and is not a link to $target: left as it is" >&2
+    continue
+  fi
+  mkdir -p "$(dirname "$path")"
+  ln -s "$target" "$path"
+done
+"""
+
+
+def make_home(home: Path, uid: int, gid: int, links: Mapping[str, str]) -> None:
+    """The user's home on the NFS share (mode 0700) with links to the read-only shares,
+    all made as the notebook user: the share is root_squashed, so neither the hub (root)
+    nor dockerd may create anything in it."""
+    if home.is_dir() and all(os.path.islink(home / rel) and os.readlink(home / rel) == target
+                             for rel, target in links.items()):
+        return
+    pairs = [arg for rel, target in sorted(links.items()) for arg in (rel, target)]
+    subprocess.run(["sh", "-c", _MAKE_HOME, "sh", str(home), *pairs], check=True, user=uid, group=gid, extra_groups=[])
+
+
+def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
+    home_root = Path(spawner_data["home_root"])
+    links = dict(spawner_data["home_links"])
+    nodes = list(spawner_data["notebook_nodes"])
+    placement = list(spawner_data["placement"])
+    uid, gid = int(spawner_data["uid"]), int(spawner_data["gid"])
+
+    def pre_spawn_hook(spawner: Any) -> None:
+        """Make the home, then place the server (user option `node` pins it to a notebook node)."""
+        make_home(home_root / spawner.user.name, uid, gid, links)
+        constraints = list(placement)
+        node = (spawner.user_options or {}).get("node")
+        if node:
+            if node not in nodes:
+                raise ValueError(f"node {node!r} does not run notebooks; use one of {', '.join(nodes)}")
+            constraints.append(f"node.hostname == {node}")
+        spawner.extra_placement_spec = {"constraints": constraints}
+
+    return pre_spawn_hook
+
+
+# --- Faults: a server lost with its node, a start that cannot be placed ----------
+# Swarm keeps reporting a task as "running" while its node is down (the node cannot
+# say otherwise), and dockerspawner's poll and start loop read the task's state only:
+# the hub said `ready` for a server whose VM was gone, and a start constrained to a
+# down node waited "pending" for the whole start timeout. Here poll also asks for the
+# task's node, the start loop gives up on a task swarm cannot place, and a `node`
+# user option names a node only for the start that sent it.
+
+TASK_STARTING = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "rejected"})
+UNPLACEABLE = "no suitable node"  # swarm's scheduler: "no suitable node (scheduling constraints not ...)"
+UNSCHEDULABLE_GRACE = 20.0  # s a server's task may wait for a node that can take it
+ONE_SHOT_OPTIONS = ("node",)  # user options that apply to the start that sent them only
+
+
+def task_state(task: Mapping[str, Any]) -> str:
+    return str((task.get("Status") or {}).get("State") or "unknown").lower()
+
+
+def unplaceable_reason(task: Mapping[str, Any]) -> str | None:
+    """Swarm's reason why it cannot place a pending task ("no suitable node (...)"), or None."""
+    status = task.get("Status") or {}
+    err = str(status.get("Err") or "")
+    return err if task_state(task) == "pending" and UNPLACEABLE in err else None
+
+
+def node_problem(node: Mapping[str, Any] | None, *, for_new_servers: bool = False) -> str | None:
+    """Why a swarm node cannot run a user's server, or None.
+
+    A running server needs its node `ready`, or `unknown` (a manager that has just
+    started has not heard from its nodes yet: the node turns `ready` or `down` within
+    seconds); a new one needs it `ready` and `active` (`pause` keeps running tasks,
+    `drain` moves them away)."""
+    if node is None:
+        return "not in the swarm"
+    state = str((node.get("Status") or {}).get("State") or "unknown")
+    availability = str((node.get("Spec") or {}).get("Availability") or "unknown")
+    if state != "ready" and (for_new_servers or state != "unknown"):
+        return f"{state} (swarm node state)"
+    if for_new_servers and availability != "active":
+        return f"{availability} (swarm node availability)"
+    return None
+
+
+def lost_reason(task: Mapping[str, Any] | None, node: Mapping[str, Any] | None) -> str | None:
+    """Why a started server no longer serves (poll's answer), or None while its task
+    runs on a ready node. `node` is the task's node (None: not found)."""
+    if task is None:
+        return "its swarm task is gone"
+    state = task_state(task)
+    if state != "running":
+        status = task.get("Status") or {}
+        detail = status.get("Err") or status.get("Message") or ""
+        return f"its swarm task is {state}" + (f": {detail}" if detail else "")
+    problem = node_problem(node)
+    if problem:
+        name = ((node or {}).get("Description") or {}).get("Hostname") or task.get("NodeID") or "?"
+        return f"its node {name} is {problem}"
+    return None
+
+
+def node_refusal(hostname: str, nodes: Sequence[Mapping[str, Any]], notebook_nodes: Sequence[str]) -> str | None:
+    """Why a new server may not be pinned to `hostname` (None: a node of that name is Ready and
+    Active). A node that left and joined again is listed twice (the old entry down): any will do."""
+    same = [n for n in nodes if (n.get("Description") or {}).get("Hostname") == hostname]
+    problems = [node_problem(n, for_new_servers=True) for n in same] or ["not in the swarm"]
+    if any(p is None for p in problems):
+        return None
+    usable = sorted({(n.get("Description") or {}).get("Hostname") for n in nodes
+                     if node_problem(n, for_new_servers=True) is None} & set(notebook_nodes))
+    return (f"node {hostname} cannot take a new server now: it is {problems[0]}. Start without the `node` "
+            f"option to be placed on any ready node" + (f", or name one of {', '.join(usable)}" if usable else ""))
+
+
+def forget_one_shot_options(spawner: Any) -> None:
+    """Drop the one-shot options from the options JupyterHub keeps for the next start
+    (a start without a body reuses them): this start still sees them."""
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    kept = dict(getattr(orm_spawner, "user_options", None) or {})
+    if orm_spawner is not None and any(k in kept for k in ONE_SHOT_OPTIONS):
+        orm_spawner.user_options = {k: v for k, v in kept.items() if k not in ONE_SHOT_OPTIONS}
+
+
+class CablabSwarmSpawner(SwarmSpawner):
+    """dockerspawner's SwarmSpawner, aware of swarm nodes: see the section's comment."""
+
+    notebook_nodes = List(Unicode(), config=True, help="Nodes that run notebooks (named in refusals).")
+    unplaceable_grace = Float(UNSCHEDULABLE_GRACE, config=True, help="""Seconds a start may stay unplaceable
+        (swarm: "no suitable node": a node named that is down, no node with the reservation free) before it
+        fails with swarm's reason, instead of waiting for start_timeout.""")
+    resources = Dict(config=True, help="{'default': {limits, reservations}, 'users': {name: {...}}} from cablab.json")
+
+    def user_resources(self) -> Mapping[str, Any]:
+        return (self.resources.get("users") or {}).get(self.user.name) or self.resources.get("default") or {}
+    start_check_interval = Float(1.0, config=True, help="""Seconds between the start loop's first task
+        checks (then 1.5 times longer each time, up to 5 s).""")
+
+    async def swarm_node(self, node_id: str | None) -> dict | None:
+        """The swarm node's record (docker node inspect), None when it is not in the swarm."""
+        if not node_id:
+            return None
+        try:
+            return await self.docker("inspect_node", node_id)
+        except APIError as e:
+            if e.response is not None and e.response.status_code == 404:
+                return None
+            raise
+
+    async def poll(self):
+        task = await self.get_task()
+        if task is None:
+            self.log.warning("Service %s not found", self.service_name)
+            return 0
+        node = await self.swarm_node(task.get("NodeID")) if task_state(task) == "running" else None
+        reason = lost_reason(task, node)
+        if reason:
+            # JupyterHub does not stop a server that poll calls dead: remove the service
+            # here, or swarm restarts its task on another node, where nobody uses it.
+            self.log.warning("%s's server is lost: %s; removing %s", self.user.name, reason, self.service_name)
+            try:
+                await self.remove_object()
+            except APIError as e:
+                self.log.warning("Removing %s: %s (the next start removes it)", self.service_name, e)
+        return reason
+
+    async def start(self):
+        apply_resources(self, self.user_resources())
+        node = (self.user_options or {}).get("node")
+        forget_one_shot_options(self)
+        if node:
+            refusal = node_refusal(str(node), await self.docker("nodes"), self.notebook_nodes)
+            if refusal:
+                raise web.HTTPError(400, refusal)
+        return await super().start()
+
+    async def start_object(self):
+        """Wait for the service's task to run (SwarmSpawner's loop), but fail within
+        `unplaceable_grace` seconds, with swarm's reason, when no node can take it."""
+        loop = asyncio.get_running_loop()
+        dt = self.start_check_interval
+        watch = SchedulingWatch(self.unplaceable_grace)
+        while True:
+            task = await self.get_task()
+            if not task:
+                raise RuntimeError(f"Service {self.service_name} not found")
+            state = task_state(task)
+            if state not in TASK_STARTING:
+                break
+            err = watch.observe(task, loop.time())
+            if err:
+                message = refusal(self.user.name, self.user_resources().get("reservations") or {}, err)
+                self.log.warning("Giving up on %s: %s", self.service_name, message)
+                raise Unschedulable(message)
+            await asyncio.sleep(dt)
+            dt = min(dt * 1.5, 5.0)
+        if state != "running":
+            status = task.get("Status") or {}
+            raise RuntimeError(f"Service {self.service_name} not running: {status.get('Err') or status}")
+
+
+# --- Everything, from data ------------------------------------------------------
+
+HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing of its siblings
+
+
+
+def configure(c: Any, data: Mapping[str, Any]) -> None:
+    """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
+    # Proxy: its own swarm service (it outlives hub restarts, and the hub does not
+    # wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
+    c.JupyterHub.public_url = data["public_url"]
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = data["proxy_api_url"]
+    c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
+    c.JupyterHub.hub_ip = "0.0.0.0"
+    c.JupyterHub.hub_connect_ip = data["hub_connect_ip"]
+    c.JupyterHub.cookie_secret_file = str(secrets_dir() / "cookie_secret")
+    c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+    c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
+    c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
+    # HTTPS only, remembered by browsers for a year (the proxy redirects plain HTTP).
+    c.JupyterHub.tornado_settings = {"headers": {"Strict-Transport-Security": HSTS}}
+
+    # Who may log in: exactly the userlist. A user removed from it loses access
+    # (JupyterHub's default, allow_existing_users, would keep everyone in the database).
+    c.Authenticator.allowed_users = set(data["allowed_users"])
+    c.Authenticator.admin_users = set(data["admin_users"])
+    c.Authenticator.allow_existing_users = False
+
+    gh = data["github"]
+    c.GitHubOAuthenticator.client_id = gh["client_id"]
+    c.GitHubOAuthenticator.client_secret = secret("github_client_secret")
+    c.GitHubOAuthenticator.oauth_callback_url = gh["callback_url"]
+    if gh["allowed_organizations"]:
+        # Members of these organisations are admitted too (a union with the userlist);
+        # reading private memberships needs the read:org scope.
+        c.GitHubOAuthenticator.allowed_organizations = set(gh["allowed_organizations"])
+        c.GitHubOAuthenticator.scope = ["read:org"]
+    c.JupyterHub.authenticator_class = LabPasswordGitHubOAuthenticator if data["lab_password"] else "github"
+
+    # Spawner: one swarm service per user, on the overlay network.
+    sp = data["spawner"]
+    c.JupyterHub.spawner_class = CablabSwarmSpawner  # SwarmSpawner aware of swarm nodes (faults section)
+    c.SwarmSpawner.image = sp["image"]
+    # Explicit: without it dockerspawner inspects the image on the hub's own node to
+    # read its CMD, and the hub's node need not hold the single-user image.
+    c.SwarmSpawner.cmd = ["jupyterhub-singleuser"]
+    c.SwarmSpawner.network_name = sp["network"]
+    c.SwarmSpawner.use_internal_ip = True
+    c.SwarmSpawner.start_timeout = 600
+    c.SwarmSpawner.http_timeout = 300
+    c.SwarmSpawner.notebook_dir = sp["home_target"]
+    c.Spawner.default_url = sp["default_url"]
+    # The user's home follows them to any node: a directory of the NFS share,
+    # mounted at the same place on every host. raw_username: the GitHub login as is
+    # (dockerspawner's {username} is escaped: a-b → a-2db).
+    c.SwarmSpawner.volumes = {sp["home_root"].rstrip("/") + "/{raw_username}": sp["home_target"]}
+    c.SwarmSpawner.read_only_volumes = dict(sp["read_only_volumes"])
+    c.Spawner.pre_spawn_hook = make_pre_spawn_hook(sp)
+
+    # Faults (CablabSwarmSpawner): a server lost with its node is noticed within
+    # poll_interval (+10 % jitter) after swarm marks the node down (~15 s): <= 60 s.
+    c.Spawner.poll_interval = 15
+    c.CablabSwarmSpawner.notebook_nodes = list(sp["notebook_nodes"])
+    configure_operations(c, data)
+
+
+# --- Operating the hub over months: idle culler, metrics, per-user resources ----
+# Everything below comes from cablab.json's `cull` and `resources` (the spec's
+# hub.users.cull / limits / reservations / overrides) and the `metrics_token` secret.
+
+CULLER = "idle-culler"  # the hub-managed service (and its role) that stops idle servers
+METRICS = "metrics"  # the token-only service (and its role) Prometheus scrapes /hub/metrics as
+
+
+def activity_interval(timeout: int) -> int:
+    """How often activity reaches the hub (user servers report it, the hub reads the proxy's):
+    a quarter of the idle timeout, within 30 s and JupyterHub's default 300 s, so an active
+    server always reports well inside the timeout."""
+    return max(30, min(300, timeout // 4))
+
+
+def culler_service(cull: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """jupyterhub-idle-culler as a hub-managed service, and its role (JupyterHub RBAC: what it reads
+    and stops; it never deletes users, so no admin:users)."""
+    service = {
+        "name": CULLER,
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(cull['timeout'])}",
+                    f"--cull-every={int(cull['every'])}", f"--max-age={int(cull['max_age'])}"],
+    }
+    role = {"name": CULLER, "services": [CULLER],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
+    return service, role
+
+
+def metrics_service(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A service without a process: its API token (the `metrics_token` secret) may read /hub/metrics."""
+    return {"name": METRICS, "api_token": token}, {"name": METRICS, "services": [METRICS], "scopes": ["read:metrics"]}
+
+
+class SchedulingWatch:
+    """Decides when a server's swarm task will not be placed: docker keeps such a task `pending`
+    with `Status.Err` "no suitable node (...)" (insufficient resources, constraints not met) and
+    would wait for the whole start timeout. Unschedulable for `grace` s without a break: give up."""
+
+    def __init__(self, grace: float = UNSCHEDULABLE_GRACE):
+        self.grace = grace
+        self.since: Optional[float] = None
+
+    def observe(self, task: Optional[Mapping[str, Any]], now: float) -> Optional[str]:
+        """docker's reason (Status.Err) once the task has been unschedulable for `grace` s, else None."""
+        err = unplaceable_reason(task or {})
+        if err is None:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = now
+        return err if now - self.since >= self.grace else None
+
+
+def _amount(resources: Mapping[str, Any]) -> str:
+    parts = [f"{resources['memory']} of memory" if resources.get("memory") else "",
+             f"{resources['cpus']:g} CPUs" if resources.get("cpus") else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def refusal(user: str, reservations: Mapping[str, Any], docker_err: str) -> str:
+    """What the user reads when no node will take their server."""
+    if "insufficient resources" in docker_err and _amount(reservations):
+        why = f"no notebook node has {_amount(reservations)} free to reserve for {user}'s server"
+        hint = "try again when other servers have stopped, or ask an admin to lower your reservation"
+    else:
+        why = f"no notebook node can take {user}'s server"
+        hint = "the node you asked for may be down or full; try another one or none, or ask an admin"
+    return f"{why} (docker: {docker_err}); {hint}"
+
+
+class Unschedulable(web.HTTPError):
+    """The spawn failed because the swarm will not place the server; the hub shows `jupyterhub_message`."""
+
+    def __init__(self, message: str):
+        super().__init__(503, message)  # the service (a node for the server) is not available now
+        self.jupyterhub_message = message
+
+
+def apply_resources(spawner: Any, resources: Mapping[str, Any]) -> None:
+    """A user's limits and reservations onto SwarmSpawner's traits (→ the service's Resources)."""
+    limits, reservations = resources.get("limits") or {}, resources.get("reservations") or {}
+    spawner.mem_limit = limits.get("memory")
+    spawner.cpu_limit = limits.get("cpus")
+    spawner.mem_guarantee = reservations.get("memory")
+    spawner.cpu_guarantee = reservations.get("cpus")
+
+
+def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
+    """Culler, metrics and per-user resources; called at the end of `configure`."""
+    services: list[dict[str, Any]] = []
+    roles: list[dict[str, Any]] = []
+    cull = data["cull"]
+    if cull["enabled"]:
+        service, role = culler_service(cull)
+        services.append(service)
+        roles.append(role)
+        interval = activity_interval(int(cull["timeout"]))
+        c.JupyterHub.last_activity_interval = interval  # the proxy's record of each server's traffic
+        environment = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
+        c.Spawner.environment = {**environment, "JUPYTERHUB_ACTIVITY_INTERVAL": str(interval)}
+    service, role = metrics_service(secret("metrics_token"))
+    services.append(service)
+    roles.append(role)
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+    c.JupyterHub.authenticate_prometheus = True  # JupyterHub's default, stated: /hub/metrics needs read:metrics
+
+    c.CablabSwarmSpawner.resources = dict(data["resources"])  # (the spawner class is set by `configure`)
+    default = data["resources"]["default"]
+    # The defaults also as plain SwarmSpawner settings (what an admin reading the config sees).
+    c.SwarmSpawner.mem_limit = default["limits"].get("memory")
+    c.SwarmSpawner.cpu_limit = default["limits"].get("cpus")
+    c.SwarmSpawner.mem_guarantee = default["reservations"].get("memory")
+    c.SwarmSpawner.cpu_guarantee = default["reservations"].get("cpus")
+
+
+# --- Backups: `python3 cablab_hub.py backup-db SRC DST`, run by backup.sh inside the hub ---
+
+
+def backup_db(src: str, dst: str) -> None:
+    """A consistent copy of the sqlite database `src` while the hub keeps writing (sqlite's online backup)."""
+    import sqlite3
+
+    tmp = f"{dst}.part"
+    Path(tmp).unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(tmp)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, dst)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 3 and argv[0] == "backup-db":
+        backup_db(argv[1], argv[2])
+        return 0
+    print("usage: cablab_hub.py backup-db SRC DST", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Restore the hub of cluster lab-centos-dm from a directory made by backup.sh:
+#   /opt/cablab/hub/restore.sh BACKUP_DIR [--with-config]
+# Checks the manifest's sums, stops the hub (the proxy and the users' servers keep running),
+# puts the database back and the homes' files (files made since the backup stay),
+# and with --with-config also the secrets and this bundle (a rebuilt hub host), then deploys
+# the hub again. Rendered by cablab-cluster from centos-dm.yml.
+set -euo pipefail
+umask 077
+usage="usage: $0 BACKUP_DIR [--with-config]"
+src=${1:?$usage}
+config=no
+if [ "${2:-}" = --with-config ]; then
+  config=yes
+elif [ -n "${2:-}" ]; then
+  echo "$usage" >&2
+  exit 2
+fi
+[ -f "$src/manifest.txt" ] || { echo "$src holds no manifest.txt: not a backup of backup.sh" >&2; exit 2; }
+(cd "$src" && sed -n '/^files (sha256):$/,$p' manifest.txt | tail -n +2 | sha256sum --quiet -c -) \
+  || { echo "$src: a file does not match its sum in manifest.txt" >&2; exit 1; }
+
+# Stop the hub: nothing may write the database while it is replaced.
+service=cablab_hub
+if docker service inspect "$service" >/dev/null 2>&1; then
+  docker service scale --detach=false "$service=0" >/dev/null
+fi
+data=/var/lib/cablab/hub
+install -d -m 0700 "$data"
+rm -f "$data/jupyterhub.sqlite-journal" "$data/jupyterhub.sqlite-wal" "$data/jupyterhub.sqlite-shm"
+install -m 0600 "$src/jupyterhub.sqlite" "$data/jupyterhub.sqlite"
+if [ -f "$src/homes.tar.gz" ]; then
+  tar -C /srv/nfs/homes --numeric-owner -xpzf "$src/homes.tar.gz"
+fi
+if [ "$config" = yes ]; then
+  install -d -m 0700 /etc/cablab/secrets
+  tar -C /etc/cablab/secrets -xzf "$src/secrets.tar.gz"
+  tar -C /opt/cablab/hub -xzf "$src/bundle.tar.gz"
+fi
+# deploy.sh deploys again (and so scales the hub back to 1) once its record is gone.
+rm -f "$data/deployed"
+/opt/cablab/hub/deploy.sh >/dev/null
+echo "restored $src; the hub is starting (docker service ps $service)"
