@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_TARGET = 1.1  # hub p50 <= 1.1 x floor p50 (issue 12 §1)
@@ -530,7 +530,8 @@ class Bench:
         return t, out
 
     def manager_events(self, service: str, since: float) -> list[DockerEvent]:
-        raw = self.docker.client.events(since=int(since) - 1, until=int(time.time() + self.offset(self.manager).seconds) + 2,
+        until = int(time.time() + self.offset(self.manager).seconds) + 2
+        raw = self.docker.client.events(since=int(since) - 1, until=until,
                                         filters={"type": "service", "service": service}, decode=True)
         return sorted((DockerEvent.of(e) for e in raw), key=lambda e: e.time)
 
@@ -612,7 +613,8 @@ class Bench:
         except docker.errors.NotFound:
             return
         end = time.time() + 120  # its container gone too, before the next start on the node
-        while time.time() < end and self.docker.client.api.tasks(filters={"service": service, "desired-state": "running"}):
+        running = {"service": service, "desired-state": "running"}
+        while time.time() < end and self.docker.client.api.tasks(filters=running):
             time.sleep(1)
 
     def free_users(self) -> list[str]:
@@ -717,7 +719,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("spec")
     ap.add_argument("--ssh-config", required=True, help="OpenSSH config with a `Host <name>` entry per host")
     ap.add_argument("--secrets", help="the spec's secrets directory (default: beside the spec)")
-    ap.add_argument("--token-file", help="an admin's JupyterHub API token (default on lab clusters: made by logging in)")
+    ap.add_argument("--token-file", help="an admin's JupyterHub API token (lab clusters: made by logging in)")
     ap.add_argument("--users", type=int, default=6, help="how many free userlist users to spawn one by one (default 6)")
     ap.add_argument("--user", action="append", default=[], help="these users instead (repeatable)")
     ap.add_argument("--capacity", type=int, default=10,

@@ -67,13 +67,13 @@ def test_peak_memory_is_the_highest_sample_in_mib():
 
 
 HUB_LOG = """\
-2026-11-26T17:00:00.000000000Z [I 2026-11-26 17:00:00.000 JupyterHub log:192] 200 GET /hub/api/users/bob (alice@192.168.56.1) 12.00ms
-2026-11-26T17:00:12.500000000Z [I 2026-11-26 17:00:12.499 JupyterHub log:192] 202 POST /hub/api/users/bench01/server (alice@192.168.56.1) 10500.00ms
-2026-11-26T17:00:03.000000000Z [I 2026-11-26 17:00:03.000 JupyterHub dockerspawner:1318] Created service jupyter-bench01 (id: 1a2b3c4) from image cablab/singleuser:lab
-2026-11-26T17:00:03.100000000Z [I 2026-11-26 17:00:03.100 JupyterHub dockerspawner:1342] Starting service jupyter-bench01 (id: 1a2b3c4)
-2026-11-26T17:00:40.000000000Z [I 2026-11-26 17:00:40.000 JupyterHub base:1193] User bench01 took 38.000 seconds to start
-2026-11-26T17:00:40.200000000Z [I 2026-11-26 17:00:40.200 JupyterHub proxy:336] Adding user bench01 to proxy /user/bench01/ => http://10.0.1.5:8888
-2026-11-26T17:00:41.000000000Z [I 2026-11-26 17:00:41.000 JupyterHub proxy:336] Adding user bench010 to proxy /user/bench010/ => http://x
+2026-11-26T17:00:00.00Z [I JupyterHub log:192] 200 GET /hub/api/users/bob (alice@192.168.56.1) 12.00ms
+2026-11-26T17:00:12.50Z [I JupyterHub log:192] 202 POST /hub/api/users/bench01/server (alice@192.168.56.1) 10500.00ms
+2026-11-26T17:00:03.00Z [I JupyterHub dockerspawner:1318] Created service jupyter-bench01 (id: 1a2b3c4) from image x
+2026-11-26T17:00:03.10Z [I JupyterHub dockerspawner:1342] Starting service jupyter-bench01 (id: 1a2b3c4)
+2026-11-26T17:00:40.00Z [I JupyterHub base:1193] User bench01 took 38.000 seconds to start
+2026-11-26T17:00:40.20Z [I JupyterHub proxy:336] Adding user bench01 to proxy /user/bench01/ => http://10.0.1.5:8888
+2026-11-26T17:00:41.00Z [I JupyterHub proxy:336] Adding user bench010 to proxy /user/bench010/ => http://x
 """
 
 
@@ -132,7 +132,8 @@ def test_the_report_summarizes_prints_and_serializes():
                breakdown=spawn.timeline({"bench: start request sent": 0.0, "bench: ready through the proxy": 44.0}),
                capacity={"started": 10, "ready": 10, "failures": 0, "all_ready_s": 230.0, "ideal_s": 225.0,
                          "over_ideal": 1.022, "peak_memory_mib": {"node2": 2100.0}, "memory_mib": {"node2": 2980},
-                         "one_more": {"user": "bench11", "outcome": "refused", "seconds": 12.0, "message": "no notebook node"}})
+                         "one_more": {"user": "bench11", "outcome": "refused", "seconds": 12.0,
+                                      "message": "no notebook node"}})
     r.summarize()
     assert r.hub.p50 == 45.0 and r.floor.p50 == 40.0 and r.hub_over_floor_p50 == 1.125
     table = r.table()
@@ -149,5 +150,5 @@ def test_the_node_scripts_pass_shellcheck(tmp_path):
     for name, script in (("probe", spawn.PROBE), ("sampler", spawn.SAMPLER)):
         path = tmp_path / f"{name}.sh"
         path.write_text("#!/bin/bash\n" + script)
-        done = subprocess.run([exe, str(path)], capture_output=True, text=True)
+        done = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout
