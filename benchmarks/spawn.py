@@ -314,11 +314,12 @@ class DockerOverSSH:
     (the same transport, with the checks' config, master connection and sudo).
     """
 
-    def __init__(self, ssh_config: str, host: str, control_path: Path):
+    def __init__(self, ssh_config: str, host: str, control_path: Path, command: Optional[list[str]] = None):
         self.dir = Path(tempfile.mkdtemp(prefix="cablab-docker-", dir="/tmp"))
         path = str(self.dir / "docker.sock")
-        command = ["ssh", "-F", ssh_config, "-o", "ControlMaster=auto", "-o", f"ControlPath={control_path}",
-                   "-o", "ControlPersist=60s", host, "sudo docker system dial-stdio"]
+        command = command or ["ssh", "-F", ssh_config, "-o", "ControlMaster=auto", "-o",
+                              f"ControlPath={control_path}", "-o", "ControlPersist=60s", host,
+                              "sudo docker system dial-stdio"]
 
         class Pipe(socketserver.BaseRequestHandler):
             def handle(self) -> None:
@@ -394,7 +395,6 @@ def log(msg: str) -> None:
 class Bench:
     def __init__(self, spec_path: str, ssh_config: str, secrets: Optional[str], token_file: Optional[str]):
         from cablab_cluster.checks.hosts import Nodes, missing_from_ssh_config
-        from cablab_cluster.checks.hub import HubSession
         from cablab_cluster.secretstore import secrets_dir
         from cablab_cluster.spec import load_spec
 
@@ -407,15 +407,27 @@ class Bench:
         self.secrets = Path(secrets) if secrets else secrets_dir(self.spec)
         self.control_dir = Path(tempfile.mkdtemp(prefix="cablab-ssh-", dir="/tmp"))
         self.nodes = Nodes(ssh_config, self.control_dir)
-        self.hub = HubSession.for_cluster(c, self.secrets)
+        self._sessions: list[Any] = []  # HubSession, one per thread
+        self._local = threading.local()
         self.token = self._token(token_file)
         self.manager = c.first_manager.name
         self.docker = DockerOverSSH(ssh_config, self.manager, self.control_dir / f"docker-{self.manager}")
         self.offsets: dict[str, Offset] = {}
 
+    @property
+    def hub(self):
+        """This thread's HTTPS session with the hub (the capacity phase starts servers from threads)."""
+        from cablab_cluster.checks.hub import HubSession
+
+        if not hasattr(self._local, "session"):
+            self._local.session = HubSession.for_cluster(self.cluster, self.secrets)
+            self._sessions.append(self._local.session)
+        return self._local.session
+
     def close(self) -> None:
         self.docker.close()
-        self.hub.close()
+        for session in self._sessions:
+            session.close()
         self.nodes.close()
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
@@ -492,13 +504,24 @@ class Bench:
         failed = [e for e in event_stream_messages(r.text) if e.get("failed")] if r.status == 200 else []
         return str(failed[-1].get("message", "")) if failed else ""
 
-    def stop(self, user: str) -> None:
-        if self.model(user) is None:
-            return
-        self.api("DELETE", f"/users/{user}/server")
-        end = time.time() + 300
-        while self.model(user) is not None and time.time() < end:
-            time.sleep(2)
+    def stop(self, user: str, node: Optional[str] = None) -> None:
+        from cablab_cluster.checks.spawner import service_name
+
+        if self.model(user) is not None:
+            self.api("DELETE", f"/users/{user}/server")
+            end = time.time() + 300
+            while self.model(user) is not None and time.time() < end:
+                time.sleep(2)
+        if node:
+            self.container_gone(node, service_name(user))
+
+    def container_gone(self, node: str, service: str) -> None:
+        """Wait (120 s at most) until the node runs no container of the service: the next start on
+        the node does not share its CPU with a server shutting down."""
+        end = time.time() + 120
+        while time.time() < end and self.nodes.try_run(
+                node, "docker ps -q --filter %s", f"label=com.docker.swarm.service.name={service}").stdout.strip():
+            time.sleep(1)
 
     # -- hosts -------------------------------------------------------------------------------
     def offset(self, host: str) -> Offset:
@@ -581,7 +604,7 @@ class Bench:
 
     def floor_spawn(self, user: str, node: str, template: dict[str, Any]) -> dict[str, Any]:
         service = f"{FLOOR_PREFIX}{user}"
-        self.remove_service(service)
+        self.remove_service(service, node)
         thread, probe = self.probe(node, service)
         t0 = time.time()
         self.docker.client.api.create_service(
@@ -603,19 +626,16 @@ class Bench:
                 result["floor_error"] = f"probe rc {probe.get('rc')}: created {created}, answer {answer}"
             return result
         finally:
-            self.remove_service(service)
+            self.remove_service(service, node)
 
-    def remove_service(self, service: str) -> None:
+    def remove_service(self, service: str, node: str) -> None:
         import docker
 
         try:
             self.docker.client.api.remove_service(service)
         except docker.errors.NotFound:
             return
-        end = time.time() + 120  # its container gone too, before the next start on the node
-        running = {"service": service, "desired-state": "running"}
-        while time.time() < end and self.docker.client.api.tasks(filters=running):
-            time.sleep(1)
+        self.container_gone(node, service)
 
     def free_users(self) -> list[str]:
         overrides = set(self.cluster.hub.users.overrides)
@@ -633,7 +653,7 @@ class Bench:
             try:
                 result, template = self.hub_spawn(user, node, breakdown=not report.breakdown)
             finally:
-                self.stop(user)
+                self.stop(user, node)
             report.breakdown = report.breakdown or result.pop("breakdown", [])
             result.pop("breakdown", None)
             if template:

@@ -152,3 +152,30 @@ def test_the_node_scripts_pass_shellcheck(tmp_path):
         path.write_text("#!/bin/bash\n" + script)
         done = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout
+
+
+# What `docker system dial-stdio` is to the SDK: the Engine API over stdin/stdout (here one canned answer).
+FAKE_DIAL_STDIO = r"""
+import json, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = inp.read(1)
+        if not byte:
+            sys.exit(0)
+        head += byte
+    path = head.split(b" ")[1].decode()
+    body = json.dumps({"ApiVersion": "1.45", "Version": "fake", "Path": path}).encode()
+    out.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    out.flush()
+"""
+
+
+def test_the_docker_sdk_speaks_through_the_dial_stdio_bridge(tmp_path):
+    bridge = spawn.DockerOverSSH("unused", "node1", tmp_path / "cp", command=[sys.executable, "-c", FAKE_DIAL_STDIO])
+    try:
+        got = bridge.client.version()
+        assert got["Version"] == "fake" and got["Path"].endswith("/version")
+    finally:
+        bridge.close()

@@ -131,7 +131,7 @@ class EarlyStarts:
         """Stop what no check stopped (a check that failed early)."""
         for entry in self.started.values():
             entry.claimed.set()
-        for user, entry in self.started.items():
+        for entry in self.started.values():
             if entry.thread is not None:
                 entry.thread.join(timeout=60)
             if entry.server is not None:

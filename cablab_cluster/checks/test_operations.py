@@ -3,7 +3,8 @@ memory limit dies alone, a server no node can reserve for fails in seconds with 
 and /hub/metrics answers only with the metrics token. Each check has userlist users of its own
 (lab/userlist.lab: carol, dave, erin, frank), so culling or a limit never reaches another check's
 server; carol's, dave's and erin's servers start at the session's start (conftest.py: `early`), so
-their spawns and the cull timeout overlap the other checks. Lab clusters only where a user logs in (`hub.auth.lab_password`)."""
+their spawns and the cull timeout overlap the other checks. Lab clusters only where a user logs in
+(`hub.auth.lab_password`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cablab_cluster.spec import memory_bytes
 
 from .spawner import service_name
 from .test_notebook import open_kernel, user_token
-from .test_user import START_TIMEOUT, UserServer
+from .test_user import UserServer
 
 pytestmark = pytest.mark.cluster
 
