@@ -1,13 +1,14 @@
 """The lab lifecycle, like Molecule: create → converge → idempotence → verify → destroy.
 
-    python -m lab ubuntu|centos|centos-dm [--destroy passing|always|never] [--flavour baked|bare] [--drills]
+    python -m lab ubuntu|centos|centos-dm [--destroy passing|always|never] [--flavour baked|bare] [--drills] [--bench]
 
 Each lab is a spec, lab/<lab>.yml: ubuntu (one manager), centos (three managers, Docker
 on an LVM volume), centos-dm (centos with the seed's devicemapper thin pool).
 
 Phases and their wall times go to lab/reports/<variant>.json and are printed:
 host (host setup), images, box, up, provision, idempotence, verify, drills (with
---drills, or --from drills: fault drills, lab/drills.py), destroy.
+--drills, or --from drills: fault drills, lab/drills.py), bench (with --bench, or
+--from bench: benchmarks/spawn.py, outside the converge + verify budget), destroy.
 A failed cluster stays up by default (`--destroy passing`), with the command
 to reach it printed.
 """
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
-PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills")
+PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills", "bench")
 VARIANTS = ("ubuntu", "centos", "centos-dm")  # lab/<variant>.yml, provisioned with provision/<variant>/
 
 
@@ -109,6 +110,16 @@ class Report:
             log(f"phase {name}: {self.phases[name]:.1f} s")
             self.save()
 
+    # The lab's wall-time budget (issue 12 §4: <= 12 min with a cached box and images) covers
+    # converge, idempotence and verify; the drills and the spawn benchmark are phases of their own.
+    BUDGET_PHASES = ("provision", "idempotence", "verify")
+
+    def budget(self) -> float | None:
+        """provision + idempotence + verify (s), when all three ran."""
+        if not all(p in self.phases for p in self.BUDGET_PHASES):
+            return None
+        return round(sum(self.phases[p] for p in self.BUDGET_PHASES), 1)
+
     def save(self) -> None:
         out = LAB / "reports"
         out.mkdir(exist_ok=True)
@@ -119,6 +130,9 @@ class Report:
         for k, v in self.phases.items():
             print(f"{k:<16} {v:>8.1f}")
         print(f"{'total':<16} {sum(self.phases.values()):>8.1f}")
+        if self.budget() is not None:
+            print(f"budget: {' + '.join(self.BUDGET_PHASES)} = {self.budget():.1f} s (target <= 720 s, cached box "
+                  f"and images; drills and bench apart)")
         for k, v in self.notes.items():
             print(f"{k}: {v}")
         print(f"result: {self.result}  (report: lab/reports/{self.variant}.json)")
@@ -316,6 +330,20 @@ class Lab:
             if timings.exists():  # what the checks measured (spawns, kernel, notebooks, browser)
                 self.report.notes["verify timings (s)"] = json.loads(timings.read_text())
 
+    def bench(self) -> None:
+        """The spawn benchmark (issue 12) as an operator runs it on any cluster; its figures go to
+        lab/reports/spawn-<variant>.json and, summed up, to the lab's report."""
+        out = LAB / "reports" / f"spawn-{self.variant}.json"
+        out.unlink(missing_ok=True)
+        try:
+            sh([sys.executable, str(ROOT / "benchmarks" / "spawn.py"), str(self.spec_path), "--ssh-config",
+                str(self.ssh_config), "--report", str(out)], prefix="  bench| ")
+        finally:
+            if out.exists():
+                got = json.loads(out.read_text())
+                self.report.notes["spawn benchmark"] = {
+                    k: got.get(k) for k in ("hub", "floor", "hub_over_floor_p50", "breakdown", "capacity")}
+
     def destroy(self) -> None:
         self.machines.destroy()
 
@@ -332,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drills", action="store_true",
                     help="after verify, the fault drills (lab/drills.py): hub killed, worker lost, manager rebooted, "
                          "and with three managers a manager lost")
+    ap.add_argument("--bench", action="store_true",
+                    help="last, the spawn benchmark (benchmarks/spawn.py): hub vs the Docker-API floor, capacity")
     args = ap.parse_args(argv)
 
     lab = Lab(args.variant, args.flavour, args.box)
@@ -368,9 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         if "verify" in todo:
             with r.phase("verify"):
                 lab.verify()
-        if args.drills or args.start == "drills":
+        if (args.drills and "drills" in todo) or args.start == "drills":
             with r.phase("drills"):
                 drills.run(lab)
+        if args.bench or args.start == "bench":
+            with r.phase("bench"):
+                lab.bench()
         ok = True
         r.result = "passed"
     except (LabError, drills.DrillFailed, subprocess.SubprocessError, OSError) as exc:

@@ -278,8 +278,9 @@ def test_config_lab_operations(secrets_dir, tmp_path, monkeypatch):
     assert cfg.JupyterHub.last_activity_interval == 45
     resources = cfg.CablabSwarmSpawner.resources
     assert resources["default"] == {"limits": {"memory": "896M", "cpus": 1.0},
-                                    "reservations": {"memory": "128M", "cpus": 0.1}}
+                                    "reservations": {"memory": "512M", "cpus": 0.1}}
     assert resources["users"]["erin"]["limits"] == {"memory": "320M", "cpus": 1.0}
+    assert resources["users"]["erin"]["reservations"] == {"memory": "256M", "cpus": 0.1}
     assert resources["users"]["frank"]["reservations"] == {"memory": "4G", "cpus": 0.1}
     assert {"name": "metrics", "api_token": "metrics-token"} in cfg.JupyterHub.services
 

@@ -344,7 +344,7 @@ def test_an_override_replaces_the_defaults_key_by_key():
 
     users = load_spec(Path(__file__).resolve().parent.parent / "lab" / "ubuntu.yml").cluster.hub.users
     erin, frank, bob = users.resources("erin"), users.resources("frank"), users.resources("bob")
-    assert (erin.limits.memory, erin.limits.cpus, erin.reservations.memory) == ("320M", 1.0, "128M")
+    assert (erin.limits.memory, erin.limits.cpus, erin.reservations.memory) == ("320M", 1.0, "256M")
     assert (frank.limits.memory, frank.reservations.memory, frank.reservations.cpus) == ("4G", "4G", 0.1)
     assert bob == users.resources()
     assert memory_bytes("512M") == 512 << 20 and memory_bytes("2G") == 2 << 30

@@ -2,7 +2,8 @@
 
 Tests use these fixtures, never module globals: `spec`, `cluster`, `secrets`,
 `nodes` (testinfra hosts: `nodes[host]`), `wait_until`, `hub_client` (a new
-HTTPS session with the hub). A test that takes `swarm_host`, `any_host`,
+HTTPS session with the hub), `early` (servers started at the session's start:
+early.py). A test that takes `swarm_host`, `any_host`,
 `nfs_client`, `notebook_host`, `share`, `read_only_share` or `squashed_share`
 (writable, root_squash) runs once for each.
 """
@@ -164,3 +165,65 @@ def timings():
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "verify-timings.json").write_text(json.dumps(measured, indent=2) + "\n")
+
+
+# Checks that restart the hub run last, once no other check waits on a server (test_backup.py
+# restores the hub's database and restarts it; servers started early must not span that).
+LAST = ("test_backup.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name in LAST)  # stable: every other check keeps its order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early(request, spec, cluster, hub_client, secrets, wait_until):
+    """Servers started at the session's start for the checks that need one (early.py): their cold
+    spawns and the culler's timeout overlap the other checks. Checks claim them: `early.claim(user)`."""
+    from .early import EarlyStarts, Role, early_plan
+    from .test_notebook import keep_active, user_token
+    from .test_operations import cull_wait, start_busy_kernel
+    from .test_user import START_TIMEOUT, UserServer
+
+    users = spec.userlist.users
+    default_user = next((u for u in users if not u.admin), users[0]).name
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    plan = early_plan(cluster, {u.name for u in users}, default_user, selected)
+    starts = EarlyStarts(START_TIMEOUT)
+    if plan:
+        password = (secrets / "lab_password").read_text(encoding="utf-8").strip()
+
+        def make_server(name: str) -> UserServer:
+            browser = hub_client()
+            response = browser.login(name, password)
+            assert response.status == 302, f"logging in as {name}: {response}"
+            return UserServer(browser, name, wait_until)
+
+        tokens: dict[str, str] = {}
+
+        def keepalive(server: UserServer) -> None:
+            try:
+                if server.name not in tokens:
+                    tokens[server.name] = user_token(server.session, server.name)
+                keep_active(server.session, server.name, tokens[server.name])
+            except Exception:  # noqa: BLE001  # best effort: the claiming check finds a culled server
+                pass
+
+        def busy(entry) -> None:  # a kernel that works for the whole session, its websocket closed
+            start_busy_kernel(entry.server.session, entry.server.name, seconds=3600)
+
+        def watch(entry) -> None:  # only the hub's API is asked about the idle server, never the server
+            limit = cull_wait(cluster.hub.users.cull)
+            entry.info["waited"] = limit
+            while entry.server.model() is not None:
+                if time.monotonic() - entry.ready_at > limit:
+                    return
+                time.sleep(10)
+            entry.info["culled_after"] = round(time.monotonic() - entry.ready_at, 1)
+
+        follow_up = {Role.IDLE: (None, watch), Role.BUSY: (None, busy)}
+        for p in plan:
+            alive, then = follow_up.get(p.role, (keepalive, None))
+            starts.start(p, make_server, alive, then)
+    yield starts
+    starts.close()

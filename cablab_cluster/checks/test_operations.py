@@ -2,7 +2,9 @@
 memory limit dies alone, a server no node can reserve for fails in seconds with a clear message,
 and /hub/metrics answers only with the metrics token. Each check has userlist users of its own
 (lab/userlist.lab: carol, dave, erin, frank), so culling or a limit never reaches another check's
-server. Lab clusters only where a user logs in (`hub.auth.lab_password`)."""
+server; carol's, dave's and erin's servers start at the session's start (conftest.py: `early`), so
+their spawns and the cull timeout overlap the other checks. Lab clusters only where a user logs in
+(`hub.auth.lab_password`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from cablab_cluster.spec import memory_bytes
 
 from .spawner import service_name
 from .test_notebook import open_kernel, user_token
-from .test_user import START_TIMEOUT, UserServer
+from .test_user import UserServer
 
 pytestmark = pytest.mark.cluster
 
@@ -72,43 +74,48 @@ for i in range({n}):
 """
 
 
-def test_the_culler_stops_an_idle_server_and_keeps_a_busy_one(login, cluster, wait_until, timings):
+def cull_wait(cull) -> int:
+    """How long after a server is ready the culler must have stopped it, if idle (s): a timeout, a
+    pass, the hub's activity updates (about a quarter of the timeout, 30..300 s, twice), slack."""
+    return cull.timeout + cull.every + 2 * max(30, min(300, cull.timeout // 4)) + 120
+
+
+def start_busy_kernel(session, username: str, seconds: int) -> None:
+    """A kernel of the user's server that works (a loop printing every 10 s) for `seconds`, its
+    websocket then closed: only jupyterhub-singleuser's activity reports keep the server alive."""
+    kernel = open_kernel(session, username, user_token(session, username))
+    msg = kernel._message("execute_request", {"code": BUSY_LOOP.format(n=seconds // 10), "silent": False,
+                                              "store_history": False, "user_expressions": {},
+                                              "allow_stdin": False, "stop_on_error": True})
+    kernel.ws.send(json.dumps(msg))
+    kernel.close()
+
+
+def test_the_culler_stops_an_idle_server_and_keeps_a_busy_one(early, cluster, timings):
+    """carol's and dave's servers were started at the session's start (conftest.py: `early`), dave's
+    with a busy kernel; carol's was left alone, and watched through the hub's API only."""
     cull = cluster.hub.users.cull
     if not cull.enabled:
         pytest.skip("hub.users.cull.enabled is false")
     if cull.timeout > 900:
         pytest.skip(f"hub.users.cull.timeout is {cull.timeout} s: too long to wait for in a check (the lab sets 180)")
-    nodes_ = cluster.notebook_hosts
-    idle = fresh_server(login("carol"), "carol", wait_until)
-    busy = fresh_server(login("dave"), "dave", wait_until)
+    idle, busy = early.claim("carol", wait_for_follow_up=True), early.claim("dave", wait_for_follow_up=True)
+    if idle is None or busy is None:
+        pytest.skip("carol and dave are not both in the userlist: this check needs users of its own")
     try:
-        post_start(idle, nodes_[0].name)
-        post_start(busy, nodes_[1 % len(nodes_)].name)
-        for server in (idle, busy):
-            wait_until(server._ready, START_TIMEOUT, f"{server.name}'s server to be ready")
-        ready = time.monotonic()
-        # dave's kernel works (a loop printing every 10 s) for longer than the wait below, then the
-        # websocket is closed: only jupyterhub-singleuser's activity reports keep dave's server alive.
-        token = user_token(busy.session, "dave")
-        kernel = open_kernel(busy.session, "dave", token)
-        wait_for = cull.timeout + cull.every + 2 * max(30, min(300, cull.timeout // 4)) + 120
-        msg = kernel._message("execute_request", {"code": BUSY_LOOP.format(n=wait_for // 10 + 30), "silent": False,
-                                                  "store_history": False, "user_expressions": {},
-                                                  "allow_stdin": False, "stop_on_error": True})
-        kernel.ws.send(json.dumps(msg))
-        kernel.close()
-        # carol's server is left alone (only the hub's API is asked about it, never the server).
-        wait_until(lambda: idle.model() is None, wait_for, "the culler to stop carol's idle server", interval=10)
-        timings["idle server culled after (s since ready)"] = round(time.monotonic() - ready, 1)
+        culled = idle.info.get("culled_after")
+        assert culled is not None, \
+            f"the culler did not stop carol's idle server in {idle.info.get('waited')} s ({cull.timeout} s timeout)"
+        timings["idle server culled after (s since ready)"] = culled
         # dave's server has now lived longer than the timeout: without its activity it would be gone too.
-        time.sleep(max(0.0, cull.timeout + cull.every - (time.monotonic() - ready)))
-        model = busy.model()
+        time.sleep(max(0.0, cull.timeout + cull.every - (time.monotonic() - busy.ready_at)))
+        model = busy.server.model()
         assert model is not None and model.get("ready"), \
             f"the culler stopped dave's server although its kernel was busy ({cull.timeout} s timeout)"
         assert model["last_activity"] > model["started"], f"no activity of dave's server reached the hub: {model}"
     finally:
-        idle.stop()
-        busy.stop()
+        idle.server.stop()
+        busy.server.stop()
 
 
 # --- Limits and reservations ---------------------------------------------------------
@@ -121,15 +128,19 @@ for i in range({n}):
 """
 
 
-def test_a_kernel_past_its_memory_limit_dies_alone(login, cluster, nodes, wait_until):
+def test_a_kernel_past_its_memory_limit_dies_alone(login, early, cluster, nodes, wait_until):
     limit = cluster.hub.users.resources("erin").limits.memory
     if limit is None:
         pytest.skip("erin has no memory limit (lab/*.yml: hub.users.overrides.erin)")
-    session = login("erin")
-    server = fresh_server(session, "erin", wait_until)
-    node = cluster.notebook_hosts[0]
+    started = early.claim("erin")  # conftest.py: started at the session's start
+    if started is None:
+        session = login("erin")
+        server = fresh_server(session, "erin", wait_until)
+    else:
+        session, server = started.server.session, started.server
     try:
-        server.start(node.name)
+        if started is None:
+            server.start(cluster.notebook_hosts[0].name)
         resources = json.loads(nodes[cluster.first_manager].check_output(
             "docker service inspect --format %s %s", "{{json .Spec.TaskTemplate.Resources}}", service_name("erin")))
         assert resources["Limits"]["MemoryBytes"] == memory_bytes(limit), resources

@@ -1,0 +1,777 @@
+"""Spawn performance and capacity against the physical floor (issue 12), on the lab or any cluster.
+
+    python benchmarks/spawn.py SPEC.yml --ssh-config FILE [--secrets DIR] [--users N | --user NAME ...]
+                               [--capacity 10] [--report lab/reports/spawn-<cluster>.json]
+
+1. Spawn vs floor, user by user on the notebook nodes in turn: the hub's REST start → the user's
+   /api/status answering through the proxy; then the floor: the same image with the same mounts,
+   network and resources (the hub's own service spec, copied) started directly through the Docker
+   API as a plain `jupyter-server` service on the same node: service create (the manager's Docker
+   event) → the server's first HTTP answer, seen ON the node by a poll loop inside the container's
+   network namespace (no SSH round trip in the interval). p50/p95 of both and their ratio are
+   printed (target: hub p50 <= 1.1 x floor p50), never asserted.
+2. Capacity: --capacity users started at once (the lab sizes its workers so that exactly 10 fit):
+   all ready or failed, the time to all ready against the CPU-bound ideal (capacity x one spawn /
+   the notebook nodes' CPUs), peak memory per node (/proc/meminfo sampled on the nodes); then one
+   user more: how fast, and with what message, the hub refuses.
+3. Where the time goes in one spawn: the hub's log lines (docker service logs --timestamps), the
+   manager's and the node's Docker events, the server's first answer on the node, the ready proxy
+   route, on one time line (each host's clock offset measured and taken out).
+
+Users: the spec's userlist users without overrides (their resources are the default ones) and
+without a running server. The hub is driven with an admin's API token: --token-file (a real
+cluster), else, on a lab cluster (`hub.auth.lab_password`), one made by logging in an admin.
+Figures are printed as a table and written to --report (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import socketserver
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_TARGET = 1.1  # hub p50 <= 1.1 x floor p50 (issue 12 §1)
+CAPACITY_TARGET = 1.25  # time to all ready <= 1.25 x the CPU-bound ideal (issue 12 §2)
+START_TIMEOUT = 900.0  # s, generous: a failure is reported, never a slow start
+SERVER_PORT = 8888  # dockerspawner's port for the single-user server
+FLOOR_PREFIX = "cablab-bench-floor-"
+
+
+# --- Pure parts (tests/test_bench_spawn.py) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """p50/p95 (inclusive quantiles, as numpy's `linear`) of some durations in seconds."""
+
+    n: int
+    p50: Optional[float]
+    p95: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> "Summary":
+        xs = sorted(values)
+        if not xs:
+            return cls(0, None, None, None, None)
+        return cls(len(xs), round(percentile(xs, 50), 2), round(percentile(xs, 95), 2), xs[0], xs[-1])
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between the closest ranks; one value is its own percentile."""
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("no values")
+    if len(xs) == 1:
+        return float(xs[0])
+    cuts = statistics.quantiles(xs, n=100, method="inclusive")  # the 1st..99th percentiles
+    return float(xs[0] if q <= 0 else xs[-1] if q >= 100 else cuts[int(q) - 1])
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def cpu_bound_ideal(one_spawn: float, spawns: int, cpus: float) -> float:
+    """Spawns started at once, if each is CPU work of `one_spawn` s spread over `cpus` CPUs."""
+    if cpus <= 0:
+        raise ValueError("no CPUs")
+    return spawns * one_spawn / cpus
+
+
+@dataclass(frozen=True)
+class DockerEvent:
+    """One Docker event (`docker events --format '{{json .}}'`, or the events API decoded)."""
+
+    type: str
+    action: str
+    actor: str
+    attributes: dict[str, str]
+    time: float  # s since the epoch, on the clock of the host that emitted it
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> "DockerEvent":
+        actor = raw.get("Actor") or {}
+        when = raw["timeNano"] / 1e9 if raw.get("timeNano") else float(raw.get("time", 0))
+        return cls(str(raw.get("Type", "")), str(raw.get("Action", "")), str(actor.get("ID", "")),
+                   dict(actor.get("Attributes") or {}), when)
+
+
+def parse_events(text: str) -> list[DockerEvent]:
+    """JSON lines of Docker events (other lines skipped), in time order."""
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                events.append(DockerEvent.of(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return sorted(events, key=lambda e: e.time)
+
+
+def first_event(events: Iterable[DockerEvent], type_: str, action: str) -> Optional[float]:
+    return next((e.time for e in events if e.type == type_ and e.action.split(":")[0] == action), None)
+
+
+def parse_probe(text: str) -> dict[str, Any]:
+    """The node probe's output: `running <epoch>`, `answer <epoch> <status line>`, then its events."""
+    out: dict[str, Any] = {"events": parse_events(text)}
+    for line in text.splitlines():
+        parts = line.split(maxsplit=2)
+        if len(parts) >= 2 and parts[0] in ("running", "answer"):
+            out[parts[0]] = float(parts[1].replace(",", "."))
+            if parts[0] == "answer" and len(parts) == 3:
+                out["status_line"] = parts[2].strip()
+    return out
+
+
+def peak_memory_mib(text: str) -> Optional[float]:
+    """The highest `mem <epoch> <used KiB>` line of the memory sampler, in MiB."""
+    used = [int(p[2]) for p in (line.split() for line in text.splitlines()) if len(p) == 3 and p[0] == "mem"]
+    return round(max(used) / 1024, 1) if used else None
+
+
+def log_time(stamp: str) -> float:
+    """docker service logs --timestamps' RFC 3339 time (nanoseconds, Z) as s since the epoch."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    if not m:
+        raise ValueError(f"not a docker log time: {stamp!r}")
+    base = datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    return base.timestamp() + float("0." + (m.group(2) or "0"))
+
+
+def hub_log_milestones(lines: Iterable[str], user: str, service: str) -> dict[str, float]:
+    """The first time of each spawn milestone in the hub's log (`docker service logs --timestamps`
+    lines, possibly prefixed `cablab_hub.1.xyz@node1    | `); the POST's arrival is its log time
+    less the request's duration that JupyterHub logs with it."""
+    u, s = re.escape(user), re.escape(service)
+    patterns = {
+        "hub: start request received": rf" POST /hub/api/users/{u}/server\b.*?\s([\d.]+)ms",
+        "hub: service created": rf"Created service {s} ",
+        "hub: waiting for the task": rf"Starting service {s} ",
+        "hub: server answered the hub": rf"User {u} took [\d.]+ seconds to start",
+        "hub: proxy route added": rf"Adding user {u} to proxy ",
+    }
+    found: dict[str, float] = {}
+    for raw in lines:
+        text = raw.split("| ", 1)[1] if re.match(r"\S+@\S+\s+\| ", raw) else raw
+        stamp, _, message = text.strip().partition(" ")
+        try:
+            when = log_time(stamp)
+        except ValueError:
+            continue
+        for label, pattern in patterns.items():
+            m = re.search(pattern, message)
+            if m and label not in found:
+                found[label] = when - (float(m.group(1)) / 1000 if m.groups() else 0.0)
+    return found
+
+
+def timeline(milestones: dict[str, float]) -> list[dict[str, Any]]:
+    """Milestones in time order, each with its time from the first and the step from the one before."""
+    ordered = sorted(milestones.items(), key=lambda kv: kv[1])
+    if not ordered:
+        return []
+    t0 = ordered[0][1]
+    out, before = [], t0
+    for label, when in ordered:
+        out.append({"milestone": label, "at_s": round(when - t0, 2), "step_s": round(when - before, 2)})
+        before = when
+    return out
+
+
+@dataclass
+class Offset:
+    """A host's clock minus this machine's, from the sample with the shortest round trip (± rtt/2)."""
+
+    seconds: float
+    uncertainty: float
+
+    @classmethod
+    def best(cls, samples: Iterable[tuple[float, float, float]]) -> "Offset":
+        """`samples`: (local before, remote, local after)."""
+        before, remote, after = min(samples, key=lambda s: s[2] - s[0])
+        return cls(round(remote - (before + after) / 2, 4), round((after - before) / 2, 4))
+
+
+@dataclass
+class Report:
+    """What the benchmark writes to --report (JSON) and prints."""
+
+    cluster: str
+    when: str
+    users: list[str] = field(default_factory=list)
+    spawns: list[dict[str, Any]] = field(default_factory=list)  # one per user: node, hub_s, floor_s, ...
+    hub: Optional[Summary] = None
+    floor: Optional[Summary] = None
+    hub_over_floor_p50: Optional[float] = None
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
+    capacity: dict[str, Any] = field(default_factory=dict)
+    clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summarize(self) -> None:
+        self.hub = Summary.of(s["hub_s"] for s in self.spawns if s.get("hub_s") is not None)
+        self.floor = Summary.of(s["floor_s"] for s in self.spawns if s.get("floor_s") is not None)
+        self.hub_over_floor_p50 = ratio(self.hub.p50, self.floor.p50)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def table(self) -> str:
+        def f(x: Any) -> str:
+            return "—" if x is None else f"{x:.1f}" if isinstance(x, float) else str(x)
+
+        rows = ["spawn (s)               n    p50    p95    min    max"]
+        for name, s in (("hub: start -> ready", self.hub), ("floor: create -> answer", self.floor)):
+            if s is not None:
+                rows.append(f"{name:<23} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}")
+        rows.append(f"hub p50 / floor p50: {f(self.hub_over_floor_p50)} (target <= {HUB_TARGET})")
+        if self.breakdown:
+            rows.append("one spawn, where the time goes (s):")
+            rows += [f"  {b['at_s']:>7.2f}  +{b['step_s']:<6.2f} {b['milestone']}" for b in self.breakdown]
+        c = self.capacity
+        if c:
+            rows.append(f"capacity: {c.get('ready')} of {c.get('started')} ready, {c.get('failures')} failed; "
+                        f"all ready in {f(c.get('all_ready_s'))} s, CPU-bound ideal {f(c.get('ideal_s'))} s "
+                        f"(ratio {f(c.get('over_ideal'))}, target <= {CAPACITY_TARGET})")
+            for node, mib in (c.get("peak_memory_mib") or {}).items():
+                rows.append(f"  peak memory {node}: {f(mib)} MiB of {f(c.get('memory_mib', {}).get(node))}")
+            extra = c.get("one_more")
+            if extra:
+                rows.append(f"  one more ({extra.get('user')}): {extra.get('outcome')} in {f(extra.get('seconds'))} s: "
+                            f"{extra.get('message', '')[:300]}")
+        rows += [f"note: {n}" for n in self.notes]
+        return "\n".join(rows)
+
+
+# --- On the nodes (bash, run with sudo through the spec's ssh-config) --------------------
+
+# Waits for the service's container to run on this node, then polls the server from inside the
+# container's network namespace (bash's /dev/tcp: no curl needed, no process per try) and prints
+# the first HTTP status line's time; then the container's Docker events of this node. Times are
+# this node's clock (EPOCHREALTIME: bash >= 5).
+PROBE = r"""
+export LC_ALL=C
+svc=$1 port=$2 timeout=$3
+since=$EPOCHREALTIME end=$(( ${EPOCHREALTIME%.*} + timeout ))
+cid=
+while [ -z "$cid" ]; do
+  cid=$(docker ps -q --no-trunc --filter "label=com.docker.swarm.service.name=$svc" --filter status=running | head -n1)
+  if [ -z "$cid" ]; then [ "${EPOCHREALTIME%.*}" -lt "$end" ] || exit 3; sleep 0.1; fi
+done
+echo "running $EPOCHREALTIME $cid"
+pid=$(docker inspect --format '{{.State.Pid}}' "$cid")
+# shellcheck disable=SC2016  # the inner script expands its own variables
+nsenter -t "$pid" -n bash -c '
+  while :; do
+    line=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /api/status HTTP/1.0\r\n\r\n" >&3 &&
+             IFS= read -r -t 10 l <&3 && printf %s "$l") 2>/dev/null )
+    case $line in HTTP/*) echo "answer $EPOCHREALTIME ${line%$'"'"'\r'"'"'}"; exit 0;; esac
+    [ "${EPOCHREALTIME%.*}" -lt "$2" ] || exit 4
+    sleep 0.05
+  done' probe "$port" "$end"
+docker events --since "$since" --until "$EPOCHREALTIME" --filter "label=com.docker.swarm.service.name=$svc" \
+  --format '{{json .}}'
+"""
+
+# Used memory (MemTotal - MemAvailable, KiB) every second until the stop file appears (at most 1 h).
+SAMPLER = r"""
+export LC_ALL=C
+stop=$1 n=0
+rm -f "$stop"
+while [ ! -e "$stop" ] && [ "$n" -lt 3600 ]; do
+  awk -v t="$EPOCHREALTIME" '/^MemTotal:/{tot=$2} /^MemAvailable:/{av=$2} END{print "mem", t, tot-av}' /proc/meminfo
+  n=$((n+1)); sleep 1
+done
+"""
+
+
+class DockerOverSSH:
+    """The Docker API of one host through the spec's ssh-config, for the `docker` SDK.
+
+    docker-py's own `ssh://` transport runs `docker system dial-stdio` as the login user and reads
+    only ~/.ssh/config; the checks reach hosts through an ssh-config file and run as root with
+    sudo. So a local socket, per connection: `ssh -F <config> <host> sudo docker system dial-stdio`
+    (the same transport, with the checks' config, master connection and sudo).
+    """
+
+    def __init__(self, ssh_config: str, host: str, control_path: Path, command: Optional[list[str]] = None):
+        self.dir = Path(tempfile.mkdtemp(prefix="cablab-docker-", dir="/tmp"))
+        path = str(self.dir / "docker.sock")
+        command = command or ["ssh", "-F", ssh_config, "-o", "ControlMaster=auto", "-o",
+                              f"ControlPath={control_path}", "-o", "ControlPersist=60s", host,
+                              "sudo docker system dial-stdio"]
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
+                assert proc.stdin is not None and proc.stdout is not None
+                stdin, stdout, sock = proc.stdin, proc.stdout, self.request
+
+                def upstream() -> None:
+                    try:
+                        while chunk := sock.recv(65536):
+                            stdin.write(chunk)
+                            stdin.flush()
+                    except OSError:
+                        pass
+                    finally:
+                        try:
+                            stdin.close()
+                        except OSError:
+                            pass
+
+                up = threading.Thread(target=upstream, daemon=True)
+                up.start()
+                try:
+                    while chunk := stdout.read1(65536):
+                        sock.sendall(chunk)
+                except OSError:
+                    pass
+                finally:
+                    try:
+                        sock.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    proc.terminate()
+                    proc.wait(timeout=30)
+
+        self.server = socketserver.ThreadingUnixStreamServer(path, Pipe)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        import docker  # the lab extra
+
+        self.client = docker.DockerClient(base_url=f"unix://{path}", timeout=120)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.shutdown()
+        self.server.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def floor_task_template(hub_template: dict[str, Any], notebook_dir: str, port: int = SERVER_PORT) -> dict[str, Any]:
+    """The hub's service TaskTemplate (image, mounts, network, resources, placement) running a plain
+    `jupyter-server` without the hub (the args, not the entrypoint, as dockerspawner): JupyterHub's
+    variables dropped, no token (it is reached on the node only)."""
+    template = json.loads(json.dumps(hub_template))  # a deep copy
+    spec = template.setdefault("ContainerSpec", {})
+    spec["Env"] = [e for e in spec.get("Env") or [] if not e.startswith(("JUPYTERHUB_", "JPY_"))]
+    spec.pop("Command", None)  # the image's entrypoint (tini) stays, as for the hub's server
+    spec["Args"] = ["jupyter-server", "--ServerApp.ip=0.0.0.0", f"--ServerApp.port={port}", "--IdentityProvider.token=",
+                    "--ServerApp.allow_remote_access=True", f"--ServerApp.root_dir={notebook_dir}",
+                    "--ServerApp.open_browser=False"]
+    template.pop("ForceUpdate", None)
+    return template
+
+
+# --- Against the cluster ------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, spec_path: str, ssh_config: str, secrets: Optional[str], token_file: Optional[str]):
+        from cablab_cluster.checks.hosts import Nodes, missing_from_ssh_config
+        from cablab_cluster.secretstore import secrets_dir
+        from cablab_cluster.spec import load_spec
+
+        self.spec = load_spec(spec_path)
+        self.cluster = c = self.spec.cluster
+        missing = missing_from_ssh_config(Path(ssh_config).read_text(encoding="utf-8", errors="replace"),
+                                          [h.name for h in c.hosts])
+        if missing:
+            raise SystemExit(f"{ssh_config} has no `Host` entry for {', '.join(missing)}")
+        self.secrets = Path(secrets) if secrets else secrets_dir(self.spec)
+        self.control_dir = Path(tempfile.mkdtemp(prefix="cablab-ssh-", dir="/tmp"))
+        self.nodes = Nodes(ssh_config, self.control_dir)
+        self._sessions: list[Any] = []  # HubSession, one per thread
+        self._local = threading.local()
+        self.token = self._token(token_file)
+        self.manager = c.first_manager.name
+        self.docker = DockerOverSSH(ssh_config, self.manager, self.control_dir / f"docker-{self.manager}")
+        self.offsets: dict[str, Offset] = {}
+
+    @property
+    def hub(self):
+        """This thread's HTTPS session with the hub (the capacity phase starts servers from threads)."""
+        from cablab_cluster.checks.hub import HubSession
+
+        if not hasattr(self._local, "session"):
+            self._local.session = HubSession.for_cluster(self.cluster, self.secrets)
+            self._sessions.append(self._local.session)
+        return self._local.session
+
+    def close(self) -> None:
+        self.docker.close()
+        for session in self._sessions:
+            session.close()
+        self.nodes.close()
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    # -- the hub, as an admin --------------------------------------------------------------
+    def _token(self, token_file: Optional[str]) -> str:
+        if token_file:
+            return Path(token_file).read_text(encoding="utf-8").strip()
+        if not self.cluster.hub.auth.lab_password:
+            raise SystemExit("--token-file: an admin's API token is needed (this cluster logs in through GitHub)")
+        admin = next((u.name for u in self.spec.userlist.users if u.admin), None)
+        if admin is None:
+            raise SystemExit("the userlist has no admin: give --token-file")
+        password = (self.secrets / "lab_password").read_text(encoding="utf-8").strip()
+        response = self.hub.login(admin, password)
+        if response.status != 302:
+            raise SystemExit(f"logging in as {admin}: {response}")
+        made = self.hub.api("POST", f"/users/{admin}/tokens", {"note": "cablab bench", "expires_in": 14400})
+        if made.status not in (200, 201):
+            raise SystemExit(f"creating an API token for {admin}: {made}")
+        return made.json()["token"]
+
+    def api(self, method: str, path: str, data: Any = None):
+        headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
+        body = None
+        if data is not None:
+            body, headers["Content-Type"] = json.dumps(data).encode(), "application/json"
+        return self.hub.request(method, f"/hub/api{path}", body, headers)
+
+    def model(self, user: str) -> Optional[dict]:
+        response = self.api("GET", f"/users/{user}")
+        if response.status != 200:
+            raise RuntimeError(f"GET /hub/api/users/{user}: {response}")
+        return (response.json().get("servers") or {}).get("")
+
+    def answers(self, user: str) -> bool:
+        """The user's server answers /api/status through the proxy (JSON with `started`)."""
+        import httpx
+
+        try:
+            r = self.hub.request("GET", f"/user/{user}/api/status", headers={"Authorization": f"token {self.token}"})
+        except httpx.HTTPError:
+            return False
+        if r.status != 200:
+            return False
+        try:
+            return "started" in r.json()
+        except ValueError:
+            return False
+
+    def wait_ready(self, user: str, interval: float) -> tuple[Optional[float], str]:
+        """(the time the server first answered through the proxy, or None; why not)."""
+        end = time.time() + START_TIMEOUT
+        checked = time.time()
+        while time.time() < end:
+            if self.answers(user):
+                return time.time(), ""
+            if time.time() - checked > 5:  # a failed spawn: the hub forgets the server
+                checked = time.time()
+                if self.model(user) is None:
+                    return None, self.failure(user) or "the server stopped while starting"
+            time.sleep(interval)
+        return None, f"not ready after {START_TIMEOUT:.0f} s"
+
+    def failure(self, user: str) -> str:
+        import httpx
+
+        from lab.drills import event_stream_messages
+
+        try:
+            r = self.hub.request("GET", f"/hub/api/users/{user}/server/progress",
+                                 headers={"Authorization": f"token {self.token}", "Accept": "text/event-stream"})
+        except httpx.HTTPError:
+            return ""
+        failed = [e for e in event_stream_messages(r.text) if e.get("failed")] if r.status == 200 else []
+        return str(failed[-1].get("message", "")) if failed else ""
+
+    def stop(self, user: str, node: Optional[str] = None) -> None:
+        from cablab_cluster.checks.spawner import service_name
+
+        if self.model(user) is not None:
+            self.api("DELETE", f"/users/{user}/server")
+            end = time.time() + 300
+            while self.model(user) is not None and time.time() < end:
+                time.sleep(2)
+        if node:
+            self.container_gone(node, service_name(user))
+
+    def container_gone(self, node: str, service: str) -> None:
+        """Wait (120 s at most) until the node runs no container of the service: the next start on
+        the node does not share its CPU with a server shutting down."""
+        end = time.time() + 120
+        while time.time() < end and self.nodes.try_run(
+                node, "docker ps -q --filter %s", f"label=com.docker.swarm.service.name={service}").stdout.strip():
+            time.sleep(1)
+
+    # -- hosts -------------------------------------------------------------------------------
+    def offset(self, host: str) -> Offset:
+        if host not in self.offsets:
+            samples = []
+            for _ in range(3):
+                before = time.time()
+                remote = float(self.nodes.run(host, "date +%s.%N"))
+                samples.append((before, remote, time.time()))
+            self.offsets[host] = Offset.best(samples)
+        return self.offsets[host]
+
+    def local(self, host: str, when: Optional[float]) -> Optional[float]:
+        """A host's clock reading on this machine's clock."""
+        return None if when is None else when - self.offset(host).seconds
+
+    def probe(self, host: str, service: str) -> tuple[threading.Thread, dict[str, Any]]:
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            r = self.nodes.try_run(host, "bash -c %s probe %s %s %s", PROBE, service, str(SERVER_PORT),
+                                   str(int(START_TIMEOUT)))
+            out.update(parse_probe(r.stdout))
+            out["rc"] = r.rc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        time.sleep(1.0)  # the probe is polling before anything is started
+        return t, out
+
+    def manager_events(self, service: str, since: float) -> list[DockerEvent]:
+        until = int(time.time() + self.offset(self.manager).seconds) + 2
+        raw = self.docker.client.events(since=int(since) - 1, until=until,
+                                        filters={"type": "service", "service": service}, decode=True)
+        return sorted((DockerEvent.of(e) for e in raw), key=lambda e: e.time)
+
+    # -- §1 and §3 ---------------------------------------------------------------------------
+    def hub_spawn(self, user: str, node: str, breakdown: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        from cablab_cluster.checks.spawner import service_name
+        from cablab_cluster.plan import STACK
+
+        service = service_name(user)
+        thread, probe = self.probe(node, service)
+        t0 = time.time()
+        response = self.api("POST", f"/users/{user}/server", {"node": node})
+        if response.status not in (201, 202):
+            return {"error": f"start: {response}"}, {}
+        ready, why = self.wait_ready(user, interval=0.25)
+        thread.join(timeout=120)
+        result: dict[str, Any] = {"hub_s": round(ready - t0, 2) if ready else None}
+        if why:
+            result["error"] = why
+        template = {}
+        if ready:
+            template = self.docker.client.api.inspect_service(service)["Spec"]["TaskTemplate"]
+            created = first_event(self.manager_events(service, t0 + self.offset(self.manager).seconds),
+                                  "service", "create")
+            answer = self.local(node, probe.get("answer"))
+            created_here = self.local(self.manager, created)
+            if answer and created_here:
+                result["hub_create_to_answer_s"] = round(answer - created_here, 2)
+            if breakdown:
+                milestones = {"bench: start request sent": t0, "bench: ready through the proxy": ready}
+                since = int(t0 + self.offset(self.manager).seconds) - 5
+                logs = self.nodes.try_run(self.manager, "docker service logs --raw --timestamps --since %s %s",
+                                          str(since), f"{STACK}_hub")
+                for label, when in hub_log_milestones((logs.stdout + logs.stderr).splitlines(), user, service).items():
+                    milestones[label] = self.local(self.manager, when)
+                if created_here:
+                    milestones["docker (manager): service created"] = created_here
+                for action, label in (("create", "container created (task assigned)"),
+                                      ("start", "container started")):
+                    when = first_event(probe.get("events", []), "container", action)
+                    if when:
+                        milestones[f"docker ({node}): {label}"] = self.local(node, when)
+                if answer:
+                    milestones[f"server ({node}): first HTTP answer"] = answer
+                result["breakdown"] = timeline({k: v for k, v in milestones.items() if v is not None})
+        return result, template
+
+    def floor_spawn(self, user: str, node: str, template: dict[str, Any]) -> dict[str, Any]:
+        service = f"{FLOOR_PREFIX}{user}"
+        self.remove_service(service, node)
+        thread, probe = self.probe(node, service)
+        t0 = time.time()
+        self.docker.client.api.create_service(
+            floor_task_template(template, str(self.cluster.hub.users.home_target)), name=service,
+            labels={"cablab.bench": "floor"})
+        thread.join(timeout=START_TIMEOUT + 60)
+        try:
+            created = first_event(self.manager_events(service, t0 + self.offset(self.manager).seconds),
+                                  "service", "create")
+            answer, started = probe.get("answer"), first_event(probe.get("events", []), "container", "start")
+            result: dict[str, Any] = {"status_line": probe.get("status_line")}
+            c_here, a_here = self.local(self.manager, created), self.local(node, answer)
+            if c_here and a_here:
+                result["floor_s"] = round(a_here - c_here, 2)
+                s_here = self.local(node, started)
+                if s_here:
+                    result["floor_create_to_container_start_s"] = round(s_here - c_here, 2)
+            else:
+                result["floor_error"] = f"probe rc {probe.get('rc')}: created {created}, answer {answer}"
+            return result
+        finally:
+            self.remove_service(service, node)
+
+    def remove_service(self, service: str, node: str) -> None:
+        import docker
+
+        try:
+            self.docker.client.api.remove_service(service)
+        except docker.errors.NotFound:
+            return
+        self.container_gone(node, service)
+
+    def free_users(self) -> list[str]:
+        overrides = set(self.cluster.hub.users.overrides)
+        names = [u.name for u in self.spec.userlist.users if u.name not in overrides]
+        return [n for n in names if self.model(n) is None]
+
+    def spawns(self, users: list[str], report: Report) -> None:
+        hosts = [h.name for h in self.cluster.notebook_hosts]
+        for host in {self.manager, *hosts}:
+            o = self.offset(host)
+            report.clock_offsets[host] = {"seconds": o.seconds, "uncertainty": o.uncertainty}
+        for i, user in enumerate(users):
+            node = hosts[i % len(hosts)]
+            log(f"{user} on {node}: through the hub")
+            try:
+                result, template = self.hub_spawn(user, node, breakdown=not report.breakdown)
+            finally:
+                self.stop(user, node)
+            report.breakdown = report.breakdown or result.pop("breakdown", [])
+            result.pop("breakdown", None)
+            if template:
+                log(f"{user} on {node}: the floor (the hub's service spec as a plain jupyter-server)")
+                result |= self.floor_spawn(user, node, template)
+            report.spawns.append({"user": user, "node": node, **result})
+            log(f"{user}: {report.spawns[-1]}")
+        report.summarize()
+
+    # -- §2 ----------------------------------------------------------------------------------
+    def capacity(self, users: list[str], count: int, report: Report) -> None:
+        hosts = [h.name for h in self.cluster.notebook_hosts]
+        running = self.api("GET", "/users?state=active").json()
+        others = [u["name"] for u in running if isinstance(u, dict)]
+        if others:
+            report.notes.append(f"capacity: other servers were running: {', '.join(others)}")
+        stop = f"/tmp/cablab-bench-stop-{os.getpid()}"
+        samples: dict[str, str] = {}
+
+        def sample(host: str) -> None:
+            samples[host] = self.nodes.try_run(host, "bash -c %s sampler %s", SAMPLER, stop).stdout
+
+        samplers = [threading.Thread(target=sample, args=(h,), daemon=True) for h in hosts]
+        for t in samplers:
+            t.start()
+        time.sleep(3)
+        batch, extra = users[:count], users[count] if len(users) > count else None
+        t0 = time.time()
+
+        def one(user: str) -> tuple[str, Optional[float], str]:
+            r = self.api("POST", f"/users/{user}/server")
+            if r.status not in (201, 202):
+                return user, None, f"start: {r}"
+            ready, why = self.wait_ready(user, interval=2.0)
+            return user, ready, why
+
+        try:
+            with ThreadPoolExecutor(len(batch)) as pool:
+                results = list(pool.map(one, batch))
+            ready = [r for _, r, _ in results if r is not None]
+            c = report.capacity
+            c |= {"started": len(batch), "ready": len(ready), "failures": len(batch) - len(ready),
+                  "errors": {u: why for u, r, why in results if r is None},
+                  "ready_s": {u: round(r - t0, 1) for u, r, _ in results if r is not None},
+                  "all_ready_s": round(max(ready) - t0, 1) if len(ready) == len(batch) else None}
+            nodes = self.docker.client.api.nodes()
+            cpus = {n["Description"]["Hostname"]: n["Description"]["Resources"]["NanoCPUs"] / 1e9 for n in nodes}
+            c["memory_mib"] = {n["Description"]["Hostname"]: round(n["Description"]["Resources"]["MemoryBytes"] / 2**20)
+                               for n in nodes}
+            c["notebook_cpus"] = sum(cpus.get(h, 0) for h in hosts)
+            if report.hub and report.hub.p50 and c["notebook_cpus"]:
+                c["ideal_s"] = round(cpu_bound_ideal(report.hub.p50, len(batch), c["notebook_cpus"]), 1)
+                c["over_ideal"] = ratio(c["all_ready_s"], c["ideal_s"])
+            if extra:
+                c["one_more"] = self.one_more(extra)
+        finally:
+            for h in hosts:
+                self.nodes.try_run(h, "touch %s", stop)
+            for t in samplers:
+                t.join(timeout=30)
+            report.capacity["peak_memory_mib"] = {h: peak_memory_mib(samples.get(h, "")) for h in hosts}
+            for user in users[:count + 1]:
+                self.stop(user)
+            for h in hosts:
+                self.nodes.try_run(h, "rm -f %s", stop)
+
+    def one_more(self, user: str) -> dict[str, Any]:
+        """The start of one server too many: refused how fast, and with what message."""
+        t0 = time.time()
+        r = self.api("POST", f"/users/{user}/server")
+        if r.status not in (201, 202):
+            return {"user": user, "outcome": f"refused (HTTP {r.status})", "seconds": round(time.time() - t0, 1),
+                    "message": r.text[:1000]}
+        ready, why = self.wait_ready(user, interval=2.0)
+        if ready:
+            return {"user": user, "outcome": "STARTED (it should not fit)", "seconds": round(ready - t0, 1)}
+        return {"user": user, "outcome": "refused", "seconds": round(time.time() - t0, 1), "message": why}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python benchmarks/spawn.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec")
+    ap.add_argument("--ssh-config", required=True, help="OpenSSH config with a `Host <name>` entry per host")
+    ap.add_argument("--secrets", help="the spec's secrets directory (default: beside the spec)")
+    ap.add_argument("--token-file", help="an admin's JupyterHub API token (lab clusters: made by logging in)")
+    ap.add_argument("--users", type=int, default=6, help="how many free userlist users to spawn one by one (default 6)")
+    ap.add_argument("--user", action="append", default=[], help="these users instead (repeatable)")
+    ap.add_argument("--capacity", type=int, default=10,
+                    help="servers started at once, then one more (default 10; 0 skips; needs as many free users + 1)")
+    ap.add_argument("--report", help="JSON report (default: lab/reports/spawn-<cluster name>.json)")
+    args = ap.parse_args(argv)
+
+    bench = Bench(args.spec, args.ssh_config, args.secrets, args.token_file)
+    report = Report(bench.cluster.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    out = Path(args.report or ROOT / "lab" / "reports" / f"spawn-{bench.cluster.name}.json")
+    try:
+        free = bench.free_users()
+        users = args.user or free[:args.users]
+        report.users = users
+        bench.spawns(users, report)
+        if args.capacity:
+            # Bench users first (the lab's bench01..), so the checks' users stay for the checks.
+            pool = sorted(free, key=lambda n: (not n.startswith("bench"), free.index(n)))
+            if len(pool) < args.capacity + 1:
+                report.notes.append(f"capacity skipped: {len(pool)} free users, {args.capacity + 1} needed")
+            else:
+                log(f"capacity: {args.capacity} servers at once, then one more")
+                bench.capacity(pool[:args.capacity + 1], args.capacity, report)
+    finally:
+        bench.close()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.to_json())
+        print(report.table())
+        print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # cablab_cluster and lab from this checkout
+    sys.exit(main())

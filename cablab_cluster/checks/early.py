@@ -1,0 +1,141 @@
+"""Servers started at the session's start, in the background, for the checks that need one.
+
+A cold spawn is most of a server check's time, and the culler check mostly waits out the
+cull timeout: started together at the beginning (the `early` fixture, conftest.py), these
+waits overlap the other checks instead of adding up. Each check then claims its server and
+still checks everything it did (where the server runs, what it mounts, what the hub says);
+a start that failed fails the check that claims it, with the start's own error.
+
+Until a check claims it, a server is kept active (a request through the proxy every 30 s:
+the idle culler would stop it) — except the culler check's idle server, which nobody touches,
+and the busy one, whose kernel works.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Optional
+
+from cablab_cluster.spec import Cluster
+
+KEEPALIVE_EVERY = 30.0  # s, well inside any cull timeout a check waits out (>= 60 s)
+
+
+class Role(Enum):
+    DAY_ONE = "the scientist's day, first node"  # test_notebook.py
+    IDLE = "the culler's idle server"  # test_operations.py
+    BUSY = "the culler's busy server"
+    MEMORY = "the memory limit's server"
+
+
+# Which check claims which role (the test function's name), so only selected checks start servers.
+CLAIMED_BY = {
+    Role.DAY_ONE: "test_a_scientists_day",
+    Role.IDLE: "test_the_culler_stops_an_idle_server_and_keeps_a_busy_one",
+    Role.BUSY: "test_the_culler_stops_an_idle_server_and_keeps_a_busy_one",
+    Role.MEMORY: "test_a_kernel_past_its_memory_limit_dies_alone",
+}
+
+
+@dataclass(frozen=True)
+class Planned:
+    user: str
+    node: str
+    role: Role
+
+
+def early_plan(cluster: Cluster, userlist: set[str], default_user: str, selected: set[str]) -> list[Planned]:
+    """What to start at the session's start: a server per role whose check is selected and whose
+    user is in the userlist (lab clusters: the checks' own users), spread over the notebook nodes."""
+    if not cluster.hub.auth.lab_password:
+        return []
+    hosts = [h.name for h in cluster.notebook_hosts]
+    cull = cluster.hub.users.cull
+    wanted = [(default_user, hosts[0], Role.DAY_ONE), ("erin", hosts[1 % len(hosts)], Role.MEMORY)]
+    if cull.enabled and cull.timeout <= 900:  # else the culler check skips
+        wanted += [("carol", hosts[0], Role.IDLE), ("dave", hosts[1 % len(hosts)], Role.BUSY)]
+    if cluster.hub.users.resources("erin").limits.memory is None:
+        wanted = [w for w in wanted if w[2] is not Role.MEMORY]
+    return [Planned(u, n, r) for u, n, r in wanted if u in userlist and CLAIMED_BY[r] in selected]
+
+
+@dataclass
+class Started:
+    """A server started early: its UserServer (the starting thread's own session), the spawn's
+    seconds (REST start → ready, alongside the other early spawns), when it was ready
+    (time.monotonic()), and what the role's follow-up recorded."""
+
+    server: Any = None
+    seconds: Optional[float] = None
+    ready_at: Optional[float] = None
+    info: dict[str, Any] = field(default_factory=dict)
+    error: Optional[BaseException] = None
+    thread: Optional[threading.Thread] = None
+    claimed: threading.Event = field(default_factory=threading.Event)
+
+
+class EarlyStarts:
+    """start(planned, ...) in a thread each; claim(user) waits for that start and returns it."""
+
+    def __init__(self, start_timeout: float):
+        self.start_timeout = start_timeout
+        self.started: dict[str, Started] = {}
+
+    def start(self, planned: Planned, make_server: Callable[[str], Any],
+              keepalive: Optional[Callable[[Any], None]], then: Optional[Callable[[Started], None]] = None) -> None:
+        """Start `planned.user`'s server on `planned.node` in the background: make_server(user) -> a
+        UserServer (logged in), its start, then `then(started)`; while unclaimed, `keepalive(server)`."""
+        entry = Started()
+
+        def run() -> None:
+            try:
+                entry.server = server = make_server(planned.user)
+                server.stop()  # left running by an earlier run
+                t0 = time.monotonic()
+                server.start(planned.node)
+                entry.ready_at = time.monotonic()
+                entry.seconds = round(entry.ready_at - t0, 1)
+                if then is not None:
+                    then(entry)
+                while keepalive is not None and not entry.claimed.wait(KEEPALIVE_EVERY):
+                    keepalive(server)
+            except BaseException as exc:  # noqa: BLE001  # handed to the check that claims it
+                entry.error = exc
+
+        entry.thread = threading.Thread(target=run, name=f"early-{planned.user}", daemon=True)
+        self.started[planned.user] = entry
+        entry.thread.start()
+
+    def claim(self, user: str, wait_for_follow_up: bool = False) -> Optional[Started]:
+        """The user's early start once its server is ready (None: not started early). With
+        `wait_for_follow_up`, also once its follow-up has ended (the culler's watch)."""
+        entry = self.started.get(user)
+        if entry is None:
+            return None
+        deadline = time.monotonic() + self.start_timeout + 120
+        while entry.error is None and entry.ready_at is None and entry.thread.is_alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user}'s early start did not end in {self.start_timeout:.0f} s")
+            time.sleep(1)
+        entry.claimed.set()
+        if wait_for_follow_up:
+            entry.thread.join(self.start_timeout + 3600)
+        if entry.error is not None:
+            raise AssertionError(f"{user}'s server, started at the session's start: {entry.error}") from entry.error
+        return entry
+
+    def close(self) -> None:
+        """Stop what no check stopped (a check that failed early)."""
+        for entry in self.started.values():
+            entry.claimed.set()
+        for entry in self.started.values():
+            if entry.thread is not None:
+                entry.thread.join(timeout=60)
+            if entry.server is not None:
+                try:
+                    entry.server.stop()
+                except Exception:  # noqa: BLE001  # best effort at the end of the session
+                    pass

