@@ -1557,6 +1557,17 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
   ],
   "allowed_users": [
     "alice",
+    "bench01",
+    "bench02",
+    "bench03",
+    "bench04",
+    "bench05",
+    "bench06",
+    "bench07",
+    "bench08",
+    "bench09",
+    "bench10",
+    "bench11",
     "bob",
     "carol",
     "dave",
@@ -1587,7 +1598,7 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
       },
       "reservations": {
         "cpus": 0.1,
-        "memory": "128M"
+        "memory": "512M"
       }
     },
     "users": {
@@ -1598,7 +1609,7 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
         },
         "reservations": {
           "cpus": 0.1,
-          "memory": "128M"
+          "memory": "256M"
         }
       },
       "frank": {
@@ -1901,6 +1912,17 @@ echo "restored $src; the hub is starting (docker service ps $service)"
 CABLAB_EOF
 install_file 0644 /opt/cablab/hub/userlist <<'CABLAB_EOF'
 alice admin
+bench01
+bench02
+bench03
+bench04
+bench05
+bench06
+bench07
+bench08
+bench09
+bench10
+bench11
 bob
 carol
 dave
