@@ -14,10 +14,14 @@ case "$name" in
       "info --format {{.Driver}}") echo "${STUB_DRIVER:-overlay2}" ;;
       "version --format {{.Server.Version}}") echo 20.10.24 ;;
       "network inspect"*) exit 1 ;;
+      "image inspect --format {{.Id}} "*) [ -s /var/lib/cablab-stub-image ] || exit 1; cat /var/lib/cablab-stub-image ;;
       "image inspect"*) [ -e /var/lib/cablab-stub-image ] || exit 1 ;;
-      "load"* | "pull"* | "build"*) : >/var/lib/cablab-stub-image ;;
+      "load"* | "pull"* | "build"*) [ -s /var/lib/cablab-stub-image ] || echo sha256:stub1 >/var/lib/cablab-stub-image ;;
+      "run --rm --network none "*" jupyterhub --version") cat /var/lib/cablab-stub-jupyterhub 2>/dev/null || echo 6.1.1 ;;
+      "config ls"* | "secret ls"*) cat "/var/lib/cablab-stub-$1s" 2>/dev/null || true ;;
       "service ps"*) echo "Running 1 second ago" ;;
-      "service inspect"*) exit 1 ;;
+      "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
+      "stack deploy"*) : >/var/lib/cablab-stub-service ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
     esac ;;
   dpkg-query | rpm | blkid) exit 1 ;;
