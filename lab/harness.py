@@ -34,13 +34,13 @@ from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import load_spec
-from lab import drills
+from lab import drills, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
-PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills")
+PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills", "upgrade")
 
 
 def log(msg: str) -> None:
@@ -136,6 +136,7 @@ class Lab:
                     "VAGRANT_NO_COLOR": "1"}
         self.report = Report(variant)
         self.images: dict[str, Path] = {}
+        self.rendered = ROOT / "provision" / variant  # the render the images and provisioners come from
         # python-vagrant runs the vagrant CLI in the repository with our environment;
         # stderr passes through, `up` streams its stdout line by line.
         self.machines = vagrant.Vagrant(root=str(ROOT), env=self.env, quiet_stdout=False, quiet_stderr=False)
@@ -184,7 +185,7 @@ class Lab:
         cached by Dockerfile + base image."""
         sh(["bash", str(LAB / "images" / "build-base.sh")], prefix="  base| ")
         base_id = sh(["docker", "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE], capture=True).stdout.strip()
-        rendered = ROOT / "provision" / self.variant
+        rendered = self.rendered
         (CACHE / "images").mkdir(parents=True, exist_ok=True)
         for key in ("hub", "singleuser"):
             image = getattr(self.spec.cluster.hub.images, key)
@@ -265,7 +266,7 @@ class Lab:
         t0 = time.monotonic()
         if upload:
             self._inputs(host)
-            self.upload(host, ROOT / "provision" / self.variant / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
+            self.upload(host, self.rendered / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
         out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
                        prefix=f"  {host}| ")
         # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="start at this phase, on the VMs an earlier run left up (like molecule converge/verify)")
     ap.add_argument("--drills", action="store_true",
                     help="after verify, the fault drills (lab/drills.py): hub killed, worker lost, manager rebooted")
+    ap.add_argument("--upgrade", action="store_true",
+                    help="last, the upgrade pass (lab/upgrade.py): a changed spec re-rendered and re-provisioned, "
+                         "the hub rolls, old servers keep running, new ones get the new image")
     args = ap.parse_args(argv)
 
     lab = Lab(args.variant, args.flavour, args.box)
@@ -366,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.drills or args.start == "drills":
             with r.phase("drills"):
                 drills.run(lab)
+        if args.upgrade or args.start == "upgrade":
+            with r.phase("upgrade"):
+                upgrade.run(lab)
         ok = True
         r.result = "passed"
     except (LabError, drills.DrillFailed, subprocess.SubprocessError, OSError) as exc:
