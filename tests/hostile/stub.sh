@@ -19,6 +19,10 @@ case "$name" in
       "load"* | "pull"* | "build"*) [ -s /var/lib/cablab-stub-image ] || echo sha256:stub1 >/var/lib/cablab-stub-image ;;
       "run --rm --network none "*" jupyterhub --version") cat /var/lib/cablab-stub-jupyterhub 2>/dev/null || echo 6.1.1 ;;
       "config ls"* | "secret ls"*) cat "/var/lib/cablab-stub-$1s" 2>/dev/null || true ;;
+      "image ls -q --filter dangling=true"*) cat /var/lib/cablab-stub-dangling 2>/dev/null || true ;;
+      "image prune"*)
+        grep -xFf /var/lib/cablab-stub-inuse /var/lib/cablab-stub-dangling >/var/lib/cablab-stub-left 2>/dev/null || true
+        mv /var/lib/cablab-stub-left /var/lib/cablab-stub-dangling ;;
       "service ps"*) echo "Running 1 second ago" ;;
       "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
       "stack deploy"*) : >/var/lib/cablab-stub-service ;;
