@@ -28,6 +28,7 @@ case "$name" in
       "stack deploy"*) : >/var/lib/cablab-stub-service ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
     esac ;;
+  exportfs) [ "$args" != -s ] || cat /var/lib/cablab-stub-exports 2>/dev/null || true ;;
   dpkg-query | rpm | blkid) exit 1 ;;
   dpkg) echo amd64 ;;
   apt-cache) echo " docker-ce | 5:${STUB_PIN:-24.0}.0-1~debian.12~bookworm | https://download.docker.com stable/amd64 Packages" ;;
