@@ -17,7 +17,7 @@ from cablab_cluster.plan import make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.spec import load_spec
 
-from test_hostile import STUB_NAMES, Run, _run
+from test_hostile import Run, _run
 
 LAB = Path(__file__).parent.parent / "lab"
 

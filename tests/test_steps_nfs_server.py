@@ -15,7 +15,6 @@ from cablab_cluster.plan import make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.spec import load_spec
 
-from test_bundle_deploy import between
 from test_hostile import Run, _run
 
 LAB = Path(__file__).parent.parent / "lab"
