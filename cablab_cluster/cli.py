@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .plan import make_plan
+from .plan import make_plan, removal
 from .render import out_problems, render_plan, write_tree
 from .secretstore import check_secrets, ensure_secrets, secrets_dir
 from .spec import LoadedSpec, SpecError, TLSMode, load_spec
@@ -142,6 +142,26 @@ def render(spec: str, out_dir: Path) -> None:
     out.print(f"rendered {len(files)} files to {out_dir}/ (run order in {out_dir}/README)", markup=False)
     summary = ", ".join(f"{a.name} {a.action}" for a in actions)
     out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}", markup=False)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("host")
+def drain(spec: str, host: str) -> None:
+    """Print the commands that take worker HOST out of the swarm (runs nothing itself)."""
+    loaded = _load(spec)
+    c = loaded.cluster
+    try:
+        commands = removal(c, host)
+    except SpecError as exc:
+        _fail(SpecError(exc.problems, spec))
+    out.print(f"# Removing {host} from cluster {c.name}: run these as root, in order (docker on {c.first_manager.name} "
+              "is the swarm's manager).", markup=False)
+    for n, cmd in enumerate(commands, 1):
+        out.print(f"# {n}. on {cmd.host}: {cmd.why}", markup=False)
+        out.print(cmd.command, markup=False)
+    out.print(f"# {len(commands) + 1}. remove {host} from {spec}, render again, and run every remaining host's "
+              "provisioner: its NFS exports and firewall rules are withdrawn.", markup=False)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

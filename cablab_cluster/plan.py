@@ -10,11 +10,12 @@ which typed parameters. Render (stage 3) turns each step into a small script.
 from __future__ import annotations
 
 import graphlib
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from .layout import STACK  # noqa: F401 - re-exported: cablab_cluster.checks imports it from here
-from .spec import Cluster, Host, LoadedSpec
+from .spec import Cluster, Host, LoadedSpec, Problem, SpecError
 from .steps import Input, InputKind, Packages, StepType, registry
 
 __all__ = ["HostPlan", "Input", "InputKind", "Plan", "Step", "host_steps", "make_plan"]
@@ -120,3 +121,43 @@ def make_plan(spec: LoadedSpec) -> Plan:
     c = spec.cluster
     return Plan(spec=spec, hosts=tuple(HostPlan(host=h, steps=host_steps(c, h), after=after, why_after=why)
                                        for h, after, why in _order(c)))
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command for the operator to run on a host, and why."""
+
+    host: str
+    command: str
+    why: str
+
+
+def removal(c: Cluster, name: str) -> tuple[Command, ...]:
+    """The commands that take worker `name` out of the swarm: drain it (its tasks, users' servers
+    among them, move to the other nodes), wait until nothing runs there, leave, remove the node.
+    Afterwards the host goes from the spec and the other hosts' provisioners withdraw its exports
+    and firewall rules. Managers are refused (1 or 3 of them: a removal needs a new spec first)."""
+    names = [h.name for h in c.hosts]
+    if name not in names:
+        raise SpecError([Problem("HOST", f"{name!r} is not a host of cluster {c.name}",
+                                 f"use one of: {', '.join(names)}")])
+    h = c.host(name)
+    if not h.is_worker:
+        raise SpecError([Problem("HOST", f"{name} is not a worker ({', '.join(r.value for r in h.roles)}); only "
+                                         "workers are drained and removed",
+                                 "a manager, the hub's or the NFS server's host is replaced, not removed: "
+                                 "see the README's operator section")])
+    if len(c.notebook_hosts) < 2:
+        raise SpecError([Problem("HOST", f"{name} is the only notebook node: users' servers would have nowhere to go",
+                                 "add a worker first (see the README's operator section)")])
+    m = c.first_manager.name
+    q = shlex.quote(name)
+    return (
+        Command(m, f"docker node update --availability drain {q}",
+                f"no new tasks on {name}; its tasks (users' servers among them: their kernels restart) "
+                "move to the other nodes"),
+        Command(m, f"until [ -z \"$(docker node ps {q} --filter desired-state=running -q)\" ]; do sleep 5; done",
+                f"wait until nothing runs on {name} any more"),
+        Command(name, "docker swarm leave", f"{name} leaves the swarm"),
+        Command(m, f"docker node rm {q}", f"the swarm forgets {name}"),
+    )

@@ -10,6 +10,7 @@ embedded in the hub host's script and written beside it for review.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -28,6 +29,7 @@ from . import bundle as static
 from .layout import (
     HUB_DATA,
     HUB_DIR,
+    HUB_IMAGE_RECORD,
     IMAGE_DIR,
     PROVISION_LOG,
     RUN_SUMMARY,
@@ -35,17 +37,18 @@ from .layout import (
     STACK,
     STATE_DIR,
     SWARM_TOKEN_DIR,
+    UPGRADE_BACKUPS,
     secrets_hub_reads,
 )
 from . import steps as step_units
 from .plan import Plan, Step
 from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
-from .spec import Cluster, Problem, SpecError, TLSMode
+from .spec import Cluster, ImageSource, Problem, SpecError, TLSMode
 
-# Versions baked into the hub image (the fast suite tests the config against these,
-# and checks them against pyproject's test pins and the single-user lock).
+# Versions baked into the hub image besides JupyterHub's own (`hub.images.hub.jupyterhub`, whose
+# default is the single-user lock's): the fast suite tests the config against these, and checks
+# them against pyproject's test pins.
 VERSIONS = {
-    "jupyterhub": "6.1.1",
     "dockerspawner": "14.0.0",
     "oauthenticator": "17.4.0",
     # The hub-managed idle culler: 2.0.0 (a traitlets app, same CLI flags) speaks the REST API
@@ -68,7 +71,7 @@ SINGLEUSER_STACK = (
     "netCDF4",  # NetCDF in and out (results, other data sets)
     "matplotlib",  # maps and time series
 )
-CONSTRAINTS = "singleuser-constraints.txt"
+CONSTRAINTS = static.LOCK
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP (published as 80)
 PROXY_API_PORT = 8001
@@ -112,13 +115,7 @@ def shell_quote(value: object) -> str:
 ENV = _env()
 
 
-def _locked(name: str) -> str:
-    """The version of `name` in the single-user lock."""
-    for line in static.text(CONSTRAINTS).splitlines():
-        pkg, _, version = line.partition("==")
-        if pkg.strip().lower().replace("_", "-") == name.lower().replace("_", "-") and version:
-            return version.strip()
-    raise KeyError(f"{name} is not in {CONSTRAINTS}")
+_locked = static.locked  # the version of a package in the single-user lock
 
 
 def _compose(value: Any) -> Any:
@@ -212,7 +209,7 @@ class Renderer:
         return {
             "cluster": self.c,
             "spec_name": self.spec_name,
-            "versions": VERSIONS,
+            "versions": {**VERSIONS, "jupyterhub": self.c.hub.images.hub.jupyterhub},
             "stack": STACK,
             "hub_dir": HUB_DIR,
             "hub_data": HUB_DATA,
@@ -318,6 +315,9 @@ class Renderer:
         if redirect:
             ports.append({"target": INTERNAL_HTTP_PORT, "published": 80, "protocol": "tcp", "mode": "host"})
         configs = self.hub_configs()
+        # The hub image's ID, read by deploy.sh on this host: a rebuilt image under the same tag
+        # changes the tasks' spec, so swarm rolls them (the tag alone, with --resolve-image never, would not).
+        image_id = {"CABLAB_HUB_IMAGE_ID": _Placeholder("${CABLAB_HUB_IMAGE_ID}")}
         stack = {
             "version": "3.8",
             "services": {
@@ -327,7 +327,7 @@ class Renderer:
                     "image": c.hub.images.hub.name,
                     "entrypoint": ["/bin/sh", "-c"],
                     "command": [proxy_cmd],
-                    "environment": {"NODE_OPTIONS": "--tls-min-v1.2"},
+                    "environment": {"NODE_OPTIONS": "--tls-min-v1.2", **image_id},
                     "ports": ports,
                     "networks": [net],
                     "secrets": secret_refs(("proxy_token", "tls.crt", "tls.key")),
@@ -336,6 +336,7 @@ class Renderer:
                 "hub": {
                     "image": c.hub.images.hub.name,
                     "command": ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"],
+                    "environment": {**image_id, "CABLAB_SINGLEUSER_IDENTITY": self.singleuser_identity()},
                     "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data",
                                 f"{self.home_root}:{self.home_root}"],
                     "networks": [net],
@@ -351,7 +352,9 @@ class Renderer:
         }
         header = (f"# Docker stack of the hub for cluster {c.name}; rendered by cablab-cluster from {self.spec_name}.\n"
                   f"# Deployed by {HUB_DIR}/deploy.sh, which sets the CABLAB_SHA_* variables: a changed\n"
-                  "# secret or config gets a new name, so the services are rolled onto it.\n")
+                  "# secret or config gets a new name, so the services are rolled onto it; and\n"
+                  "# CABLAB_HUB_IMAGE_ID: a rebuilt hub image rolls them too. CABLAB_SINGLEUSER_IDENTITY is\n"
+                  "# the users' image as rendered: a new single-user image rolls the hub.\n")
         return header + _dump_yaml(_compose(stack))
 
     def backup_params(self) -> dict[str, Any]:
@@ -362,7 +365,17 @@ class Renderer:
                 "homes_path": str(self.c.share(self.c.hub.users.home_share).path)}
 
     def deploy(self) -> str:
-        return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()))
+        return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()),
+                                    image=self.c.hub.images.hub.name, hub_image_record=HUB_IMAGE_RECORD,
+                                    upgrade_backups=UPGRADE_BACKUPS)
+
+    def singleuser_identity(self) -> str:
+        """What makes the users' image what it is, as known at render time: its spec entry and, when
+        built, its build context (a changed package or lock is a new identity)."""
+        image = self.c.hub.images.singleuser
+        files = self.build_context("singleuser") if image.source is ImageSource.BUILD else {}
+        data = json.dumps({"image": image.model_dump(mode="json"), "context": files}, sort_keys=True)
+        return hashlib.sha256(data.encode()).hexdigest()[:12]
 
     def bundle(self) -> list[tuple[str, str, str]]:
         """(name in HUB_DIR, mode, content) for the hub host."""

@@ -38,13 +38,13 @@ from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import load_spec
-from lab import drills
+from lab import drills, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
-PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills", "bench")
+PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills", "bench", "upgrade")
 VARIANTS = ("ubuntu", "centos", "centos-dm")  # lab/<variant>.yml, provisioned with provision/<variant>/
 
 
@@ -154,6 +154,7 @@ class Lab:
                     "VAGRANT_NO_COLOR": "1"}
         self.report = Report(variant)
         self.images: dict[str, Path] = {}
+        self.rendered = ROOT / "provision" / variant  # the render the images and provisioners come from
         # python-vagrant runs the vagrant CLI in the repository with our environment;
         # stderr passes through, `up` streams its stdout line by line.
         self.machines = vagrant.Vagrant(root=str(ROOT), env=self.env, quiet_stdout=False, quiet_stderr=False)
@@ -202,7 +203,7 @@ class Lab:
         cached by Dockerfile + base image."""
         sh(["bash", str(LAB / "images" / "build-base.sh")], prefix="  base| ")
         base_id = sh(["docker", "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE], capture=True).stdout.strip()
-        rendered = ROOT / "provision" / self.variant
+        rendered = self.rendered
         (CACHE / "images").mkdir(parents=True, exist_ok=True)
         for key in ("hub", "singleuser"):
             image = getattr(self.spec.cluster.hub.images, key)
@@ -283,7 +284,7 @@ class Lab:
         t0 = time.monotonic()
         if upload:
             self._inputs(host)
-            self.upload(host, ROOT / "provision" / self.variant / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
+            self.upload(host, self.rendered / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
         out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
                        prefix=f"  {host}| ")
         # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
@@ -362,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                          "and with three managers a manager lost")
     ap.add_argument("--bench", action="store_true",
                     help="last, the spawn benchmark (benchmarks/spawn.py): hub vs the Docker-API floor, capacity")
+    ap.add_argument("--upgrade", action="store_true",
+                    help="last, the upgrade pass (lab/upgrade.py): a changed spec re-rendered and re-provisioned, "
+                         "the hub rolls, old servers keep running, new ones get the new image")
     args = ap.parse_args(argv)
 
     lab = Lab(args.variant, args.flavour, args.box)
@@ -404,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench or args.start == "bench":
             with r.phase("bench"):
                 lab.bench()
+        if args.upgrade or args.start == "upgrade":
+            with r.phase("upgrade"):
+                upgrade.run(lab)
         ok = True
         r.result = "passed"
     except (LabError, drills.DrillFailed, subprocess.SubprocessError, OSError) as exc:

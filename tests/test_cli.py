@@ -197,3 +197,14 @@ def test_validate_checks_a_provided_pair(write_spec, spec_dir):
 def test_values_are_printed_as_written_not_as_emoji(write_spec):
     r = invoke("validate", write_spec(lambda d: d.update(name="a:x:b:smile:")))
     assert r.exit_code == 2 and "'a:x:b:smile:' is not valid here" in r.output
+
+
+def test_drain_prints_the_commands_and_refuses_a_manager():
+    result = invoke("drain", LAB / "ubuntu.yml", "node3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "docker node update --availability drain node3" in lines
+    assert lines.index("docker swarm leave") < lines.index("docker node rm node3")
+    assert "its NFS exports and firewall rules are withdrawn" in lines[-1]
+    refused = invoke("drain", LAB / "ubuntu.yml", "node1")
+    assert refused.exit_code == 2 and "HOST: node1 is not a worker" in refused.output

@@ -347,7 +347,7 @@ def check_stack(text: str, r: Result) -> None:
     assert list(stack["networks"]) == [r.network]
     # docker stack deploy expands ${...}: only deploy.sh's own variables may be there.
     assert re.findall(r"\$\{([^}]*)\}", text) == [v for v in re.findall(r"\$\{([^}]*)\}", text)
-                                                  if re.fullmatch(r"CABLAB_SHA_[A-Z_]+", v)]
+                                                  if re.fullmatch(r"CABLAB_SHA_[A-Z_]+|CABLAB_HUB_IMAGE_ID", v)]
 
 
 def check_python(text: str, value: str) -> None:

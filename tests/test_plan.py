@@ -140,3 +140,66 @@ def test_secret_names_follow_tls_and_lab():
     # the hub still reads the TLS pair: certbot's renewal hook puts it there
     assert secrets_hub_reads(le) == ("cookie_secret", "proxy_token", "metrics_token", "github_client_secret",
                                      "tls.crt", "tls.key")
+
+
+# --------------------------------------------------------------------------
+# Adding and removing a node
+
+
+def add_node4(d):
+    d["hosts"].append({"name": "node4", "address": "192.168.56.14", "roles": ["worker"]})
+
+
+def step_params(plan, host, kind):
+    return next(s.params for s in plan.for_host(host).steps if s.kind == kind)
+
+
+def test_a_fourth_host_joins_and_every_other_host_lets_it_in(write_spec):
+    from cablab_cluster.render import render_plan
+    from cablab_cluster.steps.nfs_server import exports
+
+    plan = make_plan(load_spec(write_spec(add_node4)))
+    assert kinds(plan, "node4") == kinds(plan, "node3")  # joins as a worker, mounts the shares, gets the image
+    assert plan.for_host("node4").after == ("node1",)
+    for host in ("node1", "node2", "node3"):
+        assert "192.168.56.14" in step_params(plan, host, "firewall").sources
+    assert all("192.168.56.14(" in line for line in exports(step_params(plan, "node1", "nfs_server")))
+    files = render_plan(plan)
+    assert "192.168.56.14(" in files["node1.sh"]  # the exports file the NFS server writes
+    assert "clients='192.168.56.12 192.168.56.13 192.168.56.14'" in files["node1.sh"]
+    assert '"node4"' in files["hub/cablab.json"]  # a notebook node users can be placed on
+
+
+def test_a_removed_host_loses_exports_and_firewall_rules(write_spec):
+    from cablab_cluster.render import render_plan
+
+    def remove_node3(d):
+        d["hosts"] = [h for h in d["hosts"] if h["name"] != "node3"]
+
+    with_it, without = (render_plan(make_plan(load_spec(write_spec(m, name=f"{i}.yml"))))
+                        for i, m in enumerate((None, remove_node3)))
+    assert "192.168.56.13" in with_it["node1.sh"] and "192.168.56.13" in with_it["node2.sh"]
+    assert "192.168.56.13" not in without["node1.sh"] and "192.168.56.13" not in without["node2.sh"]
+    # the exports file is rewritten as a whole and re-exported; a client left in the kernel's table is withdrawn
+    assert "install_file 0644 /etc/exports.d/cablab.exports" in without["node1.sh"]
+    assert "\nclients=192.168.56.12\n" in without["node1.sh"]
+    assert '"node3"' not in without["hub/cablab.json"]
+
+
+def test_removal_commands_drain_wait_leave_and_remove():
+    import pytest
+
+    from cablab_cluster.plan import removal
+    from cablab_cluster.spec import SpecError
+
+    c = load_spec(LAB / "ubuntu.yml").cluster
+    assert [(x.host, x.command) for x in removal(c, "node3")] == [
+        ("node1", "docker node update --availability drain node3"),
+        ("node1", 'until [ -z "$(docker node ps node3 --filter desired-state=running -q)" ]; do sleep 5; done'),
+        ("node3", "docker swarm leave"),
+        ("node1", "docker node rm node3"),
+    ]
+    for host, why in (("node1", "node1 is not a worker"), ("node9", "'node9' is not a host")):
+        with pytest.raises(SpecError) as exc:
+            removal(c, host)
+        assert why in exc.value.lines()[0]

@@ -169,7 +169,8 @@ def test_the_lab_builds_the_image_users_get():
 
 
 def test_the_lock_pins_every_package_once_and_matches_the_hub():
-    from cablab_cluster.render import SINGLEUSER_STACK, VERSIONS, _locked
+    from cablab_cluster.render import SINGLEUSER_STACK, _locked
+    from cablab_cluster.spec.model import HubImage
 
     lock = rendered(LAB / "ubuntu.yml")["singleuser/singleuser-constraints.txt"]
     names = [line.split("==")[0].lower() for line in lock.splitlines() if line and not line.startswith("#")]
@@ -177,7 +178,8 @@ def test_the_lock_pins_every_package_once_and_matches_the_hub():
     assert len(names) == len(set(names))
     for pkg in SINGLEUSER_STACK:
         assert _locked(pkg)  # every top-level package is pinned
-    assert _locked("jupyterhub") == VERSIONS["jupyterhub"]  # singleuser talks to the hub of the same version
+    # singleuser talks to the hub of the same version: the spec's default is the lock's
+    assert _locked("jupyterhub") == HubImage(name="x:1").jupyterhub
 
 
 def test_hub_versions_match_the_test_pins():
@@ -186,10 +188,12 @@ def test_hub_versions_match_the_test_pins():
     import tomllib
 
     from cablab_cluster.render import VERSIONS
+    from cablab_cluster.spec.model import HubImage
 
     test_pins = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    versions = {**VERSIONS, "jupyterhub": HubImage(name="x:1").jupyterhub}
     for name in ("jupyterhub", "dockerspawner", "oauthenticator", "jupyterhub-idle-culler"):
-        assert f"{name}=={VERSIONS[name]}" in test_pins
+        assert f"{name}=={versions[name]}" in test_pins
 
 
 # --------------------------------------------------------------------------

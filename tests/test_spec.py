@@ -387,3 +387,22 @@ def test_operation_values_are_refused_with_a_hint(write_spec, mutate, where, tex
     assert text in line, line
     if hint:
         assert "(hint: " in line and hint in line.split("(hint: ", 1)[1], line
+
+
+def test_jupyterhub_version_is_a_spec_key_defaulting_to_the_lock(write_spec):
+    """`hub.images.hub.jupyterhub`: the lock's version by default; another one needs a new lock."""
+    from cablab_cluster.bundle import locked
+
+    assert load_spec(write_spec(lambda d: None)).cluster.hub.images.hub.jupyterhub == locked("jupyterhub")
+
+    def other(d):
+        d["hub"].setdefault("images", {}).setdefault("hub", {"name": "cablab/hub:1.0"})["jupyterhub"] = "5.2.1"
+
+    line = one(write_spec(other))
+    assert "hub.images.hub.jupyterhub: JupyterHub 5.2.1 is not the locked version" in line
+    assert "lock-singleuser.sh" in line
+
+    def unquoted(d):
+        d["hub"].setdefault("images", {}).setdefault("hub", {"name": "cablab/hub:1.0"})["jupyterhub"] = 6.1
+
+    assert "hub.images.hub.jupyterhub" in one(write_spec(unquoted))

@@ -16,3 +16,15 @@ from importlib.resources import files
 def text(name: str) -> str:
     """A static bundle file's content."""
     return files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+LOCK = "singleuser-constraints.txt"
+
+
+def locked(name: str) -> str:
+    """The version of `name` in the single-user lock (KeyError if it is not pinned there)."""
+    for line in text(LOCK).splitlines():
+        pkg, _, version = line.partition("==")
+        if pkg.strip().lower().replace("_", "-") == name.lower().replace("_", "-") and version:
+            return version.strip()
+    raise KeyError(f"{name} is not in {LOCK}")

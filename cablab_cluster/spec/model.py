@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from .. import bundle
 from ..userlist import Userlist
 
 # --------------------------------------------------------------------------
@@ -290,8 +291,17 @@ class Image(Strict):
     """extra pip requirements baked into the image (pinned by the operator)."""
 
 
+VERSION = r"^[0-9]+(\.[0-9]+){1,3}$"
+
+
+class HubImage(Image):
+    jupyterhub: Annotated[str, Field(pattern=VERSION)] = bundle.locked("jupyterhub")
+    """JupyterHub's version in the hub image: the single-user lock's (`cablab_cluster/bundle/singleuser-constraints.txt`
+    pins `jupyterhub-singleuser` at it); a new version needs a new lock (`lab/images/lock-singleuser.sh`)."""
+
+
 class Images(Strict):
-    hub: Image = Image(name="cablab/hub:1.0")
+    hub: HubImage = HubImage(name="cablab/hub:1.0")
     """the hub's image."""
     singleuser: Image = Image(name="cablab/singleuser:1.0")
     """the users' servers' image: JupyterLab, a kernel and the data-cube stack are always in it; `packages` adds to

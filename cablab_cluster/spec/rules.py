@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from .. import bundle
+
 from .model import (DOCKER_ROOT, MIN_MEMORY, Cluster, ImageSource, Role, Seed, StorageDriver, TLSMode, Users,
                     _is_ip, memory_bytes, system_path)
 from .problems import Problem
@@ -198,6 +200,12 @@ def auth_rules(c: Cluster) -> list[Problem]:
 def image_rules(c: Cluster) -> list[Problem]:
     """A tarball exactly with source `load`, and a file, not /."""
     out: list[Problem] = []
+    locked = bundle.locked("jupyterhub")
+    if c.hub.images.hub.jupyterhub != locked:
+        out.append(Problem("hub.images.hub.jupyterhub", f"JupyterHub {c.hub.images.hub.jupyterhub} is not the locked "
+                                                        f"version: the single-user lock pins jupyterhub {locked}",
+                           f"use `jupyterhub: \"{locked}\"` (or drop the key), or lock the single-user stack for the new "
+                           "version first (lab/images/lock-singleuser.sh)"))
     for key, image in (("hub", c.hub.images.hub), ("singleuser", c.hub.images.singleuser)):
         if image.source is ImageSource.LOAD and image.tarball is None:
             out.append(Problem(f"hub.images.{key}.tarball", "source `load` needs the tarball's path on the nodes",

@@ -14,12 +14,21 @@ case "$name" in
       "info --format {{.Driver}}") echo "${STUB_DRIVER:-overlay2}" ;;
       "version --format {{.Server.Version}}") echo 20.10.24 ;;
       "network inspect"*) exit 1 ;;
+      "image inspect --format {{.Id}} "*) [ -s /var/lib/cablab-stub-image ] || exit 1; cat /var/lib/cablab-stub-image ;;
       "image inspect"*) [ -e /var/lib/cablab-stub-image ] || exit 1 ;;
-      "load"* | "pull"* | "build"*) : >/var/lib/cablab-stub-image ;;
+      "load"* | "pull"* | "build"*) [ -s /var/lib/cablab-stub-image ] || echo sha256:stub1 >/var/lib/cablab-stub-image ;;
+      "run --rm --network none "*" jupyterhub --version") cat /var/lib/cablab-stub-jupyterhub 2>/dev/null || echo 6.1.1 ;;
+      "config ls"* | "secret ls"*) cat "/var/lib/cablab-stub-$1s" 2>/dev/null || true ;;
+      "image ls -q --filter dangling=true"*) cat /var/lib/cablab-stub-dangling 2>/dev/null || true ;;
+      "image prune"*)
+        grep -xFf /var/lib/cablab-stub-inuse /var/lib/cablab-stub-dangling >/var/lib/cablab-stub-left 2>/dev/null || true
+        mv /var/lib/cablab-stub-left /var/lib/cablab-stub-dangling ;;
       "service ps"*) echo "Running 1 second ago" ;;
-      "service inspect"*) exit 1 ;;
+      "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
+      "stack deploy"*) : >/var/lib/cablab-stub-service ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
     esac ;;
+  exportfs) [ "$args" != -s ] || cat /var/lib/cablab-stub-exports 2>/dev/null || true ;;
   dpkg-query | rpm | blkid) exit 1 ;;
   dpkg) echo amd64 ;;
   apt-cache) echo " docker-ce | 5:${STUB_PIN:-24.0}.0-1~debian.12~bookworm | https://download.docker.com stable/amd64 Packages" ;;

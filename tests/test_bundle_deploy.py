@@ -1,0 +1,129 @@
+"""The hub's deploy script (templates/bundle/deploy.sh.j2) run for real, as root, in the sandbox of
+tests/hostile/ with a recording docker stub: what rolls the hub, when the database is backed up and
+migrated, and which swarm configs and secrets are pruned.
+
+The stub's state files stand for the hub host: /var/lib/cablab-stub-image holds the hub image's ID,
+/var/lib/cablab-stub-jupyterhub the JupyterHub version `jupyterhub --version` prints in it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cablab_cluster.layout import HUB_DATA, HUB_DIR, HUB_IMAGE_RECORD, STATE_DIR, UPGRADE_BACKUPS, secrets_hub_reads
+from cablab_cluster.plan import make_plan
+from cablab_cluster.render import Renderer
+from cablab_cluster.spec import load_spec
+
+from test_hostile import Run, _run
+
+LAB = Path(__file__).parent.parent / "lab"
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/ns/mnt").exists(), reason="needs namespaces")
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(make_plan(load_spec(LAB / "ubuntu.yml")))
+
+
+def run_flow(r: Renderer, *steps: str) -> Run:
+    """The bundle installed on the sandbox's hub host, then `steps` (bash); `deploy NAME` runs deploy.sh,
+    printing `== NAME: deployed|unchanged` and marking the call log with `docker mark NAME`."""
+    lines = ["set -euo pipefail", f"install -d -m 0755 {HUB_DIR} {STATE_DIR}", f"install -d -m 0700 {HUB_DATA}"]
+    for name, mode, text in r.bundle():
+        lines += [f"cat >{HUB_DIR}/{name} <<'CABLAB_EOF'", text.rstrip("\n"), "CABLAB_EOF", f"chmod {mode} {HUB_DIR}/{name}"]
+    lines += ["echo sha256:image1 >/var/lib/cablab-stub-image",
+              f'deploy() {{ docker mark "$1"; echo "== $1: $({HUB_DIR}/deploy.sh)"; }}', *steps]
+    run = _run("\n".join(lines) + "\n", {"STUB_SECRETS": " ".join(secrets_hub_reads(r.c)), "STUB_FILES": "",
+                                         "STUB_DISKS": "", "STUB_FINDMNT": "", "STUB_CONTROL": "true",
+                                         "STUB_PIN": "24.0", "STUB_DRIVER": "overlay2"}, "apt")
+    assert run.rc == 0, run.output
+    return run
+
+
+def between(run: Run, start: str, end: str | None = None) -> list[tuple[str, ...]]:
+    """The calls after `docker mark start` and before `docker mark end`."""
+    marks = [i for i, c in enumerate(run.calls) if c[:2] == ("docker", "mark")]
+    names = [run.calls[i][2] for i in marks]
+    first = marks[names.index(start)] + 1
+    last = marks[names.index(end)] if end else len(run.calls)
+    return list(run.calls[first:last])
+
+
+def kinds(calls: list[tuple[str, ...]]) -> list[str]:
+    """Each docker call as its first two words (`stack deploy`, `service scale`, `run upgrade-db`)."""
+    out = []
+    for c in calls:
+        if c[0] != "docker":
+            continue
+        if c[1] == "run":
+            out.append("run " + c[c.index("jupyterhub") + 1])
+        else:
+            out.append(" ".join(c[1:3]))
+    return out
+
+
+def test_first_deploy_records_the_image_and_needs_no_migration(renderer):
+    run = run_flow(renderer, "deploy first", f"cat {HUB_IMAGE_RECORD}", "deploy again")
+    assert "== first: deployed" in run.output and "== again: unchanged" in run.output
+    assert "image1 6.1.1" in run.output  # the record: image ID and JupyterHub version
+    first = kinds(between(run, "first", "again"))
+    assert "stack deploy" in first and "run upgrade-db" not in first and "service scale" not in first
+    assert "stack deploy" not in kinds(between(run, "again"))  # same image: no roll
+
+
+def test_a_rebuilt_image_under_the_same_tag_rolls_the_hub_after_a_backup(renderer):
+    run = run_flow(renderer, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
+                   "echo sha256:image2 >/var/lib/cablab-stub-image", "deploy rebuilt",
+                   f"ls {UPGRADE_BACKUPS}", f"cat {HUB_IMAGE_RECORD}")
+    assert "== rebuilt: deployed" in run.output
+    assert "backed up the hub to " + str(UPGRADE_BACKUPS) in run.output
+    assert "cablab-hub-lab-ubuntu-" in run.output  # backup.sh's directory
+    assert "image2 6.1.1" in run.output
+    rebuilt = kinds(between(run, "rebuilt"))
+    assert "stack deploy" in rebuilt
+    # the same JupyterHub: a rolling update, no stop and no migration
+    assert "run upgrade-db" not in rebuilt and "service scale" not in rebuilt
+
+
+def test_a_new_jupyterhub_version_stops_the_hub_and_migrates_before_it_starts(renderer):
+    run = run_flow(renderer, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
+                   "echo sha256:image2 >/var/lib/cablab-stub-image", "echo 6.2.0 >/var/lib/cablab-stub-jupyterhub",
+                   "deploy upgrade", f"cat {HUB_IMAGE_RECORD}", "deploy again")
+    assert "upgraded the hub database from JupyterHub 6.1.1 to 6.2.0" in run.output
+    upgrade = kinds(between(run, "upgrade", "again"))
+    assert upgrade.index("service scale") < upgrade.index("run upgrade-db") < upgrade.index("stack deploy")
+    call = next(c for c in between(run, "upgrade", "again") if "upgrade-db" in c)
+    assert "image2" in " ".join(call) and f"{HUB_DATA}:/srv/jupyterhub/data" in call  # the new image, the hub's data
+    assert "image2 6.2.0" in run.output
+    assert "== again: unchanged" in run.output
+
+
+def test_configs_and_secrets_no_service_uses_are_removed(renderer):
+    current = "$(grep -o 'CABLAB_SHA_CABLAB_JSON=[0-9a-f]*' /var/lib/cablab/hub/deployed | cut -d= -f2)"
+    run = run_flow(renderer, "deploy first",
+                   f'printf "cablab_cablab_json_0123456789ab\\ncablab_cablab_json_{current}\\n" >/var/lib/cablab-stub-configs',
+                   "printf 'cablab_cookie_secret_0123456789ab\\n' >/var/lib/cablab-stub-secrets",
+                   "echo sha256:image2 >/var/lib/cablab-stub-image", "deploy second")
+    removed = [c[1:] for c in between(run, "second") if c[0] == "docker" and c[2:3] == ("rm",)]
+    assert removed == [("config", "rm", "cablab_cablab_json_0123456789ab"),
+                       ("secret", "rm", "cablab_cookie_secret_0123456789ab")]
+
+
+def test_the_stack_carries_the_image_identities(renderer, tmp_path):
+    stack = renderer.stack()
+    assert stack.count("CABLAB_HUB_IMAGE_ID: ${CABLAB_HUB_IMAGE_ID}") == 2  # hub and proxy
+    assert f"CABLAB_SINGLEUSER_IDENTITY: {renderer.singleuser_identity()}" in stack
+    # a changed single-user package is a new identity, so a new stack file and a roll
+    text = (LAB / "ubuntu.yml").read_text()
+    for name in ("userlist.lab", "github-client-secret.lab"):
+        (tmp_path / name).write_text((LAB / name).read_text())
+    changed = tmp_path / "ubuntu.yml"
+    changed.write_text(text.replace("    singleuser:\n", "    singleuser:\n      packages: [tqdm==4.67.1]\n", 1))
+    other = Renderer(make_plan(load_spec(changed)))
+    assert other.c.hub.images.singleuser.packages == ("tqdm==4.67.1",)
+    assert other.singleuser_identity() != renderer.singleuser_identity()
+    assert other.stack() != stack

@@ -1,0 +1,40 @@
+"""The upgrade pass's spec change (lab/upgrade.py): a valid spec whose render rolls the hub and
+rebuilds the single-user image only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cablab_cluster.plan import make_plan
+from cablab_cluster.render import render_plan
+from cablab_cluster.spec import load_spec
+from lab.upgrade import ADDED_PACKAGE, CULL_TIMEOUT_STEP, upgraded_spec
+
+LAB = Path(__file__).parent.parent / "lab"
+
+
+@pytest.mark.parametrize("variant", ["ubuntu", "centos"])
+def test_the_upgraded_spec_changes_a_package_and_a_hub_setting(tmp_path, variant):
+    for name in ("userlist.lab", "github-client-secret.lab"):
+        shutil.copy(LAB / name, tmp_path / name)
+    original = load_spec(LAB / f"{variant}.yml")
+    text = upgraded_spec((LAB / f"{variant}.yml").read_text())
+    assert upgraded_spec(text).count(ADDED_PACKAGE) == 1  # the package is added once
+    path = tmp_path / f"{variant}.yml"
+    path.write_text(text)
+    upgraded = load_spec(path)
+    assert upgraded.cluster.name == original.cluster.name  # the same secrets directory
+    assert upgraded.cluster.hub.images.singleuser.packages[-1] == ADDED_PACKAGE
+    assert upgraded.cluster.hub.users.cull.timeout == original.cluster.hub.users.cull.timeout + CULL_TIMEOUT_STEP
+
+    before, after = render_plan(make_plan(original)), render_plan(make_plan(upgraded))
+    assert ADDED_PACKAGE in after["singleuser/Dockerfile"] and ADDED_PACKAGE not in before["singleuser/Dockerfile"]
+    assert after["hub/Dockerfile"].splitlines()[4:] == before["hub/Dockerfile"].splitlines()[4:]  # no hub rebuild
+    assert json.loads(after["hub/cablab.json"])["cull"]["timeout"] == upgraded.cluster.hub.users.cull.timeout
+    assert after["hub/stack.yml"] != before["hub/stack.yml"]  # the single-user identity: the hub rolls
+    hub = original.cluster.hub_host.name
+    assert after[f"{hub}.sh"] != before[f"{hub}.sh"]

@@ -1,0 +1,71 @@
+"""The image step (steps/image.sh.j2) run for real in the sandbox of tests/hostile/ with a recording
+docker stub: a new tarball under the same tag is loaded again, the replaced image kept as
+<tag>-previous, older untagged cablab images pruned once unused, and a second run changes nothing.
+
+Stub state: /var/lib/cablab-stub-dangling lists the untagged cablab images, /var/lib/cablab-stub-inuse
+those a container still uses (`docker image prune` keeps them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cablab_cluster.plan import make_plan
+from cablab_cluster.render import Renderer
+from cablab_cluster.spec import load_spec
+
+from test_bundle_deploy import between
+from test_hostile import Run, _run
+
+LAB = Path(__file__).parent.parent / "lab"
+TARBALL = "/var/cache/cablab/images/singleuser.tar.gz"
+REF = "cablab/singleuser:lab"
+
+
+@pytest.fixture(scope="module")
+def script() -> str:
+    """The lab's notebook node: the prelude, its image step (source load), the footer; then `steps`."""
+    plan = make_plan(load_spec(LAB / "ubuntu.yml"))
+    r = Renderer(plan)
+    hp = plan.for_host("node2")
+    image = [s for s in hp.steps if s.kind == "image"]
+    assert [s.params.key for s in image] == ["singleuser"]
+    return "\n".join([r.render_template("prelude.sh.j2", host=hp.host, steps=image, after=(), why_after=""),
+                      *(r.step(s) for s in image), r.render_template("footer.sh.j2")])
+
+
+def run_steps(script: str, *steps: str) -> Run:
+    """`provision NAME` runs the image step's script (marking the call log), printing its log."""
+    lines = ["set -euo pipefail", "cat >/provision-image.sh <<'SCRIPT_EOF'", script.rstrip("\n"), "SCRIPT_EOF",
+             'provision() { docker mark "$1"; echo "== $1"; bash /provision-image.sh 2>&1 | sed -n "s/^.*\\(step \\|done\\)/\\1/p"; }',
+             *steps]
+    run = _run("\n".join(lines) + "\n", {"STUB_SECRETS": "", "STUB_FILES": TARBALL, "STUB_DISKS": "", "STUB_FINDMNT": "",
+                                         "STUB_CONTROL": "false", "STUB_PIN": "24.0", "STUB_DRIVER": "overlay2"}, "apt")
+    assert run.rc == 0, run.output
+    return run
+
+
+def docker(calls: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    return [c[1:] for c in calls if c[0] == "docker" and c[1] in ("load", "tag", "image") and c[2:3] != ("inspect",)
+            and c[2:3] != ("ls",)]
+
+
+def test_a_new_tarball_is_loaded_again_and_the_old_image_kept_as_previous(script):
+    run = run_steps(script, "provision first", "provision again", f"echo newer-image >>{TARBALL}", "provision new",
+                    "provision settled")
+    assert docker(between(run, "first", "again")) == [("load", "-i", TARBALL)]
+    assert docker(between(run, "again", "new")) == []
+    assert docker(between(run, "new", "settled")) == [("tag", REF, f"{REF}-previous"), ("load", "-i", TARBALL)]
+    assert docker(between(run, "settled")) == []
+    assert run.output.count("done: 1 steps, 0 changed") == 2, run.output
+
+
+def test_old_untagged_cablab_images_are_pruned_once_unused(script):
+    run = run_steps(script, "provision first", "printf 'sha256:old1\\nsha256:old2\\n' >/var/lib/cablab-stub-dangling",
+                    "echo sha256:old2 >/var/lib/cablab-stub-inuse", "provision prune", "provision again")
+    assert ("image", "prune", "-f", "--filter", "label=org.cablab.image") in docker(between(run, "prune", "again"))
+    assert "removed 1 old cablab image(s)" in run.output
+    # the one a container still uses stays, and is not reported as a change again
+    assert run.output.rstrip().endswith("done: 1 steps, 0 changed"), run.output
