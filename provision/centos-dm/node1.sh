@@ -420,6 +420,30 @@ if ! exportfs -s | awk '{print $1}' | grep -qxF -- "$path"; then
   run exportfs -ra
   changed "exported $path"
 fi
+# A host gone from the spec (or exported to by hand) loses the shares at once: what is exported
+# to a client the spec does not name is withdrawn.
+clients='192.168.58.12 192.168.58.13'
+path=/srv/nfs/homes
+for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+  case " $clients " in
+    *" $client "*) ;;
+    *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
+  esac
+done
+path=/srv/nfs/cube
+for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+  case " $clients " in
+    *" $client "*) ;;
+    *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
+  esac
+done
+path=/srv/nfs/notebooks
+for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+  case " $clients " in
+    *" $client "*) ;;
+    *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
+  esac
+done
 
 step seed_shares
 # A share is seeded only while it is empty, or while it holds what an earlier seed put
@@ -1065,12 +1089,33 @@ fi
 
 step image:hub
 ref=cablab/hub:lab
-if ! docker image inspect "$ref" >/dev/null 2>&1; then
-  tarball=/var/cache/cablab/images/hub.tar.gz
+# Before a new image takes the tag, the current one is tagged <tag>-previous (the one before
+# that loses its tag and is pruned below).
+keep_previous() {
+  if docker image inspect "$ref" >/dev/null 2>&1; then run docker tag "$ref" "$ref-previous"; fi
+}
+# A new tarball (size or time changed) is loaded again: an upgrade under the same tag.
+tarball=/var/cache/cablab/images/hub.tar.gz
+record=/var/lib/cablab/images/hub.tarball
+stamp=""
+[ ! -f "$tarball" ] || stamp=$(stat -c '%s %Y' "$tarball")
+if ! docker image inspect "$ref" >/dev/null 2>&1 || { [ -n "$stamp" ] && [ "$(cat "$record" 2>/dev/null)" != "$stamp" ]; }; then
   [ -f "$tarball" ] || die "image $ref is not here and $tarball is missing: copy it here (made with: docker save $ref | gzip > $(basename "$tarball"))"
+  keep_previous
   run docker load -i "$tarball"
   docker image inspect "$ref" >/dev/null 2>&1 || die "$tarball does not contain $ref"
+  ensure_dir /var/lib/cablab/images 0:0 0755
+  printf '%s\n' "$stamp" >"$record"
   changed "loaded $ref from $tarball"
+fi
+# Old cablab images (label org.cablab.image, untagged): removed once no container uses them; the
+# current one and the previous (tagged <tag>-previous, for a rollback) stay.
+old=$(docker image ls -q --filter dangling=true --filter label=org.cablab.image | sort -u)
+if [ -n "$old" ]; then
+  run docker image prune -f --filter label=org.cablab.image
+  left=$(docker image ls -q --filter dangling=true --filter label=org.cablab.image | sort -u)
+  removed=$(comm -23 <(printf '%s\n' "$old") <(printf '%s\n' "$left") | grep -c . || true)
+  [ "$removed" = 0 ] || changed "removed $removed old cablab image(s)"
 fi
 
 step hub
@@ -1732,7 +1777,9 @@ CABLAB_EOF
 install_file 0644 /opt/cablab/hub/stack.yml <<'CABLAB_EOF'
 # Docker stack of the hub for cluster lab-centos-dm; rendered by cablab-cluster from centos-dm.yml.
 # Deployed by /opt/cablab/hub/deploy.sh, which sets the CABLAB_SHA_* variables: a changed
-# secret or config gets a new name, so the services are rolled onto it.
+# secret or config gets a new name, so the services are rolled onto it; and
+# CABLAB_HUB_IMAGE_ID: a rebuilt hub image rolls them too. CABLAB_SINGLEUSER_IDENTITY is
+# the users' image as rendered: a new single-user image rolls the hub.
 version: '3.8'
 services:
   proxy:
@@ -1744,6 +1791,7 @@ services:
     - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt --redirect-port 8080 --redirect-to 443
     environment:
       NODE_OPTIONS: --tls-min-v1.2
+      CABLAB_HUB_IMAGE_ID: ${CABLAB_HUB_IMAGE_ID}
     ports:
     - target: 8443
       published: 443
@@ -1780,6 +1828,9 @@ services:
     - jupyterhub
     - -f
     - /srv/jupyterhub/jupyterhub_config.py
+    environment:
+      CABLAB_HUB_IMAGE_ID: ${CABLAB_HUB_IMAGE_ID}
+      CABLAB_SINGLEUSER_IDENTITY: a1aa28e17853
     volumes:
     - /var/run/docker.sock:/var/run/docker.sock
     - /var/lib/cablab/hub:/srv/jupyterhub/data
@@ -1868,23 +1919,75 @@ install_file 0755 /opt/cablab/hub/deploy.sh <<'CABLAB_EOF'
 # Deploy (or roll) the hub stack cablab; prints "deployed" or "unchanged".
 # Rendered by cablab-cluster from centos-dm.yml. Called by the provisioner and
 # by the Let's Encrypt renewal hook.
+# What is deployed: the configs, the secrets, the stack file and the hub image's ID (a rebuilt
+# image under the same tag rolls the hub and the proxy). A new hub image on an existing
+# database: the hub is backed up first (/opt/cablab/hub/backup.sh), and a new JupyterHub
+# version stops the old hub and runs `jupyterhub upgrade-db` before the new one starts.
+# Afterwards the stack's configs and secrets no service uses any more are removed.
 set -euo pipefail
 cd /opt/cablab/hub
+log() { echo "deploy: $*" >&2; }
 state=""
+keep=""
 for f in jupyterhub_config.py cablab_hub.py cablab.json /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
   sum=$(sha256sum "$f" | cut -c1-12)
-  var=CABLAB_SHA_$(basename "$f" | tr '[:lower:].' '[:upper:]_')
+  base=$(basename "$f")
+  var=CABLAB_SHA_$(printf '%s' "$base" | tr '[:lower:].' '[:upper:]_')
   export "$var=$sum"
   state="$state $var=$sum"
+  keep="$keep cablab_$(printf '%s' "$base" | tr . _)_$sum"
 done
 state="$state stack=$(sha256sum stack.yml | cut -c1-12)"
-if [ -f /var/lib/cablab/hub/deployed ] && [ "$(cat /var/lib/cablab/hub/deployed)" = "$state" ] \
+hub_image=cablab/hub:lab
+
+image_id=$(docker image inspect --format '{{.Id}}' "$hub_image" 2>/dev/null || true)
+[ -n "$image_id" ] || { log "the hub image $hub_image is not on this host: run this host's provisioner"; exit 1; }
+export CABLAB_HUB_IMAGE_ID=${image_id#sha256:}
+state="$state image=$CABLAB_HUB_IMAGE_ID"
+deployed=/var/lib/cablab/hub/deployed
+if [ -f "$deployed" ] && [ "$(cat "$deployed")" = "$state" ] \
   && docker service inspect cablab_hub >/dev/null 2>&1; then
   echo unchanged
   exit 0
 fi
+
+record=/var/lib/cablab/hub-image
+last_id="" last_version=""
+if [ -f "$record" ]; then read -r last_id last_version <"$record" || true; fi
+version=$last_version
+if [ "$last_id" != "$CABLAB_HUB_IMAGE_ID" ]; then
+  version=$(docker run --rm --network none "$image_id" jupyterhub --version)
+  db=/var/lib/cablab/hub/jupyterhub.sqlite
+  if [ -f "$db" ]; then
+    backup=$(/opt/cablab/hub/backup.sh /var/backups/cablab/upgrades --without-homes)
+    log "new hub image ${CABLAB_HUB_IMAGE_ID:0:12} (JupyterHub $version): backed up the hub to $backup"
+    if [ "$version" != "$last_version" ]; then
+      if docker service inspect cablab_hub >/dev/null 2>&1; then
+        docker service scale --detach cablab_hub=0 >&2
+        for _ in $(seq 60); do
+          [ -n "$(docker ps -q --filter label=com.docker.swarm.service.name=cablab_hub)" ] || break
+          sleep 2
+        done
+      fi
+      docker run --rm --network none -v /var/lib/cablab/hub:/srv/jupyterhub/data "$image_id" \
+        jupyterhub upgrade-db --db=sqlite:////srv/jupyterhub/data/jupyterhub.sqlite >&2
+      log "upgraded the hub database from JupyterHub ${last_version:-unknown} to $version"
+    fi
+  fi
+fi
+
 docker stack deploy --resolve-image never --prune -c stack.yml cablab >&2
-printf '%s\n' "$state" >/var/lib/cablab/hub/deployed
+printf '%s\n' "$state" >"$deployed"
+printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
+
+# Configs and secrets of earlier deploys (content-named): removed once no service uses them.
+for kind in config secret; do
+
+  for name in $(docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'); do
+    case " $keep " in *" $name "*) continue ;; esac
+    if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi
+  done
+done
 echo deployed
 CABLAB_EOF
 install_file 0755 /opt/cablab/hub/backup.sh <<'CABLAB_EOF'

@@ -476,12 +476,33 @@ manager_here=$(docker info --format '{{.Swarm.ControlAvailable}}')
 
 step image:singleuser
 ref=cablab/singleuser:lab
-if ! docker image inspect "$ref" >/dev/null 2>&1; then
-  tarball=/var/cache/cablab/images/singleuser.tar.gz
+# Before a new image takes the tag, the current one is tagged <tag>-previous (the one before
+# that loses its tag and is pruned below).
+keep_previous() {
+  if docker image inspect "$ref" >/dev/null 2>&1; then run docker tag "$ref" "$ref-previous"; fi
+}
+# A new tarball (size or time changed) is loaded again: an upgrade under the same tag.
+tarball=/var/cache/cablab/images/singleuser.tar.gz
+record=/var/lib/cablab/images/singleuser.tarball
+stamp=""
+[ ! -f "$tarball" ] || stamp=$(stat -c '%s %Y' "$tarball")
+if ! docker image inspect "$ref" >/dev/null 2>&1 || { [ -n "$stamp" ] && [ "$(cat "$record" 2>/dev/null)" != "$stamp" ]; }; then
   [ -f "$tarball" ] || die "image $ref is not here and $tarball is missing: copy it here (made with: docker save $ref | gzip > $(basename "$tarball"))"
+  keep_previous
   run docker load -i "$tarball"
   docker image inspect "$ref" >/dev/null 2>&1 || die "$tarball does not contain $ref"
+  ensure_dir /var/lib/cablab/images 0:0 0755
+  printf '%s\n' "$stamp" >"$record"
   changed "loaded $ref from $tarball"
+fi
+# Old cablab images (label org.cablab.image, untagged): removed once no container uses them; the
+# current one and the previous (tagged <tag>-previous, for a rollback) stay.
+old=$(docker image ls -q --filter dangling=true --filter label=org.cablab.image | sort -u)
+if [ -n "$old" ]; then
+  run docker image prune -f --filter label=org.cablab.image
+  left=$(docker image ls -q --filter dangling=true --filter label=org.cablab.image | sort -u)
+  removed=$(comm -23 <(printf '%s\n' "$old") <(printf '%s\n' "$left") | grep -c . || true)
+  [ "$removed" = 0 ] || changed "removed $removed old cablab image(s)"
 fi
 
 finish_step
