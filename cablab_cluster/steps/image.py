@@ -34,8 +34,9 @@ def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
         return ()
     assert p.image.tarball is not None
     return (Input(InputKind.IMAGE, p.image.tarball, "0644", p.key,
-                  f"the saved image {p.image.name} (docker save {shlex.quote(p.image.name)} | gzip)",
-                  unless=f"docker image inspect {shlex.quote(p.image.name)} >/dev/null 2>&1"),)
+                  f"the saved image {p.image.name} (docker save {shlex.quote(p.image.name)} | gzip "
+                  f"> {shlex.quote(p.image.tarball.name)})",
+                  local=p.image.tarball.name, unless=f"docker image inspect {shlex.quote(p.image.name)} >/dev/null 2>&1"),)
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
