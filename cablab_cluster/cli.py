@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from ruamel.yaml import YAML
 from rich.console import Console
 from rich.table import Table
+from ruamel.yaml import YAML
 
+from .layout import SECRETS_SUBDIR
 from .plan import make_plan
 from .render import out_problems, render_plan, write_tree
-from .layout import SECRETS_SUBDIR
 from .secretstore import check_secrets, ensure_secrets, secrets_dir
 from .spec import LoadedSpec, SpecError, TLSMode, load_spec
 
