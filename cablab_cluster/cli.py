@@ -13,7 +13,9 @@ from typing import NoReturn
 import click
 from rich.console import Console
 from rich.table import Table
+from ruamel.yaml import YAML
 
+from .layout import SECRETS_SUBDIR
 from .plan import make_plan, removal
 from .render import out_problems, render_plan, write_tree
 from .secretstore import check_secrets, ensure_secrets, secrets_dir
@@ -77,23 +79,70 @@ def main() -> None:
         sys.exit(1)
 
 
+# What `init` puts in the client secret file: validate accepts it (the spec is complete), and
+# validate and render say that GitHub logins fail until the real secret replaces it.
+PLACEHOLDER_SECRET = "REPLACE-ME-with-the-client-secret-of-your-GitHub-OAuth-app"
+
+
+def _write_new(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write `path` unless it exists (then leave it); True if written."""
+    if path.exists():
+        return False
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return True
+
+
+def ensure_gitignore(folder: Path, entries: list[str]) -> list[str]:
+    """Add to folder/.gitignore the entries it lacks (never rewrites a line); the ones added."""
+    path = folder / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    have = {line.strip() for line in text.splitlines()}
+    missing = [e for e in entries if e not in have]
+    if missing:
+        header = "" if text else "# Written by cablab-cluster init: secrets stay out of version control.\n"
+        sep = "" if not text or text.endswith("\n") else "\n"
+        path.write_text(text + sep + header + "".join(f"{e}\n" for e in missing), encoding="utf-8")
+    return missing
+
+
+def _placeholder_warning(spec: LoadedSpec) -> None:
+    path = spec.resolve(spec.cluster.hub.auth.github.client_secret_file)
+    try:
+        placeholder = path.read_text(encoding="utf-8", errors="replace").strip() == PLACEHOLDER_SECRET
+    except OSError:
+        return
+    if placeholder:
+        err.print(f"warning: hub.auth.github.client_secret_file: {path} still holds init's placeholder; GitHub "
+                  "logins fail until it holds your OAuth app's client secret (one line, mode 0600)", markup=False)
+
+
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="cluster.yml")
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing spec (the other files are never overwritten).")
 def init(path: Path, force: bool) -> None:
-    """Write a commented example spec (and an example userlist beside it)."""
+    """Write a commented example spec, a userlist, a placeholder client secret (0600) and a
+    .gitignore for the secrets beside it: `validate` accepts the result."""
     if path.exists() and not force:
         err.print(f"{path} exists; use --force to overwrite it.")
         sys.exit(2)
     example = (Path(__file__).parent / "example.yml").read_text(encoding="utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
     path.write_text(example, encoding="utf-8")
-    userlist = path.parent / "userlist"
-    if not userlist.exists():
-        userlist.write_text("# GitHub users allowed to log in; `admin` makes an admin.\nalice admin\nbob\n",
-                            encoding="utf-8")
-    out.print(f"wrote {path}" + ("" if userlist.exists() else f" and {userlist}"))
-    out.print(f"next: edit it, then `cablab-cluster validate {path}`")
+    written = [str(path)]
+    userlist = folder / "userlist"
+    if _write_new(userlist, "# GitHub users allowed to log in; `admin` makes an admin.\nalice admin\nbob\n"):
+        written.append(str(userlist))
+    secret_name = str(YAML(typ="safe").load(example)["hub"]["auth"]["github"]["client_secret_file"])
+    secret = folder / secret_name
+    if _write_new(secret, PLACEHOLDER_SECRET + "\n", 0o600):
+        written.append(f"{secret} (a placeholder, mode 0600)")
+    if ensure_gitignore(folder, [f"/{SECRETS_SUBDIR}/", f"/{secret_name}"]):
+        written.append(str(folder / ".gitignore"))
+    out.print("wrote " + ", ".join(written), markup=False)
+    out.print(f"next: edit {path}; put your GitHub OAuth app's client secret in {secret} (replacing the "
+              f"placeholder, one line, mode 0600); then `cablab-cluster validate {path}`", markup=False)
 
 
 @cli.command()
@@ -101,6 +150,7 @@ def init(path: Path, force: bool) -> None:
 def validate(spec: str) -> None:
     """Check a spec; print every problem."""
     loaded, _ = _checked(spec)
+    _placeholder_warning(loaded)
     c = loaded.cluster
     out.print(f"{spec}: ok — cluster {c.name} ({c.variant.value}), {len(c.hosts)} hosts, "
               f"{len(c.managers)} manager(s), {len(loaded.userlist.users)} user(s)", markup=False)
@@ -140,6 +190,7 @@ def render(spec: str, out_dir: Path) -> None:
     except SpecError as exc:
         _fail(exc)
     out.print(f"rendered {len(files)} files to {out_dir}/ (run order in {out_dir}/README)", markup=False)
+    _placeholder_warning(loaded)
     summary = ", ".join(f"{a.name} {a.action}" for a in actions)
     out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}", markup=False)
 

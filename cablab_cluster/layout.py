@@ -21,8 +21,12 @@ HUB_DATA = STATE_DIR / "hub"  # the hub's sqlite database
 HUB_IMAGE_RECORD = STATE_DIR / "hub-image"  # "<image id> <JupyterHub version>" of the last deployed hub
 UPGRADE_BACKUPS = PurePosixPath("/var/backups/cablab/upgrades")  # backup.sh's target before a new hub image
 RUN_SUMMARY = STATE_DIR / "last-run.json"  # the provisioner's summary of its last run
+PROVISIONER = PurePosixPath("/usr/local/sbin/cablab-provision")  # where a host's script is put and run
 PROVISION_LOG = PurePosixPath("/var/log/cablab-provision.log")  # the provisioner's command output
 STACK = "cablab"  # docker stack name of the hub
+# The swarm node label (`true`) that pins the hub and the proxy to the hub host: set by the hub
+# host's own run (a manager), not its hostname (cloud-init may restore the metadata hostname).
+HUB_LABEL = "cablab.hub"
 CUBE_NAME = "esdc-8d-2deg-synthetic"  # the synthetic cube: <name>.zarr on the share, <name>.tar.gz input
 CUBE_TARBALL = SEED_DIR / f"{CUBE_NAME}.tar.gz"  # where the NFS server expects it (`cablab-cluster cube --tarball`)
 

@@ -30,8 +30,10 @@ from .layout import (
     HUB_DATA,
     HUB_DIR,
     HUB_IMAGE_RECORD,
+    HUB_LABEL,
     IMAGE_DIR,
     PROVISION_LOG,
+    PROVISIONER,
     RUN_SUMMARY,
     SECRETS_DIR,
     STACK,
@@ -41,7 +43,7 @@ from .layout import (
     secrets_hub_reads,
 )
 from . import steps as step_units
-from .plan import Plan, Step
+from .plan import HostPlan, Plan, Step
 from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
 from .spec import Cluster, ImageSource, Problem, SpecError, TLSMode
 
@@ -195,6 +197,32 @@ def _dump_yaml(data: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class RunbookHost:
+    """One host's part of the README's run order: its files, then its script."""
+
+    plan: HostPlan
+    commands: tuple[tuple[str, str], ...]  # (what it is, the operator's command)
+
+
+def runbook(plan: Plan) -> tuple[tuple[RunbookHost, ...], ...]:
+    """The operator's commands, wave by wave (plan.waves), run on their machine in the spec's
+    directory with OUT set to the rendered directory."""
+    waves = []
+    for wave in plan.waves:
+        hosts = []
+        for hp in wave:
+            name = hp.host.name
+            commands = [(i.origin + (f" (not needed when this succeeds there: {i.unless})" if i.unless else ""),
+                         i.copy_command(name)) for i in hp.inputs]
+            install = f"sudo install -m 0755 /dev/stdin {shlex.quote(str(PROVISIONER))}"
+            commands += [("its script", f"{shlex.join(['ssh', name, install])} < \"$OUT\"/{shlex.quote(name + '.sh')}"),
+                         ("run it (as root)", shlex.join(["ssh", "-t", name, f"sudo {PROVISIONER}"]))]
+            hosts.append(RunbookHost(hp, tuple(commands)))
+        waves.append(tuple(hosts))
+    return tuple(waves)
+
+
 class Renderer:
     """Renders one plan. Holds the pieces several files share."""
 
@@ -213,6 +241,7 @@ class Renderer:
             "stack": STACK,
             "hub_dir": HUB_DIR,
             "hub_data": HUB_DATA,
+            "hub_label": HUB_LABEL,
             "secrets_dir": SECRETS_DIR,
             "token_dir": SWARM_TOKEN_DIR,
             "image_dir": IMAGE_DIR,
@@ -295,7 +324,8 @@ class Renderer:
         """The hub's stack file, built as data and written by a YAML emitter."""
         c = self.c
         net = c.swarm.network
-        placement = {"constraints": ["node.role == manager", f"node.hostname == {c.hub_host.name}"]}
+        # Pinned by a node label, set by the hub host's run (step hub): a hostname may change under us.
+        placement = {"constraints": ["node.role == manager", f"node.labels.{HUB_LABEL} == true"]}
         deploy = {"replicas": 1, "placement": placement, "restart_policy": {"condition": "any", "delay": "5s"}}
 
         def secret_refs(names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -403,7 +433,8 @@ class Renderer:
         return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def readme(self) -> str:
-        return self.render_template("bundle/README.j2", plan=self.plan, hub=self.c.hub, run_summary=RUN_SUMMARY)
+        return self.render_template("bundle/README.j2", plan=self.plan, hub=self.c.hub, run_summary=RUN_SUMMARY,
+                                    runbook=runbook(self.plan))
 
     def files(self) -> dict[str, str]:
         files = {f"{hp.host.name}.sh": self.host_script(hp.host.name) for hp in self.plan.hosts}

@@ -1,10 +1,12 @@
 """The command line: exit 0 ok, 2 invalid input (nothing written), 1 otherwise."""
 
+import stat
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from cablab_cluster.cli import PLACEHOLDER_SECRET
 from cablab_cluster.cli import cli as main
 
 LAB = Path(__file__).parent.parent / "lab"
@@ -14,19 +16,34 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_init_writes_a_spec_that_validates_once_the_secret_exists(tmp_path):
+def test_init_writes_a_spec_that_validates_and_says_what_to_replace(tmp_path):
     spec = tmp_path / "cluster.yml"
     r = invoke("init", spec)
     assert r.exit_code == 0, r.output
+    assert "put your GitHub OAuth app's client secret in" in r.output
     assert (tmp_path / "userlist").read_text().splitlines()[1:] == ["alice admin", "bob"]
-    r = invoke("validate", spec)
-    assert r.exit_code == 2
-    assert "hub.auth.github.client_secret_file: 'github-client-secret' does not exist" in r.output
-    (tmp_path / "github-client-secret").write_text("s3cret\n")
+    secret = tmp_path / "github-client-secret"
+    assert secret.read_text() == PLACEHOLDER_SECRET + "\n"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert (tmp_path / ".gitignore").read_text().splitlines()[1:] == ["/secrets/", "/github-client-secret"]
     r = invoke("validate", spec)
     assert r.exit_code == 0, r.output
     assert "cluster cablab (ubuntu), 3 hosts, 1 manager(s), 2 user(s)" in r.output
+    assert "still holds init's placeholder" in r.output
+    secret.write_text("s3cret\n")
+    r = invoke("validate", spec)
+    assert r.exit_code == 0 and "placeholder" not in r.output, r.output
     assert invoke("init", spec).exit_code == 2  # no silent overwrite
+    assert invoke("init", spec, "--force").exit_code == 0
+    assert secret.read_text() == "s3cret\n"  # --force rewrites the spec only
+
+
+def test_init_adds_only_the_missing_gitignore_lines(tmp_path):
+    (tmp_path / ".gitignore").write_text("*.pyc\n/secrets/")  # no final newline
+    assert invoke("init", tmp_path / "cluster.yml").exit_code == 0
+    assert (tmp_path / ".gitignore").read_text() == "*.pyc\n/secrets/\n/github-client-secret\n"
+    assert invoke("init", tmp_path / "cluster.yml", "--force").exit_code == 0
+    assert (tmp_path / ".gitignore").read_text() == "*.pyc\n/secrets/\n/github-client-secret\n"
 
 
 def test_plan_prints_order_and_steps():

@@ -344,7 +344,9 @@ def test_stack_secrets_and_config_are_content_named():
     for name, var in (("jupyterhub_config_py", "JUPYTERHUB_CONFIG_PY"), ("cablab_hub_py", "CABLAB_HUB_PY"),
                       ("cablab_json", "CABLAB_JSON")):
         assert f"name: cablab_{name}_${{CABLAB_SHA_{var}}}" in stack
-    assert "mode: host" in stack and "node.hostname == node1" in stack
+    assert "mode: host" in stack and "node.hostname" not in stack
+    # Pinned by the label the hub host's run sets on itself (a hostname may change under us).
+    assert stack.count("        - node.role == manager\n        - node.labels.cablab.hub == true\n") == 2
     assert "NODE_OPTIONS: --tls-min-v1.2" in stack
     assert 'CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)"' in stack
 
@@ -388,3 +390,26 @@ def test_plain_http_is_redirected_except_where_acme_needs_port_80():
     assert all(p["published"] != 80 for p in le["ports"]) and "--redirect-port" not in le["command"][0]
     odd = proxy(SPECS / "single-host.yml")  # hub on 8443: nothing to redirect on 80
     assert all(p["published"] != 80 for p in odd["ports"])
+
+
+def test_readme_gives_exact_commands_in_wave_order():
+    """The operator's route: each host's files, then its script, wave by wave (plan.waves);
+    secrets one file each into a root-only directory (no `scp -r` nesting), the join token
+    relayed from the first manager."""
+    readme = rendered(LAB / "centos.yml")["README"]
+    lines = [line.strip() for line in readme.splitlines()]
+    commands = [line for line in lines if line.startswith("ssh ")]
+    hosts = [c.split("| ssh ")[-1].removeprefix("ssh ").removeprefix("-t ").split()[0] for c in commands]
+    assert hosts == sorted(hosts)  # node1's commands, then node2's, then node3's
+    assert lines.index("Wave 1:") < lines.index("node1 (192.168.57.11):") < lines.index("Wave 2:") \
+        < lines.index("node2 (192.168.57.12), after node1 (mounts its shares and joins its swarm):")
+    assert ("ssh node1 'sudo install -d -m 0700 /etc/cablab/secrets && sudo install -m 0600 /dev/stdin "
+            "/etc/cablab/secrets/cookie_secret' < secrets/lab-centos/cookie_secret") in commands
+    assert ("ssh node1 'sudo cat /etc/cablab/swarm/worker.token' | ssh node3 'sudo install -d -m 0700 "
+            "/etc/cablab/swarm && sudo install -m 0600 /dev/stdin /etc/cablab/swarm/worker.token'") in commands
+    node2 = [c for c in commands if " node2 " in c]
+    assert node2[-2:] == ["ssh node2 'sudo install -m 0755 /dev/stdin /usr/local/sbin/cablab-provision' < \"$OUT\"/node2.sh",
+                          "ssh -t node2 'sudo /usr/local/sbin/cablab-provision'"]
+    assert "scp" not in readme.replace("no scp -r", "") and "CABLAB_SWARM_TOKEN" not in readme
+    plan = make_plan(load_spec(LAB / "centos.yml"))
+    assert len(commands) == sum(len(hp.inputs) + 2 for hp in plan.hosts)

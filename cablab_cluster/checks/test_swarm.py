@@ -58,3 +58,19 @@ def test_no_docker_api_on_tcp(any_host, nodes):
     listening = nodes[any_host].socket.get_listening_sockets()  # tcp://0.0.0.0:22, tcp://:::22, unix://...
     exposed = [s for s in listening if s.startswith("tcp://") and s.rsplit(":", 1)[-1] in ("2375", "2376")]
     assert not exposed, f"{any_host.name} listens on {', '.join(exposed)}: an unauthenticated Docker API"
+
+
+def test_the_hub_label_is_on_the_hub_host_only(nodes, cluster):
+    """The hub and the proxy are pinned by the node label HUB_LABEL (not a hostname), set by the
+    hub host's run on itself; their tasks run there."""
+    from cablab_cluster.layout import HUB_LABEL, STACK
+
+    manager = nodes[cluster.first_manager]
+    labelled = manager.check_output(f"docker node ls --filter node.label={HUB_LABEL}=true --format '{{{{.ID}}}}'")
+    addrs = [manager.check_output(f"docker node inspect --format '{{{{.Status.Addr}}}}' {node_id}")
+             for node_id in labelled.split()]
+    assert addrs == [str(cluster.hub_host.address)], f"nodes labelled {HUB_LABEL}=true: {addrs}"
+    for service in (f"{STACK}_hub", f"{STACK}_proxy"):
+        constraints = manager.check_output(
+            f"docker service inspect --format '{{{{json .Spec.TaskTemplate.Placement.Constraints}}}}' {service}")
+        assert f"node.labels.{HUB_LABEL} == true" in json.loads(constraints), f"{service}: {constraints}"

@@ -182,8 +182,9 @@ class Swarm(Strict):
     """the attachable overlay network of the hub and the users' servers."""
     attachable: bool = True
     """containers outside services may join the network."""
-    encrypted: bool = False
-    """IPsec-encrypt the overlay's traffic between nodes."""
+    encrypted: bool = True
+    """IPsec-encrypt the overlay's traffic between nodes (ESP, opened between the hosts by the firewall step).
+    Changing it on a running cluster recreates the network: the run stops and names the commands."""
 
 
 class EngineSource(str, Enum):

@@ -49,7 +49,23 @@ class Input:
     key: str  # which one: the secret's file name, the image key (hub, singleuser), the token's role, the cube
     origin: str  # where it comes from, in the operator's words
     from_host: str | None = None  # copied from the same path on this host (after that host's run)
+    local: str | None = None  # else the file on the operator's machine, relative to the spec's directory
     unless: str | None = None  # a shell test on the host: when it succeeds the file is not needed
+
+    @property
+    def dir_mode(self) -> str:
+        """The mode of the directory it goes in: root's only for a file only root may read."""
+        return "0700" if self.mode == "0600" else "0755"
+
+    def copy_command(self, host: str) -> str:
+        """The operator's command, run on their machine in the spec's directory, that puts this
+        file on `host` (ssh + sudo; no scp: nothing nests, modes are exact)."""
+        put = (f"sudo install -d -m {self.dir_mode} {shlex.quote(str(self.path.parent))} && "
+               f"sudo install -m {self.mode} /dev/stdin {shlex.quote(str(self.path))}")
+        if self.from_host:
+            get = shlex.join(["ssh", self.from_host, f"sudo cat {shlex.quote(str(self.path))}"])
+            return f"{get} | {shlex.join(['ssh', host, put])}"
+        return f"{shlex.join(['ssh', host, put])} < {shlex.quote(self.local or self.path.name)}"
 
 
 def _always(c: Cluster, h: Host) -> bool:

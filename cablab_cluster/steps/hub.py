@@ -21,7 +21,8 @@ class Params:
 
 def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
     return tuple(Input(InputKind.SECRET, SECRETS_DIR / name, "0600", name,
-                       f"{SECRETS_SUBDIR}/{c.name}/{name} beside the spec (made by `cablab-cluster render`)")
+                       f"{SECRETS_SUBDIR}/{c.name}/{name} beside the spec (made by `cablab-cluster render`)",
+                       local=f"{SECRETS_SUBDIR}/{c.name}/{name}")
                  for name in secrets_operator_copies(c))
 
 

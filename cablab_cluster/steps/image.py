@@ -38,7 +38,9 @@ def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
     # are not there for devicemapper.
     driver = storage_driver(c.docker)
     return (Input(InputKind.IMAGE, p.image.tarball, "0644", p.key,
-                  f"the saved image {p.image.name} (docker save {shlex.quote(p.image.name)} | gzip)",
+                  f"the saved image {p.image.name} (docker save {shlex.quote(p.image.name)} | gzip "
+                  f"> {shlex.quote(p.image.tarball.name)})",
+                  local=p.image.tarball.name,
                   unless=f"[ \"$(docker info --format '{{{{.Driver}}}}' 2>/dev/null)\" = {driver} ] && "
                          f"docker image inspect {shlex.quote(p.image.name)} >/dev/null 2>&1"),)
 

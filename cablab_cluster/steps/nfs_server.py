@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Mapping
 
 from ..spec import Cluster, Host, Role, Share
 from . import register
+from .firewall import NFS3_PORTS
+
+NFS_CONF = "/etc/nfs.conf.d/cablab.conf"  # NFSv3's side services on the ports the firewall opens
 
 if TYPE_CHECKING:
     from ..render import Renderer
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
 class Params:
     shares: tuple[Share, ...]
     clients: tuple[Host, ...]
+    nfs_version: str
 
 
 def exports(p: Params) -> list[str]:
@@ -31,11 +35,20 @@ def exports(p: Params) -> list[str]:
 
 
 def params(c: Cluster, h: Host) -> Params:
-    return Params(shares=tuple(c.shares), clients=tuple(x for x in c.hosts if x != h))
+    return Params(shares=tuple(c.shares), clients=tuple(x for x in c.hosts if x != h), nfs_version=c.nfs_version)
+
+
+def nfs_conf() -> list[str]:
+    """nfs.conf(5) lines pinning mountd, statd and lockd (NFSv3 only; NFSv4 needs 2049 alone)."""
+    return ["# Written by cablab-cluster (step nfs_server): NFSv3's side services on fixed ports,",
+            "# the ones the firewall step opens to the cluster's hosts.",
+            "[mountd]", f"port={NFS3_PORTS['mountd']}",
+            "[statd]", f"port={NFS3_PORTS['statd']}",
+            "[lockd]", f"port={NFS3_PORTS['lockd']}", f"udp-port={NFS3_PORTS['lockd']}"]
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
-    return {"exports": exports(p)}
+    return {"exports": exports(p), "nfs_conf": nfs_conf() if p.nfs_version == "3" else [], "nfs_conf_path": NFS_CONF}
 
 
 STEP = register(

@@ -33,7 +33,7 @@ def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
     if not any(s.seed is Seed.SYNTHETIC_CUBE for s in p.shares):
         return ()
     return (Input(InputKind.CUBE, CUBE_TARBALL, "0644", CUBE_NAME,
-                  f"made by `cablab-cluster cube --tarball {CUBE_TARBALL.name}`",
+                  f"made by `cablab-cluster cube --tarball {CUBE_TARBALL.name}`", local=CUBE_TARBALL.name,
                   unless=f"test -s {shlex.quote(str(CUBE_TARBALL))}"),)
 
 
