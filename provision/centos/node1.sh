@@ -236,9 +236,21 @@ ensure_block /etc/hosts hosts < <(printf '%s\n' \
   '192.168.57.13 node3')
 
 step firewall
+# in_list WORD LIST...: WORD is one of LIST
+in_list() {
+  local x=$1 w
+  shift
+  for w in "$@"; do [ "$w" = "$x" ] && return 0; done
+  return 1
+}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  # Cluster-only ports live in a zone bound to the cluster's addresses.
-  fw() {  # fw WHAT ARGS...: query, add if missing
+  # Cluster-only ports live in a zone bound to the other hosts' addresses, and the zone
+  # holds only what the spec says: a host removed from the spec loses its access.
+  zone=cablab
+  want_sources=(192.168.57.12 192.168.57.13)
+  want_ports=(22/tcp 7946/tcp 7946/udp 4789/udp 2377/tcp 2049/tcp)
+  want_protocols=(esp)
+  fw() {  # fw WHAT=VALUE ARGS...: query, add if missing
     local what=$1
     shift
     if ! firewall-cmd --permanent "$@" "--query-$what" >/dev/null 2>&1; then
@@ -246,40 +258,96 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
       changed "firewalld $* $what"
     fi
   }
-  if ! firewall-cmd --permanent --get-zones | tr ' ' '\n' | grep -qx cablab; then
-    run firewall-cmd --permanent --new-zone=cablab
-    changed "firewalld zone cablab"
+  fw_prune() {  # fw_prune KIND WANTED...: remove the zone's KINDs (source, port, protocol) not wanted
+    local kind=$1 listed x
+    shift
+    read -ra listed <<<"$(firewall-cmd --permanent --zone="$zone" "--list-${kind}s")"
+    for x in "${listed[@]}"; do
+      if ! in_list "$x" "$@"; then
+        run firewall-cmd --permanent --zone="$zone" "--remove-$kind=$x"
+        changed "firewalld --zone=$zone removed $kind $x"
+      fi
+    done
+  }
+  if ! firewall-cmd --permanent --get-zones | tr ' ' '\n' | grep -qxF "$zone"; then
+    run firewall-cmd --permanent --new-zone="$zone"
+    changed "firewalld zone $zone"
   fi
-  fw source=192.168.57.12 --zone=cablab
-  fw source=192.168.57.13 --zone=cablab
-  fw port=7946/tcp --zone=cablab  # swarm gossip
-  fw port=7946/udp --zone=cablab  # swarm gossip
-  fw port=4789/udp --zone=cablab  # overlay network (VXLAN)
-  fw port=2377/tcp --zone=cablab  # swarm management (mutual TLS)
-  fw port=2049/tcp --zone=cablab  # NFS
+  fw_prune source ${want_sources[@]+"${want_sources[@]}"}
+  fw_prune port ${want_ports[@]+"${want_ports[@]}"}
+  fw_prune protocol ${want_protocols[@]+"${want_protocols[@]}"}
+  fw source=192.168.57.12 --zone="$zone"
+  fw source=192.168.57.13 --zone="$zone"
+  fw port=22/tcp --zone="$zone"  # ssh between the cluster's hosts (tokens, copies)
+  fw port=7946/tcp --zone="$zone"  # swarm gossip
+  fw port=7946/udp --zone="$zone"  # swarm gossip
+  fw port=4789/udp --zone="$zone"  # overlay network (VXLAN)
+  fw port=2377/tcp --zone="$zone"  # swarm management (mutual TLS)
+  fw port=2049/tcp --zone="$zone"  # NFS
+  fw protocol=esp --zone="$zone"  # IPsec of the encrypted overlay
   fw port=443/tcp  # JupyterHub (HTTPS)
   fw port=80/tcp  # HTTP, redirected to HTTPS
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     run firewall-cmd --reload
   fi
 elif command -v ufw >/dev/null 2>&1 && ufw status | grep -q 'Status: active'; then
-  ufw_allow() {
-    if ufw "$@" | grep -q 'Rule added'; then
-      changed "ufw $*"
-    fi
+  # Each rule carries the comment "cablab SOURCE WHAT": the rules so tagged that the
+  # spec no longer names are deleted (a host removed from the spec loses its access).
+  ufw_rule() {  # ufw_rule COMMENT ARGS...: add the rule (or tag an existing one)
+    local comment=$1 out
+    shift
+    printf '+ ufw %s comment %s\n' "$*" "$comment" >>"$CABLAB_LOG"
+    out=$(ufw "$@" comment "$comment" 2>&1) || die "ufw $* failed: $out"
+    case $out in
+      *"Rule added"* | *"Rule updated"*) changed "ufw $*" ;;
+    esac
   }
-  ufw_allow allow from 192.168.57.12 to any port 7946 proto tcp  # swarm gossip
-  ufw_allow allow from 192.168.57.12 to any port 7946 proto udp  # swarm gossip
-  ufw_allow allow from 192.168.57.12 to any port 4789 proto udp  # overlay network (VXLAN)
-  ufw_allow allow from 192.168.57.12 to any port 2377 proto tcp  # swarm management (mutual TLS)
-  ufw_allow allow from 192.168.57.12 to any port 2049 proto tcp  # NFS
-  ufw_allow allow from 192.168.57.13 to any port 7946 proto tcp  # swarm gossip
-  ufw_allow allow from 192.168.57.13 to any port 7946 proto udp  # swarm gossip
-  ufw_allow allow from 192.168.57.13 to any port 4789 proto udp  # overlay network (VXLAN)
-  ufw_allow allow from 192.168.57.13 to any port 2377 proto tcp  # swarm management (mutual TLS)
-  ufw_allow allow from 192.168.57.13 to any port 2049 proto tcp  # NFS
-  ufw_allow allow 443/tcp  # JupyterHub (HTTPS)
-  ufw_allow allow 80/tcp  # HTTP, redirected to HTTPS
+  want_rules=(
+    'cablab 192.168.57.12 22/tcp'
+    'cablab 192.168.57.12 7946/tcp'
+    'cablab 192.168.57.12 7946/udp'
+    'cablab 192.168.57.12 4789/udp'
+    'cablab 192.168.57.12 2377/tcp'
+    'cablab 192.168.57.12 2049/tcp'
+    'cablab 192.168.57.12 esp'
+    'cablab 192.168.57.13 22/tcp'
+    'cablab 192.168.57.13 7946/tcp'
+    'cablab 192.168.57.13 7946/udp'
+    'cablab 192.168.57.13 4789/udp'
+    'cablab 192.168.57.13 2377/tcp'
+    'cablab 192.168.57.13 2049/tcp'
+    'cablab 192.168.57.13 esp'
+    'cablab any 443/tcp'
+    'cablab any 80/tcp'
+  )
+  while IFS= read -r line; do
+    case $line in
+      "ufw "*" comment 'cablab "*"'") ;;
+      *) continue ;;
+    esac
+    comment=${line#* comment \'}
+    comment=${comment%\'}
+    in_list "$comment" "${want_rules[@]}" && continue
+    read -ra words <<<"${line%% comment *}"
+    run ufw delete "${words[@]:1}"
+    changed "ufw deleted ${words[*]:1}"
+  done < <(ufw show added)
+  ufw_rule 'cablab 192.168.57.12 22/tcp' allow from 192.168.57.12 to any port 22 proto tcp
+  ufw_rule 'cablab 192.168.57.12 7946/tcp' allow from 192.168.57.12 to any port 7946 proto tcp
+  ufw_rule 'cablab 192.168.57.12 7946/udp' allow from 192.168.57.12 to any port 7946 proto udp
+  ufw_rule 'cablab 192.168.57.12 4789/udp' allow from 192.168.57.12 to any port 4789 proto udp
+  ufw_rule 'cablab 192.168.57.12 2377/tcp' allow from 192.168.57.12 to any port 2377 proto tcp
+  ufw_rule 'cablab 192.168.57.12 2049/tcp' allow from 192.168.57.12 to any port 2049 proto tcp
+  ufw_rule 'cablab 192.168.57.12 esp' allow from 192.168.57.12 to any proto esp
+  ufw_rule 'cablab 192.168.57.13 22/tcp' allow from 192.168.57.13 to any port 22 proto tcp
+  ufw_rule 'cablab 192.168.57.13 7946/tcp' allow from 192.168.57.13 to any port 7946 proto tcp
+  ufw_rule 'cablab 192.168.57.13 7946/udp' allow from 192.168.57.13 to any port 7946 proto udp
+  ufw_rule 'cablab 192.168.57.13 4789/udp' allow from 192.168.57.13 to any port 4789 proto udp
+  ufw_rule 'cablab 192.168.57.13 2377/tcp' allow from 192.168.57.13 to any port 2377 proto tcp
+  ufw_rule 'cablab 192.168.57.13 2049/tcp' allow from 192.168.57.13 to any port 2049 proto tcp
+  ufw_rule 'cablab 192.168.57.13 esp' allow from 192.168.57.13 to any proto esp
+  ufw_rule 'cablab any 443/tcp' allow 443/tcp
+  ufw_rule 'cablab any 80/tcp' allow 80/tcp
 else
   : # no active firewalld or ufw: nothing to open
 fi
@@ -382,7 +450,17 @@ install_file 0644 /etc/exports.d/cablab.exports < <(printf '%s\n' \
   '/srv/nfs/cube 192.168.57.12(ro,sync,no_subtree_check,root_squash) 192.168.57.13(ro,sync,no_subtree_check,root_squash)' \
   '/srv/nfs/notebooks 192.168.57.12(ro,sync,no_subtree_check,root_squash) 192.168.57.13(ro,sync,no_subtree_check,root_squash)')
 exports_changed=$LAST_CHANGED
+# NFSv4 only needs 2049: no side services on pinned ports.
+nfs_conf_changed=0
+if [ -e /etc/nfs.conf.d/cablab.conf ]; then
+  run rm -f /etc/nfs.conf.d/cablab.conf
+  changed "removed "/etc/nfs.conf.d/cablab.conf
+  nfs_conf_changed=1
+fi
 ensure_service nfs-server
+if [ "$nfs_conf_changed" = 1 ] && [ -d /run/systemd/system ]; then
+  run systemctl restart rpc-statd nfs-server
+fi
 if [ "$exports_changed" = 1 ]; then
   run exportfs -ra
 fi
@@ -1052,19 +1130,49 @@ fi
 
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "this host is in a swarm but not a manager"
 # Join tokens for the other hosts, readable by root only: copy them to
-# /etc/cablab/swarm/ on each joining host (or export CABLAB_SWARM_TOKEN there).
+# /etc/cablab/swarm/ on each joining host (the rendered README has the commands).
 install -d -m 0700 /etc/cablab/swarm
 install_file 0600 /etc/cablab/swarm/worker.token < <(docker swarm join-token -q worker)
 install_file 0600 /etc/cablab/swarm/manager.token < <(docker swarm join-token -q manager)
 
 step swarm_network
 network=swarmnet
+want='overlay true encrypted'
 
 if have=$(docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' "$network" 2>/dev/null); then
-  want="overlay true plain"
-  [ "$have" = "$want" ] || die "network $network exists as '$have', the spec wants '$want': remove it (docker network rm $network) when no service uses it"
+  if [ "$have" != "$want" ]; then
+    # Settings of an overlay cannot change in place: recreate it, unless services use it.
+
+    id=$(docker network inspect --format '{{.Id}}' "$network")
+    users=()
+    while read -r name targets; do
+      for target in $targets; do
+        if [ "$target" = "$network" ] || [ "$target" = "$id" ]; then users+=("$name"); fi
+      done
+    done < <(docker service ls -q | xargs -r docker service inspect --format '{{.Spec.Name}} {{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}')
+    if [ ${#users[@]} -gt 0 ]; then
+      stack_services=() other_services=()
+      for name in "${users[@]}"; do
+        case $name in
+          cablab_*) stack_services+=("$name") ;;
+          *) other_services+=("$name") ;;
+        esac
+      done
+      {
+        printf 'The overlay network %s is %s, the spec wants %s; services use it: %s.\n' "$network" "$have" "$want" "${users[*]}"
+        echo "To recreate it (the hub and every user's server stop; homes and the hub's database are kept), on this host:"
+        if [ ${#stack_services[@]} -gt 0 ]; then printf '  docker stack rm %s\n' cablab; fi
+        if [ ${#other_services[@]} -gt 0 ]; then printf '  docker service rm %s\n' "${other_services[*]}"; fi
+        printf 'then, once the services are gone (docker service ls), run this script again: it recreates %s and deploys the hub.\n' "$network"
+      } >&2
+      die "overlay network $network is '$have', the spec wants '$want', and services use it: see the commands above"
+    fi
+    run docker network rm "$network"
+    run docker network create --driver overlay --attachable --opt encrypted swarmnet
+    changed "recreated overlay network $network ($have -> $want)"
+  fi
 else
-  run docker network create --driver overlay --attachable "$network"
+  run docker network create --driver overlay --attachable --opt encrypted swarmnet
   changed "overlay network $network"
 fi
 
@@ -1799,7 +1907,7 @@ services:
       placement:
         constraints:
         - node.role == manager
-        - node.hostname == node1
+        - node.labels.cablab.hub == true
       restart_policy:
         condition: any
         delay: 5s
@@ -1855,7 +1963,7 @@ services:
       placement:
         constraints:
         - node.role == manager
-        - node.hostname == node1
+        - node.labels.cablab.hub == true
       restart_policy:
         condition: any
         delay: 5s
@@ -2100,6 +2208,20 @@ for secret in cookie_secret proxy_token metrics_token github_client_secret tls.c
   ensure_mode 0600 "$secrets/$secret"
 done
 ensure_dir /var/lib/cablab/hub 0:0 0700
+# The stack's services are pinned to the node labelled cablab.hub=true: this one, and no other.
+label=cablab.hub
+
+self=$(docker info --format '{{.Swarm.NodeID}}')
+if [ "$(docker node inspect --format "{{index .Spec.Labels \"$label\"}}" "$self")" != true ]; then
+  run docker node update --label-add "$label=true" "$self"
+  changed "node label $label=true"
+fi
+while read -r node; do
+  if [ -n "$node" ] && [ "$node" != "$self" ]; then
+    run docker node update --label-rm "$label" "$node"
+    changed "node label $label removed from node $node"
+  fi
+done < <(docker node ls -q --filter "node.label=$label")
 if [ "$(/opt/cablab/hub/deploy.sh)" = deployed ]; then
   changed "deployed stack cablab"
 fi

@@ -236,9 +236,21 @@ ensure_block /etc/hosts hosts < <(printf '%s\n' \
   '192.168.57.13 node3')
 
 step firewall
+# in_list WORD LIST...: WORD is one of LIST
+in_list() {
+  local x=$1 w
+  shift
+  for w in "$@"; do [ "$w" = "$x" ] && return 0; done
+  return 1
+}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  # Cluster-only ports live in a zone bound to the cluster's addresses.
-  fw() {  # fw WHAT ARGS...: query, add if missing
+  # Cluster-only ports live in a zone bound to the other hosts' addresses, and the zone
+  # holds only what the spec says: a host removed from the spec loses its access.
+  zone=cablab
+  want_sources=(192.168.57.11 192.168.57.13)
+  want_ports=(22/tcp 7946/tcp 7946/udp 4789/udp 2377/tcp)
+  want_protocols=(esp)
+  fw() {  # fw WHAT=VALUE ARGS...: query, add if missing
     local what=$1
     shift
     if ! firewall-cmd --permanent "$@" "--query-$what" >/dev/null 2>&1; then
@@ -246,33 +258,85 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
       changed "firewalld $* $what"
     fi
   }
-  if ! firewall-cmd --permanent --get-zones | tr ' ' '\n' | grep -qx cablab; then
-    run firewall-cmd --permanent --new-zone=cablab
-    changed "firewalld zone cablab"
+  fw_prune() {  # fw_prune KIND WANTED...: remove the zone's KINDs (source, port, protocol) not wanted
+    local kind=$1 listed x
+    shift
+    read -ra listed <<<"$(firewall-cmd --permanent --zone="$zone" "--list-${kind}s")"
+    for x in "${listed[@]}"; do
+      if ! in_list "$x" "$@"; then
+        run firewall-cmd --permanent --zone="$zone" "--remove-$kind=$x"
+        changed "firewalld --zone=$zone removed $kind $x"
+      fi
+    done
+  }
+  if ! firewall-cmd --permanent --get-zones | tr ' ' '\n' | grep -qxF "$zone"; then
+    run firewall-cmd --permanent --new-zone="$zone"
+    changed "firewalld zone $zone"
   fi
-  fw source=192.168.57.11 --zone=cablab
-  fw source=192.168.57.13 --zone=cablab
-  fw port=7946/tcp --zone=cablab  # swarm gossip
-  fw port=7946/udp --zone=cablab  # swarm gossip
-  fw port=4789/udp --zone=cablab  # overlay network (VXLAN)
-  fw port=2377/tcp --zone=cablab  # swarm management (mutual TLS)
+  fw_prune source ${want_sources[@]+"${want_sources[@]}"}
+  fw_prune port ${want_ports[@]+"${want_ports[@]}"}
+  fw_prune protocol ${want_protocols[@]+"${want_protocols[@]}"}
+  fw source=192.168.57.11 --zone="$zone"
+  fw source=192.168.57.13 --zone="$zone"
+  fw port=22/tcp --zone="$zone"  # ssh between the cluster's hosts (tokens, copies)
+  fw port=7946/tcp --zone="$zone"  # swarm gossip
+  fw port=7946/udp --zone="$zone"  # swarm gossip
+  fw port=4789/udp --zone="$zone"  # overlay network (VXLAN)
+  fw port=2377/tcp --zone="$zone"  # swarm management (mutual TLS)
+  fw protocol=esp --zone="$zone"  # IPsec of the encrypted overlay
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     run firewall-cmd --reload
   fi
 elif command -v ufw >/dev/null 2>&1 && ufw status | grep -q 'Status: active'; then
-  ufw_allow() {
-    if ufw "$@" | grep -q 'Rule added'; then
-      changed "ufw $*"
-    fi
+  # Each rule carries the comment "cablab SOURCE WHAT": the rules so tagged that the
+  # spec no longer names are deleted (a host removed from the spec loses its access).
+  ufw_rule() {  # ufw_rule COMMENT ARGS...: add the rule (or tag an existing one)
+    local comment=$1 out
+    shift
+    printf '+ ufw %s comment %s\n' "$*" "$comment" >>"$CABLAB_LOG"
+    out=$(ufw "$@" comment "$comment" 2>&1) || die "ufw $* failed: $out"
+    case $out in
+      *"Rule added"* | *"Rule updated"*) changed "ufw $*" ;;
+    esac
   }
-  ufw_allow allow from 192.168.57.11 to any port 7946 proto tcp  # swarm gossip
-  ufw_allow allow from 192.168.57.11 to any port 7946 proto udp  # swarm gossip
-  ufw_allow allow from 192.168.57.11 to any port 4789 proto udp  # overlay network (VXLAN)
-  ufw_allow allow from 192.168.57.11 to any port 2377 proto tcp  # swarm management (mutual TLS)
-  ufw_allow allow from 192.168.57.13 to any port 7946 proto tcp  # swarm gossip
-  ufw_allow allow from 192.168.57.13 to any port 7946 proto udp  # swarm gossip
-  ufw_allow allow from 192.168.57.13 to any port 4789 proto udp  # overlay network (VXLAN)
-  ufw_allow allow from 192.168.57.13 to any port 2377 proto tcp  # swarm management (mutual TLS)
+  want_rules=(
+    'cablab 192.168.57.11 22/tcp'
+    'cablab 192.168.57.11 7946/tcp'
+    'cablab 192.168.57.11 7946/udp'
+    'cablab 192.168.57.11 4789/udp'
+    'cablab 192.168.57.11 2377/tcp'
+    'cablab 192.168.57.11 esp'
+    'cablab 192.168.57.13 22/tcp'
+    'cablab 192.168.57.13 7946/tcp'
+    'cablab 192.168.57.13 7946/udp'
+    'cablab 192.168.57.13 4789/udp'
+    'cablab 192.168.57.13 2377/tcp'
+    'cablab 192.168.57.13 esp'
+  )
+  while IFS= read -r line; do
+    case $line in
+      "ufw "*" comment 'cablab "*"'") ;;
+      *) continue ;;
+    esac
+    comment=${line#* comment \'}
+    comment=${comment%\'}
+    in_list "$comment" "${want_rules[@]}" && continue
+    read -ra words <<<"${line%% comment *}"
+    run ufw delete "${words[@]:1}"
+    changed "ufw deleted ${words[*]:1}"
+  done < <(ufw show added)
+  ufw_rule 'cablab 192.168.57.11 22/tcp' allow from 192.168.57.11 to any port 22 proto tcp
+  ufw_rule 'cablab 192.168.57.11 7946/tcp' allow from 192.168.57.11 to any port 7946 proto tcp
+  ufw_rule 'cablab 192.168.57.11 7946/udp' allow from 192.168.57.11 to any port 7946 proto udp
+  ufw_rule 'cablab 192.168.57.11 4789/udp' allow from 192.168.57.11 to any port 4789 proto udp
+  ufw_rule 'cablab 192.168.57.11 2377/tcp' allow from 192.168.57.11 to any port 2377 proto tcp
+  ufw_rule 'cablab 192.168.57.11 esp' allow from 192.168.57.11 to any proto esp
+  ufw_rule 'cablab 192.168.57.13 22/tcp' allow from 192.168.57.13 to any port 22 proto tcp
+  ufw_rule 'cablab 192.168.57.13 7946/tcp' allow from 192.168.57.13 to any port 7946 proto tcp
+  ufw_rule 'cablab 192.168.57.13 7946/udp' allow from 192.168.57.13 to any port 7946 proto udp
+  ufw_rule 'cablab 192.168.57.13 4789/udp' allow from 192.168.57.13 to any port 4789 proto udp
+  ufw_rule 'cablab 192.168.57.13 2377/tcp' allow from 192.168.57.13 to any port 2377 proto tcp
+  ufw_rule 'cablab 192.168.57.13 esp' allow from 192.168.57.13 to any proto esp
 else
   : # no active firewalld or ufw: nothing to open
 fi
@@ -431,11 +495,15 @@ role=manager
 token_file=/etc/cablab/swarm/manager.token
 state=$(swarm_state)
 if [ "$state" != active ]; then
-  token=${CABLAB_SWARM_TOKEN:-}
-  if [ -z "$token" ] && [ -s "$token_file" ]; then
-    token=$(cat "$token_file")
+  # The token is a file (an environment variable would not pass through sudo), copied from the
+  # first manager into a directory only root may read.
+  ensure_dir /etc/cablab/swarm 0:0 0700
+  if [ ! -s "$token_file" ]; then
+    printf 'Copy the %s join token from %s, on your machine:\n  %s\n' "$role" "$manager_name" 'ssh node1 '"'"'sudo cat /etc/cablab/swarm/manager.token'"'"' | ssh node2 '"'"'sudo install -d -m 0700 /etc/cablab/swarm && sudo install -m 0600 /dev/stdin /etc/cablab/swarm/manager.token'"'"'' >&2
+    die "no $role join token in $token_file: copy it from $manager_name (command above), then run this script again"
   fi
-  [ -n "$token" ] || die "no $role join token: copy $token_file from $manager_name to this host (mode 0600), or export CABLAB_SWARM_TOKEN=\$(ssh $manager_name sudo docker swarm join-token -q $role)"
+  ensure_mode 0600 "$token_file"
+  token=$(cat "$token_file")
   printf '+ docker swarm join --token *** %s\n' "$manager" >>"$CABLAB_LOG"
   if ! docker swarm join --token "$token" --advertise-addr "$addr" --listen-addr "$addr:2377" "$manager" >>"$CABLAB_LOG" 2>&1; then
     # "Timeout was reached before node joined" (20 s): the join goes on in the background, e.g. a
