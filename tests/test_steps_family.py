@@ -32,6 +32,8 @@ from pathlib import Path
 import pytest
 
 from cablab_cluster.layout import secrets_hub_reads
+from cablab_cluster.spec import Variant
+from cablab_cluster.steps.preflight import DISTRIBUTIONS
 from cablab_cluster.plan import make_plan
 from cablab_cluster.render import render_plan
 from cablab_cluster.spec import load_spec
@@ -240,3 +242,13 @@ def test_an_el_spec_on_debian_is_refused_before_anything_changes(results):
         assert {step for step, _ in run.calls} <= {"preflight"}
         assert not [line for _, line in run.calls if CHANGING.match(line)]
         assert run.summary["result"] == "failed" and run.summary["failed_step"] == "preflight"
+
+
+def test_the_readme_table_is_the_preflights():
+    """README's variant ⇄ distribution table names exactly the preflight's distributions per variant."""
+    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    for v in Variant:
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{v.value}` | ") and "|---" not in line)
+        names = [d.name for d in DISTRIBUTIONS if d.family == v.family]
+        assert row.split(" | ")[1] == ", ".join(names), row
+        assert row.split(" | ")[2] == v.family, row
