@@ -72,11 +72,15 @@ class Case:
     firewall: str = "none"  # firewalld: firewall-cmd --state succeeds
     hosts: tuple[str, ...] = ()  # () = every host
     refused: bool = False  # the preflight refuses the host
+    marks: tuple[str, ...] = ()  # what the host already has, in the stub's terms ("fs /dev/vdb")
 
 
 CASES = {
     "el9-selinux.dnf": Case(SPECS / "el9-selinux.yml", "dnf", ROCKY_9, firewall="firewalld"),
     "letsencrypt-docker-repo.apt": Case(SPECS / "letsencrypt-docker-repo.yml", "apt", DEBIAN_12),
+    # The seed's thin pool for devicemapper, Docker 20.10 from Docker's rhel repository, on a worker.
+    "three-managers-devicemapper.dnf": Case(SPECS / "three-managers-devicemapper.yml", "dnf", ROCKY_9,
+                                            firewall="firewalld", hosts=("vm4",)),
     # The centos lab: a Debian 12 box stands in for EL (lab: true), docker.io from Debian.
     "lab-centos.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",)),
     # An EL spec on a Debian host: refused by the preflight before anything changes.
@@ -120,7 +124,7 @@ def sandbox_env(spec, host: str, case: Case) -> dict[str, str]:
         "STUB_FILES": "\n".join(str(i.tarball) for i in images),
         "STUB_LOADS": "\n".join(f"{i.tarball} {i.name}" for i in images),
         "STUB_DISKS": "\n".join(str(d) for d in c.docker.storage.disks[:1]),
-        "STUB_FW": case.firewall, "STUB_SELINUX": case.selinux,
+        "STUB_FW": case.firewall, "STUB_SELINUX": case.selinux, "STUB_MARKS": "\n".join(case.marks),
     }
 
 
@@ -252,3 +256,41 @@ def test_the_readme_table_is_the_preflights():
         names = [d.name for d in DISTRIBUTIONS if d.family == v.family]
         assert row.split(" | ")[1] == ", ".join(names), row
         assert row.split(" | ")[2] == v.family, row
+
+
+DEBIAN_11 = DEBIAN_12.replace('VERSION_ID="12"', 'VERSION_ID="11"').replace("12 (bookworm)", "11 (bullseye)")
+
+REFUSALS = {
+    "unsupported distribution": (
+        Case(SPECS / "letsencrypt-docker-repo.yml", "apt", DEBIAN_11, hosts=("w1",)),
+        ["unsupported distribution Debian GNU/Linux 11 (bullseye) (debian 11): supported are Debian 12, "
+         "Ubuntu 22.04, Ubuntu 24.04, Rocky Linux 9, AlmaLinux 9, RHEL 9"]),
+    "a disk that is not empty": (
+        Case(SPECS / "el9-selinux.yml", "dnf", ROCKY_9, hosts=("w1",), marks=("fs /dev/vdb",)),
+        ["/dev/vdb (docker.storage.disks) holds a filesystem, LVM or partitions and no volume group docker: "
+         "wipe it (wipefs -a /dev/vdb) or name another disk"]),
+    "a lab spec's distro Docker on EL, and its disk missing": (
+        Case(LAB / "centos.yml", "dnf", ROCKY_9, hosts=("node2",)),
+        ["docker.source distro: Rocky Linux 9.4 (Blue Onyx) ships no Docker engine: set docker.source: docker-repo",
+         "none of docker.storage.disks (/dev/vdb /dev/sdb) is a block device here"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_the_preflight_refuses_with_one_line_per_problem(name):
+    """Every problem on a line of its own, exit 1, no call but the preflight's reads, the same again."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("the sandbox needs root and unshare (namespaces, overlay)")
+    case, lines = REFUSALS[name]
+    spec = load_spec(case.spec)
+    host = case.hosts[0]
+    env = sandbox_env(spec, host, case)
+    if "missing" in name:
+        env["STUB_DISKS"] = ""
+    for run in run_twice(render_plan(make_plan(spec))[f"{host}.sh"], env, case.family):
+        assert run.rc == 1
+        got = [line.split("] preflight: ", 1)[1] for line in run.output.splitlines() if "] preflight: " in line]
+        assert got == lines
+        assert f"ERROR in step preflight: preflight found {len(lines)} problem(s)" in run.output
+        assert {step for step, _ in run.calls} <= {"preflight"}
+        assert not [line for _, line in run.calls if CHANGING.match(line)]

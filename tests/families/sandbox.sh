@@ -38,6 +38,9 @@ mkdir -p "$r/etc/cablab/secrets"
 for s in $STUB_SECRETS; do echo secret >"$r/etc/cablab/secrets/$s"; done
 while IFS= read -r f; do [ -z "$f" ] || { mkdir -p "$r$(dirname "$f")"; : >"$r$f"; }; done <<<"$STUB_FILES"
 while IFS= read -r f; do [ -z "$f" ] || { mkdir -p "$r$(dirname "$f")"; rm -f "$r$f"; mknod "$r$f" b 7 250; }; done <<<"$STUB_DISKS"
+# What the host already has (stub state, as stub.sh keeps it), e.g. "fs /dev/vdb": a filesystem on the disk.
+mkdir -p "$r/var/lib/cablab-stub/mark"
+while IFS= read -r m; do [ -z "$m" ] || : >"$r/var/lib/cablab-stub/mark/$(printf '%s' "$m" | tr '/ ' '%_')"; done <<<"${STUB_MARKS:-}"
 cp "$script" "$r/provision.sh"
 for run in 1 2; do
   : >"$r/var/log/cablab-stub-calls"

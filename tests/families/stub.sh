@@ -126,7 +126,13 @@ case "$name" in
   vgs) has vg "$1" ;;
   pvcreate) mark pv "$1" ;;
   vgcreate) mark vg "$1" ;;
-  lvcreate) mark lv "${@: -1}/$(sed -n 's/.*-n \([^ ]*\).*/\1/p' <<<"$args")" ;;
+  lvcreate)  # lvcreate [-y] [--wipesignatures y] -n NAME (-l|-L) SIZE VG, in any order
+    lv="" vg=""
+    while [ $# -gt 0 ]; do
+      case "$1" in -y) ;; -n) lv=$2; shift ;; -l | -L | --wipesignatures) shift ;; *) vg=$1 ;; esac
+      shift
+    done
+    mark lv "$vg/$lv" ;;
   lvconvert) : ;;
   lvs)
     case "$args" in
