@@ -20,11 +20,11 @@ def test_lab_ubuntu_order_and_steps():
     assert plan.for_host("node1").after == ()
     assert plan.for_host("node2").after == ("node1",)
     assert kinds(plan, "node1") == [
-        'hostname', 'firewall', 'docker_engine', 'nfs_server', 'seed_shares',
+        'preflight', 'hostname', 'firewall', 'docker_engine', 'nfs_server', 'seed_shares',
         'nfs_mounts', 'swarm_init', 'swarm_network', 'image', 'hub',
     ]
     assert kinds(plan, "node3") == [
-        'hostname', 'firewall', 'docker_engine', 'nfs_mounts',
+        'preflight', 'hostname', 'firewall', 'docker_engine', 'nfs_mounts',
         'swarm_join', 'image',
     ]
     # the hub image only where the hub runs, the notebook image only on the workers
@@ -97,7 +97,7 @@ def test_nas_first_then_first_manager_then_workers():
     assert plan.for_host("hub").after == ("nas",)
     assert plan.for_host("w1").after == ("nas", "hub")
     # a storage host outside the swarm gets no Docker and no swarm
-    assert kinds(plan, "nas") == ['hostname', 'firewall', 'nfs_server']
+    assert kinds(plan, "nas") == ['preflight', 'hostname', 'firewall', 'nfs_server']
     hub = kinds(plan, "hub")
     assert hub.index('image') < hub.index('letsencrypt') < hub.index('hub')
 

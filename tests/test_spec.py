@@ -185,6 +185,26 @@ def test_devicemapper_needs_docker_below_25(write_spec, version, ok):
         assert "Docker 25 removed the devicemapper driver" in line
 
 
+@pytest.mark.parametrize("source, lab, ok", [("distro", False, False), ("docker-repo", False, True),
+                                             ("distro", True, True)])
+def test_centos_needs_dockers_repository_outside_the_lab(write_spec, source, lab, ok):
+    """EL 9 ships no Docker engine; a lab spec's centos variant runs on Debian stand-ins with docker.io."""
+    def el(d):
+        d["variant"] = "centos"
+        d["docker"]["source"] = source
+        d["lab"] = lab
+        if not lab:
+            d["hub"]["auth"].pop("lab_password", None)
+
+    path = write_spec(el)
+    if ok:
+        assert load_spec(path).cluster.variant.family == "dnf"
+    else:
+        line = one(path)
+        assert "docker.source: variant centos (Rocky/Alma/RHEL 9) has no distribution Docker engine" in line
+        assert "docker.source: docker-repo" in line
+
+
 def test_letsencrypt_needs_a_dns_name_and_email(write_spec):
     lines = problems(write_spec(lambda d: d["hub"]["tls"].update(mode="letsencrypt")))
     assert any("hub.public_host: Let's Encrypt issues certificates for DNS names, not IP addresses" in l for l in lines)

@@ -12,12 +12,12 @@ from __future__ import annotations
 from .load import InputFileError, load_spec, read_input
 from .model import (
     LETSENCRYPT_PRODUCTION, Cluster, Docker, EngineSource, Host, Hub, Image, ImageSource, LoadedSpec, Role, Seed,
-    Share, Storage, StorageDriver, Swarm, TLSMode, memory_bytes,
+    Share, Storage, StorageDriver, Swarm, TLSMode, Variant, memory_bytes,
 )
 from .problems import Problem, SpecError, excerpt
 
 __all__ = [
     "LETSENCRYPT_PRODUCTION", "Cluster", "Docker", "EngineSource", "Host", "Hub", "Image", "ImageSource",
     "InputFileError", "LoadedSpec", "Problem", "Role", "Seed", "Share", "SpecError", "Storage", "StorageDriver",
-    "Swarm", "TLSMode", "excerpt", "load_spec", "memory_bytes", "read_input",
+    "Swarm", "TLSMode", "Variant", "excerpt", "load_spec", "memory_bytes", "read_input",
 ]

@@ -120,8 +120,15 @@ class Strict(BaseModel):
 
 
 class Variant(str, Enum):
-    UBUNTU = "ubuntu"
-    CENTOS = "centos"
+    """The hosts' distribution family: which OS package family (and so firewall, SELinux) the scripts expect."""
+
+    UBUNTU = "ubuntu"  # Debian 12, Ubuntu 22.04/24.04: apt
+    CENTOS = "centos"  # Rocky/Alma/RHEL 9: dnf, SELinux, firewalld
+
+    @property
+    def family(self) -> str:
+        """The OS package family the variant's hosts have (see steps/preflight.py for the distributions)."""
+        return "dnf" if self is Variant.CENTOS else "apt"
 
 
 class Role(str, Enum):
@@ -480,7 +487,9 @@ class Cluster(Strict):
     name: Annotated[str, Field(pattern=NAME)]
     """cluster name (lower case); names the secrets directory."""
     variant: Variant
-    """scripts detect apt/dnf at run time."""
+    """the hosts' distributions: `ubuntu` Debian 12 or Ubuntu 22.04/24.04 (apt), `centos` Rocky/Alma/RHEL 9 (dnf,
+    SELinux); each script's preflight refuses a host of another family (a `lab: true` spec runs on Debian stand-ins,
+    with a warning)."""
     lab: bool = False
     """`true` only for lab specs: allows `hub.auth.lab_password`."""
     nfs_version: Literal["3", "4", "4.1", "4.2"] = "4.2"

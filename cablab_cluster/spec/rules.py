@@ -11,8 +11,8 @@ from pathlib import PurePosixPath
 
 from .. import bundle
 
-from .model import (DOCKER_ROOT, MIN_MEMORY, Cluster, ImageSource, Role, Seed, StorageDriver, TLSMode, Users,
-                    _is_ip, memory_bytes, system_path)
+from .model import (DOCKER_ROOT, MIN_MEMORY, Cluster, EngineSource, ImageSource, Role, Seed, StorageDriver,
+                    TLSMode, Users, Variant, _is_ip, memory_bytes, system_path)
 from .problems import Problem
 
 
@@ -86,12 +86,17 @@ def host_rules(c: Cluster) -> list[Problem]:
 
 
 def storage_rules(c: Cluster) -> list[Problem]:
-    """Docker's storage drivers: lvm and devicemapper need a disk, devicemapper a Docker < 25."""
+    """Docker's engine and storage: EL needs Docker's repository; lvm and devicemapper need a disk, devicemapper
+    a Docker < 25."""
     out: list[Problem] = []
     storage = c.docker.storage
     if storage.driver is not StorageDriver.OVERLAY2 and not storage.disks:
         out.append(Problem("docker.storage.disks", f"storage driver {storage.driver.value} needs a disk",
                            "name the extra disk, e.g. `disks: [/dev/vdb, /dev/sdb]`"))
+    if c.variant is Variant.CENTOS and c.docker.source is EngineSource.DISTRO and not c.lab:
+        # EL 9 ships no Docker engine (only podman): the run would stop at docker_engine.
+        out.append(Problem("docker.source", "variant centos (Rocky/Alma/RHEL 9) has no distribution Docker engine",
+                           "set `docker.source: docker-repo` (Docker's rhel repository, docker-ce)"))
     if storage.driver is StorageDriver.DEVICEMAPPER and (c.docker.major is None or c.docker.major >= 25):
         got = f"version {c.docker.version}" if c.docker.version else "no version pin"
         out.append(Problem("docker.version", f"devicemapper-direct-lvm needs Docker < 25 ({got}); "

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from ..spec import Docker, EngineSource, StorageDriver
+from ..spec import Docker, EngineSource, Role, StorageDriver
 from . import Packages, register
 
 if TYPE_CHECKING:
@@ -18,18 +18,32 @@ if TYPE_CHECKING:
 DISTRO: Packages = {"apt": ("docker.io", "apparmor"), "dnf": ()}
 REPO: Packages = {"apt": ("docker-ce", "docker-ce-cli", "containerd.io", "apparmor"),
                   "dnf": ("docker-ce", "docker-ce-cli", "containerd.io")}
+# What holds a docker.version pin (apt-mark is apt's own; dnf needs the versionlock plugin).
+HOLD_TOOLS: Packages = {"apt": (), "dnf": ("python3-dnf-plugin-versionlock",)}
+# Never upgraded by unattended-upgrades (apt): upgrading any of them restarts Docker or containerd, which
+# stops every container on the node, and so every user's kernel. Docker moves when the operator changes
+# docker.version and provisions again. Entries are Python regular expressions matched at the start.
+UNATTENDED_NEVER = ("docker.io", "docker-ce", "docker-ce-cli", "containerd", "containerd.io", "runc")
+# SELinux booleans that let confined containers use NFS mounts (the homes), whichever the policy has:
+# container-selinux reads virt_use_nfs; newer policies call it container_use_nfs.
+NFS_BOOLEANS = ("container_use_nfs", "virt_use_nfs")
 
 
 @dataclass(frozen=True)
 class Params:
     docker: Docker
+    confine: bool  # SELinux hosts label containers (selinux-enabled); not the hub host, see daemon_json
+    nfs: bool  # containers bind NFS mounts (the cluster has shares)
 
 
 def storage_driver(docker: Docker) -> str:
     return "devicemapper" if docker.storage.driver is StorageDriver.DEVICEMAPPER else "overlay2"
 
 
-def daemon_json(docker: Docker) -> str:
+def daemon_json(docker: Docker, selinux: bool = False) -> str:
+    """daemon.json; `selinux`: containers are confined (container_t, a category pair each). Only for
+    hosts with SELinux on, and never on the hub host: the hub talks to the docker socket, which SELinux
+    denies a confined container (and a stack file cannot turn labelling off for one service)."""
     storage = docker.storage
     cfg: dict = {
         "log-driver": "json-file",
@@ -43,17 +57,21 @@ def daemon_json(docker: Docker) -> str:
             "dm.use_deferred_removal=true",
             "dm.use_deferred_deletion=true",
         ]
+    if selinux:
+        cfg["selinux-enabled"] = True
     return json.dumps(cfg, indent=2, sort_keys=True)
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
-    return {"daemon_json": daemon_json(p.docker), "storage_driver": storage_driver(p.docker)}
+    return {"daemon_json": daemon_json(p.docker), "daemon_json_selinux": daemon_json(p.docker, selinux=True),
+            "storage_driver": storage_driver(p.docker), "hold_tools": HOLD_TOOLS,
+            "unattended_never": UNATTENDED_NEVER, "nfs_booleans": NFS_BOOLEANS}
 
 
 STEP = register(
     __name__, kind="docker_engine", order=50, title="Docker engine, daemon.json, no TCP API",
     applies=lambda c, h: h.is_manager or h.is_worker,
-    params=lambda c, h: Params(docker=c.docker),
+    params=lambda c, h: Params(docker=c.docker, confine=Role.HUB not in h.roles, nfs=bool(c.shares)),
     packages=lambda p: REPO if p.docker.source is EngineSource.DOCKER_REPO else DISTRO,
     context=context,
 )

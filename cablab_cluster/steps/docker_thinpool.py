@@ -1,4 +1,9 @@
-"""The seed's LVM thin pool for devicemapper (`docker.storage.driver: devicemapper-direct-lvm`)."""
+"""The seed's LVM thin pool for devicemapper (`docker.storage.driver: devicemapper-direct-lvm`).
+
+No SELinux relabelling here (unlike docker_lvm): the thin pool is a block device Docker uses directly,
+/var/lib/docker stays on the root file system with the policy's labels, and Docker mounts each
+container's thin device with the container's own context.
+"""
 
 from __future__ import annotations
 

@@ -29,7 +29,10 @@ case "$name" in
       "swarm join-token"*) echo SWMTKN-stub ;;
     esac ;;
   exportfs) [ "$args" != -s ] || cat /var/lib/cablab-stub-exports 2>/dev/null || true ;;
-  dpkg-query | rpm | blkid) exit 1 ;;
+  rpm)  # installed: only the version query after an install (the docker.version pin's lock)
+    [ "$1 $2" = "-q --qf" ] || exit 1
+    echo "3:${STUB_PIN:-24.0}.0-1.el9" ;;
+  dpkg-query | blkid) exit 1 ;;
   dpkg) echo amd64 ;;
   apt-cache) echo " docker-ce | 5:${STUB_PIN:-24.0}.0-1~debian.12~bookworm | https://download.docker.com stable/amd64 Packages" ;;
   dnf) [ "$1" = list ] && echo "docker-ce.x86_64 3:${STUB_PIN:-24.0}.0-1.el9 docker-ce-stable" ;;
