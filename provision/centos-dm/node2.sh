@@ -9,7 +9,7 @@ umask 022
 CABLAB_HOST=node2
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
 CABLAB_STATE_DIR=${CABLAB_STATE_DIR:-/var/lib/cablab}
-STEPS_TOTAL=7
+STEPS_TOTAL=8
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
@@ -33,6 +33,15 @@ run() {
   fi
 }
 changed() { STEP_NOTES+=("$*"); }
+# warn MESSAGE: shown and logged; the run goes on.
+warn() {
+  printf '[cablab %s] WARNING: %s\n' "$CABLAB_HOST" "$*" >&2
+  printf 'WARNING: %s\n' "$*" >>"$CABLAB_LOG"
+}
+# skipped WHAT: a guarded action that does not apply to this host, one line in the log.
+skipped() { printf 'skipped in %s: %s\n' "$STEP_NAME" "$*" >>"$CABLAB_LOG"; }
+# selinux_on: SELinux is enabled (enforcing or permissive); false where it is absent (Debian, Ubuntu).
+selinux_on() { command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled; }
 # CLOCK_US: now in microseconds (bash >= 5 without a fork; date(1) on older bash).
 clock() { if [ -n "${EPOCHREALTIME:-}" ]; then CLOCK_US=${EPOCHREALTIME//[^0-9]/}; else CLOCK_US=$(date +%s%6N); fi; }
 # json_str VALUE: VALUE as a JSON string in $JSON (backslash, quote and control characters escaped).
@@ -223,6 +232,88 @@ swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || 
 write_summary running
 log "provisioning $CABLAB_HOST ($PRETTY_NAME, $FAMILY family), $STEPS_TOTAL steps; details in $CABLAB_LOG"
 
+step preflight
+# Checks only: every problem is listed, and the run stops, before anything on this host changes.
+problems=()
+problem() { problems+=("$*"); }
+pretty=${PRETTY_NAME:-${ID:-unknown}}
+# The distribution (DISTRIBUTIONS in cablab_cluster/steps/preflight.py).
+os_family=""
+supported='Debian 12, Ubuntu 22.04, Ubuntu 24.04, Rocky Linux 9, AlmaLinux 9, RHEL 9'
+case "${ID:-}:${VERSION_ID:-}" in
+  debian:12) os_family=apt ;;
+  ubuntu:22.04) os_family=apt ;;
+  ubuntu:24.04) os_family=apt ;;
+  rocky:9 | rocky:9.*) os_family=dnf ;;
+  almalinux:9 | almalinux:9.*) os_family=dnf ;;
+  rhel:9 | rhel:9.*) os_family=dnf ;;
+  *) problem "unsupported distribution $pretty (${ID:-?} ${VERSION_ID:-?}): supported are $supported" ;;
+esac
+# The variant is a contract about the hosts: its package family.
+variant=centos
+variant_family=dnf
+if [ -n "$os_family" ] && [ "$os_family" != "$variant_family" ]; then
+  warn "lab spec: variant $variant expects a $variant_family host; $pretty ($os_family) stands in for it"
+fi
+if [ "$os_family" = dnf ]; then
+  problem "docker.source distro: $pretty ships no Docker engine: set docker.source: docker-repo"
+fi
+selinux=absent
+if command -v getenforce >/dev/null 2>&1; then selinux=$(getenforce 2>/dev/null || echo unknown); fi
+case $selinux in
+  Enforcing) ;;
+  Permissive) warn "SELinux is permissive: containers are labelled but not confined (setenforce 1, and SELINUX=enforcing in /etc/selinux/config)" ;;
+  *) if [ "$os_family" = dnf ]; then warn "SELinux is $selinux: containers run unconfined"; fi ;;
+esac
+firewall=none
+if command -v firewall-cmd >/dev/null 2>&1; then
+  if firewall-cmd --state >/dev/null 2>&1; then
+    firewall=firewalld
+  else
+    warn "firewalld is installed but not running: the firewall step writes no rules, and if it starts later it blocks the cluster's ports (systemctl enable --now firewalld, then run this again)"
+  fi
+fi
+if [ "$firewall" = none ] && command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q 'Status: active'; then
+  firewall=ufw
+fi
+path=/
+dir=$path
+while [ ! -e "$dir" ]; do dir=$(dirname "$dir"); done
+free_mib=$(df -Pk "$dir" | awk 'NR == 2 {print int($4 / 1024)}')
+if [ "${free_mib:-0}" -lt 1024 ]; then
+  problem "$path: $free_mib MiB free on $dir, the run needs 1024 MiB"
+fi
+# The disk for Docker's volume group: empty, or already ours (a re-run).
+vg=docker
+if ! { command -v vgs >/dev/null 2>&1 && vgs "$vg" >/dev/null 2>&1; }; then
+  disk=""
+  candidates=(/dev/vdb /dev/sdb)
+  for candidate in "${candidates[@]}"; do
+    if [ -b "$candidate" ]; then
+      disk=$candidate
+      break
+    fi
+  done
+  if [ -z "$disk" ]; then
+    problem "none of docker.storage.disks (${candidates[*]}) is a block device here"
+  elif [ -n "$(blkid -o value -s TYPE "$disk" || true)" ] || [ "$(lsblk -nr -o NAME "$disk" | wc -l)" -gt 1 ]; then
+    problem "$disk (docker.storage.disks) holds a filesystem, LVM or partitions and no volume group $vg: wipe it (wipefs -a $disk) or name another disk"
+  fi
+fi
+if command -v timedatectl >/dev/null 2>&1 && [ "$(timedatectl show -p NTPSynchronized --value 2>/dev/null || true)" != yes ]; then
+  warn "the clock is not synchronised (NTP): swarm certificates and Let's Encrypt need the right time (chrony or systemd-timesyncd)"
+fi
+if [ -n "$(swapon --noheadings --show 2>/dev/null || true)" ]; then
+  warn "swap is on: a user server may swap past its memory limit instead of being stopped, and a swapping node stalls every kernel (swapoff -a; remove swap from /etc/fstab)"
+fi
+if [ ${#problems[@]} -gt 0 ]; then
+  for p in "${problems[@]}"; do
+    printf '[cablab %s] preflight: %s\n' "$CABLAB_HOST" "$p" >&2
+  done
+  die "preflight found ${#problems[@]} problem(s), listed above; nothing was changed"
+fi
+printf 'preflight: %s (%s family), SELinux %s, firewall %s\n' "$pretty" "$os_family" "$selinux" "$firewall" >>"$CABLAB_LOG"
+
 step hostname
 name=node2
 install_file 0644 /etc/hostname < <(printf '%s\n' "$name")
@@ -390,6 +481,8 @@ if [ "$FAMILY" = dnf ]; then
 fi
 engine=docker.io
 [ "$FAMILY" = apt ] || engine=docker-ce
+# The pin is held (apt-mark hold, dnf versionlock): no upgrade moves Docker past it between two runs.
+ensure_packages apt= dnf=python3-dnf-plugin-versionlock
 # Version pin 20.10: the newest candidate whose version starts with it.
 pin=20.10
 pin_re="^([0-9]+:)?${pin//./\\.}([.~+-]|$)"
@@ -402,6 +495,12 @@ if pkg_installed "$engine"; then
   fi
 fi
 if ! [[ $installed =~ $pin_re ]]; then
+  # A held package cannot move: the hold is let go for this install and set again below.
+  if [ "$FAMILY" = apt ]; then
+    if apt-mark showhold | grep -qxF -- "$engine"; then run apt-mark unhold "$engine"; fi
+  elif dnf -q versionlock list 2>/dev/null | grep -q "^$engine-[0-9]"; then
+    run dnf versionlock delete "$engine"
+  fi
   if [ "$FAMILY" = apt ]; then
     [ "$APT_UPDATED" = 1 ] || { run apt-get update; APT_UPDATED=1; }
     candidate=$(apt-cache madison "$engine" | awk '{print $3}' | grep -E "$pin_re" | head -n 1 || true)
@@ -416,8 +515,57 @@ if ! [[ $installed =~ $pin_re ]]; then
   pkg_install "${pkgs[@]}"
   changed "installed $engine $candidate"
 fi
+if [ "$FAMILY" = apt ]; then
+  if ! apt-mark showhold | grep -qxF -- "$engine"; then
+    run apt-mark hold "$engine"
+    changed "held $engine (apt-mark hold)"
+  fi
+else
+  evr=$(rpm -q --qf '%{EPOCH}:%{VERSION}-%{RELEASE}' "$engine" | sed 's/^(none):/0:/')
+  if ! dnf -q versionlock list 2>/dev/null | grep -qxF -- "$engine-$evr.*"; then
+    if dnf -q versionlock list 2>/dev/null | grep -q "^$engine-[0-9]"; then run dnf versionlock delete "$engine"; fi
+    run dnf versionlock add "$engine"
+    changed "locked $engine $evr (dnf versionlock)"
+  fi
+fi
+if [ "$FAMILY" = apt ]; then
+  # unattended-upgrades (on by default on Ubuntu) never upgrades Docker: an upgrade restarts it and
+  # stops every container on the node, every user's kernel with it.
+  install_file 0644 /etc/apt/apt.conf.d/51cablab-docker <<'CABLAB_EOF'
+// Written by cablab-cluster (step docker_engine): Docker moves only when docker.version changes and the
+// host is provisioned again; an unattended upgrade would restart it and stop every user's server here.
+Unattended-Upgrade::Package-Blacklist {
+    "docker.io$";
+    "docker-ce$";
+    "docker-ce-cli$";
+    "containerd$";
+    "containerd.io$";
+    "runc$";
+};
+CABLAB_EOF
+fi
 # No TCP API (the seed exposed 2375 to the network): only the unix socket.
-install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
+if selinux_on; then
+  # SELinux: containers run confined (container_t, a category pair each); see the README's SELinux section.
+  install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
+{
+  "log-driver": "json-file",
+  "log-opts": {
+    "max-file": "3",
+    "max-size": "20m"
+  },
+  "selinux-enabled": true,
+  "storage-driver": "devicemapper",
+  "storage-opts": [
+    "dm.thinpooldev=/dev/mapper/docker-thinpool",
+    "dm.use_deferred_removal=true",
+    "dm.use_deferred_deletion=true"
+  ]
+}
+CABLAB_EOF
+else
+  skipped "no SELinux here: daemon.json without selinux-enabled"
+  install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
   "log-driver": "json-file",
   "log-opts": {
@@ -432,11 +580,23 @@ install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
   ]
 }
 CABLAB_EOF
+fi
 if [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet docker; then
   run systemctl restart docker
   changed "restarted docker for daemon.json"
 fi
 ensure_service docker
+if selinux_on; then
+  # Confined containers may use NFS mounts (the users' homes): NFS has no per-file labels to relabel.
+  for boolean in container_use_nfs virt_use_nfs; do
+    if value=$(getsebool "$boolean" 2>/dev/null) && [ "${value##* }" != on ]; then
+      run setsebool -P "$boolean" 1
+      changed "SELinux boolean $boolean on"
+    fi
+  done
+else
+  skipped "no SELinux here: no NFS boolean for containers"
+fi
 
 driver=$(docker info --format '{{.Driver}}')
 [ "$driver" = devicemapper ] || die "Docker uses storage driver $driver, expected devicemapper"

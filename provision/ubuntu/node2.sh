@@ -9,7 +9,7 @@ umask 022
 CABLAB_HOST=node2
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
 CABLAB_STATE_DIR=${CABLAB_STATE_DIR:-/var/lib/cablab}
-STEPS_TOTAL=6
+STEPS_TOTAL=7
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
@@ -33,6 +33,15 @@ run() {
   fi
 }
 changed() { STEP_NOTES+=("$*"); }
+# warn MESSAGE: shown and logged; the run goes on.
+warn() {
+  printf '[cablab %s] WARNING: %s\n' "$CABLAB_HOST" "$*" >&2
+  printf 'WARNING: %s\n' "$*" >>"$CABLAB_LOG"
+}
+# skipped WHAT: a guarded action that does not apply to this host, one line in the log.
+skipped() { printf 'skipped in %s: %s\n' "$STEP_NAME" "$*" >>"$CABLAB_LOG"; }
+# selinux_on: SELinux is enabled (enforcing or permissive); false where it is absent (Debian, Ubuntu).
+selinux_on() { command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled; }
 # CLOCK_US: now in microseconds (bash >= 5 without a fork; date(1) on older bash).
 clock() { if [ -n "${EPOCHREALTIME:-}" ]; then CLOCK_US=${EPOCHREALTIME//[^0-9]/}; else CLOCK_US=$(date +%s%6N); fi; }
 # json_str VALUE: VALUE as a JSON string in $JSON (backslash, quote and control characters escaped).
@@ -223,6 +232,78 @@ swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || 
 write_summary running
 log "provisioning $CABLAB_HOST ($PRETTY_NAME, $FAMILY family), $STEPS_TOTAL steps; details in $CABLAB_LOG"
 
+step preflight
+# Checks only: every problem is listed, and the run stops, before anything on this host changes.
+problems=()
+problem() { problems+=("$*"); }
+pretty=${PRETTY_NAME:-${ID:-unknown}}
+# The distribution (DISTRIBUTIONS in cablab_cluster/steps/preflight.py).
+os_family=""
+supported='Debian 12, Ubuntu 22.04, Ubuntu 24.04, Rocky Linux 9, AlmaLinux 9, RHEL 9'
+case "${ID:-}:${VERSION_ID:-}" in
+  debian:12) os_family=apt ;;
+  ubuntu:22.04) os_family=apt ;;
+  ubuntu:24.04) os_family=apt ;;
+  rocky:9 | rocky:9.*) os_family=dnf ;;
+  almalinux:9 | almalinux:9.*) os_family=dnf ;;
+  rhel:9 | rhel:9.*) os_family=dnf ;;
+  *) problem "unsupported distribution $pretty (${ID:-?} ${VERSION_ID:-?}): supported are $supported" ;;
+esac
+# The variant is a contract about the hosts: its package family.
+variant=ubuntu
+variant_family=apt
+if [ -n "$os_family" ] && [ "$os_family" != "$variant_family" ]; then
+  warn "lab spec: variant $variant expects a $variant_family host; $pretty ($os_family) stands in for it"
+fi
+if [ "$os_family" = dnf ]; then
+  problem "docker.source distro: $pretty ships no Docker engine: set docker.source: docker-repo"
+fi
+selinux=absent
+if command -v getenforce >/dev/null 2>&1; then selinux=$(getenforce 2>/dev/null || echo unknown); fi
+case $selinux in
+  Enforcing) ;;
+  Permissive) warn "SELinux is permissive: containers are labelled but not confined (setenforce 1, and SELINUX=enforcing in /etc/selinux/config)" ;;
+  *) if [ "$os_family" = dnf ]; then warn "SELinux is $selinux: containers run unconfined"; fi ;;
+esac
+firewall=none
+if command -v firewall-cmd >/dev/null 2>&1; then
+  if firewall-cmd --state >/dev/null 2>&1; then
+    firewall=firewalld
+  else
+    warn "firewalld is installed but not running: the firewall step writes no rules, and if it starts later it blocks the cluster's ports (systemctl enable --now firewalld, then run this again)"
+  fi
+fi
+if [ "$firewall" = none ] && command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q 'Status: active'; then
+  firewall=ufw
+fi
+path=/
+dir=$path
+while [ ! -e "$dir" ]; do dir=$(dirname "$dir"); done
+free_mib=$(df -Pk "$dir" | awk 'NR == 2 {print int($4 / 1024)}')
+if [ "${free_mib:-0}" -lt 1024 ]; then
+  problem "$path: $free_mib MiB free on $dir, the run needs 1024 MiB"
+fi
+path=/var/lib/docker
+dir=$path
+while [ ! -e "$dir" ]; do dir=$(dirname "$dir"); done
+free_mib=$(df -Pk "$dir" | awk 'NR == 2 {print int($4 / 1024)}')
+if [ "${free_mib:-0}" -lt 4096 ]; then
+  problem "$path: $free_mib MiB free on $dir, the run needs 4096 MiB"
+fi
+if command -v timedatectl >/dev/null 2>&1 && [ "$(timedatectl show -p NTPSynchronized --value 2>/dev/null || true)" != yes ]; then
+  warn "the clock is not synchronised (NTP): swarm certificates and Let's Encrypt need the right time (chrony or systemd-timesyncd)"
+fi
+if [ -n "$(swapon --noheadings --show 2>/dev/null || true)" ]; then
+  warn "swap is on: a user server may swap past its memory limit instead of being stopped, and a swapping node stalls every kernel (swapoff -a; remove swap from /etc/fstab)"
+fi
+if [ ${#problems[@]} -gt 0 ]; then
+  for p in "${problems[@]}"; do
+    printf '[cablab %s] preflight: %s\n' "$CABLAB_HOST" "$p" >&2
+  done
+  die "preflight found ${#problems[@]} problem(s), listed above; nothing was changed"
+fi
+printf 'preflight: %s (%s family), SELinux %s, firewall %s\n' "$pretty" "$os_family" "$selinux" "$firewall" >>"$CABLAB_LOG"
+
 step hostname
 name=node2
 install_file 0644 /etc/hostname < <(printf '%s\n' "$name")
@@ -341,8 +422,39 @@ if [ "$FAMILY" = dnf ]; then
   die "EL distributions ship no Docker engine: set docker.source: docker-repo in the spec"
 fi
 ensure_packages 'apt=docker.io apparmor' dnf=
+if [ "$FAMILY" = apt ]; then
+  # unattended-upgrades (on by default on Ubuntu) never upgrades Docker: an upgrade restarts it and
+  # stops every container on the node, every user's kernel with it.
+  install_file 0644 /etc/apt/apt.conf.d/51cablab-docker <<'CABLAB_EOF'
+// Written by cablab-cluster (step docker_engine): Docker moves only when docker.version changes and the
+// host is provisioned again; an unattended upgrade would restart it and stop every user's server here.
+Unattended-Upgrade::Package-Blacklist {
+    "docker.io$";
+    "docker-ce$";
+    "docker-ce-cli$";
+    "containerd$";
+    "containerd.io$";
+    "runc$";
+};
+CABLAB_EOF
+fi
 # No TCP API (the seed exposed 2375 to the network): only the unix socket.
-install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
+if selinux_on; then
+  # SELinux: containers run confined (container_t, a category pair each); see the README's SELinux section.
+  install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
+{
+  "log-driver": "json-file",
+  "log-opts": {
+    "max-file": "3",
+    "max-size": "20m"
+  },
+  "selinux-enabled": true,
+  "storage-driver": "overlay2"
+}
+CABLAB_EOF
+else
+  skipped "no SELinux here: daemon.json without selinux-enabled"
+  install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
   "log-driver": "json-file",
   "log-opts": {
@@ -352,11 +464,23 @@ install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
   "storage-driver": "overlay2"
 }
 CABLAB_EOF
+fi
 if [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet docker; then
   run systemctl restart docker
   changed "restarted docker for daemon.json"
 fi
 ensure_service docker
+if selinux_on; then
+  # Confined containers may use NFS mounts (the users' homes): NFS has no per-file labels to relabel.
+  for boolean in container_use_nfs virt_use_nfs; do
+    if value=$(getsebool "$boolean" 2>/dev/null) && [ "${value##* }" != on ]; then
+      run setsebool -P "$boolean" 1
+      changed "SELinux boolean $boolean on"
+    fi
+  done
+else
+  skipped "no SELinux here: no NFS boolean for containers"
+fi
 
 driver=$(docker info --format '{{.Driver}}')
 [ "$driver" = overlay2 ] || die "Docker uses storage driver $driver, expected overlay2"

@@ -34,7 +34,8 @@ fi
 rm -f "$r/etc/os-release"
 printf '%s\n' "$OS_RELEASE" >"$r/etc/os-release"
 printf '%s' "$STUB_FINDMNT" >"$r/etc/cablab-stub-findmnt"
-mkdir -p "$r/etc/cablab/secrets"
+mkdir -p "$r/etc/cablab/secrets" "$r/etc/cablab/swarm"
+for role in worker manager; do echo SWMTKN-stub >"$r/etc/cablab/swarm/$role.token"; done
 for s in $STUB_SECRETS; do echo secret >"$r/etc/cablab/secrets/$s"; done
 while IFS= read -r f; do [ -z "$f" ] || { mkdir -p "$r$(dirname "$f")"; : >"$r$f"; }; done <<<"$STUB_FILES"
 while IFS= read -r f; do [ -z "$f" ] || { mkdir -p "$r$(dirname "$f")"; rm -f "$r$f"; mknod "$r$f" b 7 250; }; done <<<"$STUB_DISKS"
@@ -46,7 +47,7 @@ for run in 1 2; do
   : >"$r/var/log/cablab-stub-calls"
   rc=0
   chroot "$r" /usr/bin/env -i PATH=/cablab-stubs:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-    CABLAB_LOG=/var/log/cablab-provision.log CABLAB_SWARM_TOKEN=SWMTKN-stub CABLAB_HUB_TIMEOUT=5 \
+    CABLAB_LOG=/var/log/cablab-provision.log CABLAB_HUB_TIMEOUT=5 \
     STUB_CONTROL="$STUB_CONTROL" STUB_PIN="$STUB_PIN" STUB_FW="$STUB_FW" STUB_DRIVER="$STUB_DRIVER" \
     STUB_LOADS="$STUB_LOADS" STUB_SELINUX="$STUB_SELINUX" \
     /bin/bash /provision.sh >"$work/out" 2>&1 || rc=$?

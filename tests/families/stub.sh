@@ -85,6 +85,11 @@ case "$name" in
         case "$args" in *--attachable*) opts="overlay true plain" ;; esac
         case "$args" in *encrypted*) opts="${opts% plain} encrypted" ;; esac
         mark network "${@: -1}"; echo "$opts" >"$S/mark/$(key network "${@: -1}")" ;;
+      "info --format {{.Swarm.NodeID}}") echo stubnode ;;
+      "node inspect --format"*) if has nodelabel; then echo true; fi ;;
+      "node update --label-add"*) mark nodelabel ;;
+      "node ls"*) if has nodelabel; then echo stubnode; fi ;;
+      "image inspect --format {{.Id}} "*) has image "${@: -1}" && echo "sha256:$(key image "${@: -1}")" ;;
       "image inspect --format"*) [ -f "$S/mark/$(key image "${@: -1}")" ] && cat "$S/mark/$(key image "${@: -1}")" ;;
       "image inspect"*) has image "${@: -1}" ;;
       "pull"*) mark image "$2" ;;
@@ -154,7 +159,7 @@ case "$name" in
   exportfs)
     case "$1" in
       -ra) mark exported ;;
-      -s) if has exported; then awk '{print $1 " *"}' /etc/exports.d/cablab.exports; fi ;;
+      -s) if has exported; then awk '{for (i = 2; i <= NF; i++) print $1 "  " $i}' /etc/exports.d/cablab.exports; fi ;;
     esac ;;
   timedatectl) echo yes ;;
   stat)
