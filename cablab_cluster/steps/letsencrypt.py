@@ -1,11 +1,24 @@
-"""The hub's certificate from Let's Encrypt (certbot), with a deploy hook and the renewal timer."""
+"""Let's Encrypt, before the hub's stack: certbot, its webroot, the deploy hook, the renewal timer,
+and a temporary self-signed certificate so that the proxy can start before the first issuance.
+
+Port 80 belongs to the stack's `acme` service (bundle/acme_responder.py), which serves the webroot's
+challenges: certbot never binds port 80 itself (`--webroot`), so renewals run beside the live hub.
+The certificate itself is obtained after the stack runs, by the step `letsencrypt_issue`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
+from ..layout import ACME_CA, ACME_WEBROOT
 from ..spec import Hub, Role, TLSMode
 from . import register
+
+if TYPE_CHECKING:
+    from ..render import Renderer
+
+TEMPORARY_DAYS = 30  # the stand-in certificate's validity: issuance replaces it within minutes
 
 
 @dataclass(frozen=True)
@@ -13,8 +26,17 @@ class Params:
     hub: Hub
 
 
+def context(r: Renderer, p: Params) -> Mapping[str, object]:
+    return {"webroot": str(ACME_WEBROOT), "acme_ca": r.plan.spec.acme_ca.rstrip("\n"), "acme_ca_file": str(ACME_CA),
+            "temporary_days": TEMPORARY_DAYS}
+
+
+def applies(c, h) -> bool:  # noqa: ANN001 - the register signature
+    return Role.HUB in h.roles and c.hub.tls.mode is TLSMode.LETSENCRYPT
+
+
 STEP = register(
-    __name__, kind="letsencrypt", order=130, title="Let's Encrypt certificate and renewal",
-    applies=lambda c, h: Role.HUB in h.roles and c.hub.tls.mode is TLSMode.LETSENCRYPT,
-    params=lambda c, h: Params(hub=c.hub), packages={"apt": ("certbot",), "dnf": ("certbot",)},
+    __name__, kind="letsencrypt", order=130, title="Let's Encrypt: certbot, webroot, deploy hook, renewal timer",
+    applies=applies, params=lambda c, h: Params(hub=c.hub), context=context,
+    packages={"apt": ("certbot", "openssl"), "dnf": ("certbot", "openssl")},
 )
