@@ -341,7 +341,7 @@ class CablabProxy(ConfigurableHTTPProxy):
 
     route_check_interval = Integer(ROUTE_CHECK_INTERVAL, config=True,
                                    help="s between two checks of the proxy's routing table (0: JupyterHub's own only)")
-    _route_watch: Optional[PeriodicCallback] = None
+    _route_watch: PeriodicCallback | None = None
 
     async def check_routes(self, user_dict: Any, service_dict: Any, routes: Any = None) -> None:
         # The hub's first check_routes (at start, after its services) starts the watch.
@@ -356,7 +356,7 @@ class CablabProxy(ConfigurableHTTPProxy):
     async def restore_routes(self) -> None:
         try:
             await self.check_routes(self.app.users, self.app._service_map)
-        except Exception as exc:  # the proxy may be restarting: the next pass tries again
+        except Exception as exc:  # noqa: BLE001 - the proxy may be restarting: the next pass tries again
             self.log.warning("Could not check the proxy's routes: %s", exc)
 
 
