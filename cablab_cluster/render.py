@@ -36,6 +36,8 @@ from .layout import (
     STACK,
     STATE_DIR,
     SWARM_TOKEN_DIR,
+    TLS_CERT,
+    TLS_KEY,
     secrets_hub_reads,
 )
 from . import steps as step_units
@@ -345,7 +347,7 @@ class Renderer:
                     "environment": {"NODE_OPTIONS": "--tls-min-v1.2"},
                     "ports": ports,
                     "networks": [net],
-                    "secrets": secret_refs(("proxy_token", "tls.crt", "tls.key")),
+                    "secrets": secret_refs(("proxy_token", TLS_CERT, TLS_KEY)),
                     "deploy": deploy,
                 },
                 "hub": {
@@ -356,7 +358,8 @@ class Renderer:
                     "networks": [net],
                     "configs": [{"source": n.replace(".", "_"), "target": f"/srv/jupyterhub/{n}", "mode": 0o444}
                                 for n in configs],
-                    "secrets": secret_refs(self.secrets),
+                    # Not the TLS pair (the proxy's): a renewed certificate rolls the proxy only.
+                    "secrets": secret_refs(tuple(n for n in self.secrets if n not in (TLS_CERT, TLS_KEY))),
                     "deploy": deploy,
                 },
                 **({"acme": self.acme_service(deploy)} if letsencrypt else {}),

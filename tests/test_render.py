@@ -404,6 +404,26 @@ def test_letsencrypt_issues_with_webroot_after_the_stack_and_renews_through_the_
     assert 'run env RENEWED_LINEAGE="$live" /etc/letsencrypt/renewal-hooks/deploy/cablab-hub.sh' in after
     assert "exec /opt/cablab/hub/deploy.sh" in before  # the hook: secrets from the lineage, stack redeployed
     assert "REQUESTS_CA_BUNDLE" not in script  # Let's Encrypt itself: the system's CAs
+    assert "for service in cablab_proxy cablab_hub cablab_acme; do" in before  # port 80 up before certbot
+    assert "for service in cablab_proxy cablab_hub; do" in rendered(LAB / "ubuntu.yml")["node1.sh"]
+
+
+def test_a_private_acme_server_is_trusted_by_certbot_through_its_ca_bundle():
+    script = rendered(LAB / "centos.yml")["node1.sh"]  # the lab's pebble
+    ca = (LAB / "pebble" / "ca.pem").read_text()
+    assert f"install_file 0644 /etc/cablab/acme-ca.pem <<'CABLAB_EOF'\n{ca}CABLAB_EOF" in script
+    assert "Environment=REQUESTS_CA_BUNDLE=/etc/cablab/acme-ca.pem" in script  # the renewal timer's certbot
+    assert "export REQUESTS_CA_BUNDLE=/etc/cablab/acme-ca.pem" in script.split("\nstep letsencrypt_issue\n")[1]
+    assert "--server \"$server\"" in script and "server=https://192.168.57.1:14000/dir" in script
+
+
+def test_a_renewed_certificate_rolls_the_proxy_only():
+    from ruamel.yaml import YAML
+
+    for spec in (LAB / "ubuntu.yml", SPECS / "letsencrypt-docker-repo.yml"):
+        services = YAML(typ="safe").load(rendered(spec)["hub/stack.yml"])["services"]
+        assert {"tls.crt", "tls.key"} <= {s["target"] for s in services["proxy"]["secrets"]}
+        assert not {"tls.crt", "tls.key"} & {s["target"] for s in services["hub"]["secrets"]}
 
 
 def test_deploy_prunes_the_secrets_and_configs_of_earlier_deploys():
