@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from ..layout import ACME_CA, ACME_WEBROOT
-from ..spec import Hub, Role, TLSMode
+from ..spec import Cluster, Host, Hub, Role, TLSMode
 from . import register
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def context(r: Renderer, p: Params) -> Mapping[str, object]:
             "temporary_days": TEMPORARY_DAYS}
 
 
-def applies(c, h) -> bool:  # noqa: ANN001 - the register signature
+def applies(c: Cluster, h: Host) -> bool:
     return Role.HUB in h.roles and c.hub.tls.mode is TLSMode.LETSENCRYPT
 
 
