@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 from . import bundle as static
 
 from .layout import (
+    ACME_WEBROOT,
     HUB_DATA,
     HUB_DIR,
     HUB_IMAGE_RECORD,
@@ -39,6 +40,8 @@ from .layout import (
     STACK,
     STATE_DIR,
     SWARM_TOKEN_DIR,
+    TLS_CERT,
+    TLS_KEY,
     UPGRADE_BACKUPS,
     secrets_hub_reads,
 )
@@ -75,7 +78,9 @@ SINGLEUSER_STACK = (
 )
 CONSTRAINTS = static.LOCK
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
-INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP (published as 80)
+INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme responder (published as 80)
+ACME_RESPONDER = "acme_responder.py"  # letsencrypt: port 80's challenge + redirect (bundle/, a swarm config)
+NOBODY = "65534:65534"
 PROXY_API_PORT = 8001
 HEREDOC_END = "CABLAB_EOF"
 
@@ -320,6 +325,28 @@ class Renderer:
             "cablab.json": json.dumps(self.hub_data(), indent=2, sort_keys=True) + "\n",
         }
 
+    def configs(self) -> dict[str, str]:
+        """Every swarm config of the stack: the hub's, and in letsencrypt mode port 80's responder."""
+        extra = {ACME_RESPONDER: static.text(ACME_RESPONDER)} if self.c.hub.tls.mode is TLSMode.LETSENCRYPT else {}
+        return {**self.hub_configs(), **extra}
+
+    def acme_service(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
+        """letsencrypt: port 80 serves certbot's webroot challenges (read-only, as nobody) and
+        redirects everything else to the public HTTPS URL (bundle/acme_responder.py)."""
+        home = "/srv/acme"
+        return {
+            "image": self.c.hub.images.hub.name,
+            "command": ["python3", f"{home}/{ACME_RESPONDER}", "--webroot", f"{home}/webroot",
+                        "--public-url", self.c.hub.public_url, "--port", str(INTERNAL_HTTP_PORT)],
+            "user": NOBODY,
+            "volumes": [f"{ACME_WEBROOT}:{home}/webroot:ro"],
+            "configs": [{"source": ACME_RESPONDER.replace(".", "_"), "target": f"{home}/{ACME_RESPONDER}",
+                         "mode": 0o444}],
+            "ports": [{"target": INTERNAL_HTTP_PORT, "published": 80, "protocol": "tcp", "mode": "host"}],
+            "networks": [self.c.swarm.network],
+            "deploy": dict(deploy),
+        }
+
     def stack(self) -> str:
         """The hub's stack file, built as data and written by a YAML emitter."""
         c = self.c
@@ -332,8 +359,9 @@ class Renderer:
             return [{"source": n.replace(".", "_"), "target": n, "mode": 0o400} for n in names]
 
         # Plain HTTP on port 80 is redirected to HTTPS by the proxy, except in letsencrypt mode,
-        # where certbot answers the ACME http-01 challenge on port 80 itself.
-        redirect = c.hub.tls.mode is not TLSMode.LETSENCRYPT and c.hub.port == 443
+        # where the acme service answers the ACME http-01 challenge there and redirects the rest.
+        letsencrypt = c.hub.tls.mode is TLSMode.LETSENCRYPT
+        redirect = not letsencrypt and c.hub.port == 443
         proxy_cmd = " ".join([
             'CONFIGPROXY_AUTH_TOKEN="$(cat /run/secrets/proxy_token)" exec configurable-http-proxy',
             f"--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip 0.0.0.0 --api-port {PROXY_API_PORT}",
@@ -360,7 +388,7 @@ class Renderer:
                     "environment": {"NODE_OPTIONS": "--tls-min-v1.2", **image_id},
                     "ports": ports,
                     "networks": [net],
-                    "secrets": secret_refs(("proxy_token", "tls.crt", "tls.key")),
+                    "secrets": secret_refs(("proxy_token", TLS_CERT, TLS_KEY)),
                     "deploy": deploy,
                 },
                 "hub": {
@@ -372,12 +400,14 @@ class Renderer:
                     "networks": [net],
                     "configs": [{"source": n.replace(".", "_"), "target": f"/srv/jupyterhub/{n}", "mode": 0o444}
                                 for n in configs],
-                    "secrets": secret_refs(self.secrets),
+                    # Not the TLS pair (the proxy's): a renewed certificate rolls the proxy only.
+                    "secrets": secret_refs(tuple(n for n in self.secrets if n not in (TLS_CERT, TLS_KEY))),
                     "deploy": deploy,
                 },
+                **({"acme": self.acme_service(deploy)} if letsencrypt else {}),
             },
             "networks": {net: {"external": True}},
-            "configs": _content_named(configs, lambda n: f"./{n}"),
+            "configs": _content_named(self.configs(), lambda n: f"./{n}"),
             "secrets": _content_named(self.secrets, lambda n: f"{SECRETS_DIR}/{n}"),
         }
         header = (f"# Docker stack of the hub for cluster {c.name}; rendered by cablab-cluster from {self.spec_name}.\n"
@@ -395,7 +425,7 @@ class Renderer:
                 "homes_path": str(self.c.share(self.c.hub.users.home_share).path)}
 
     def deploy(self) -> str:
-        return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.hub_configs()),
+        return self.render_template("bundle/deploy.sh.j2", secrets=self.secrets, configs=list(self.configs()),
                                     image=self.c.hub.images.hub.name, hub_image_record=HUB_IMAGE_RECORD,
                                     upgrade_backups=UPGRADE_BACKUPS)
 
@@ -410,7 +440,7 @@ class Renderer:
     def bundle(self) -> list[tuple[str, str, str]]:
         """(name in HUB_DIR, mode, content) for the hub host."""
         return [
-            *((name, "0644", text) for name, text in self.hub_configs().items()),
+            *((name, "0644", text) for name, text in self.configs().items()),
             ("stack.yml", "0644", self.stack()),
             ("deploy.sh", "0755", self.deploy()),
             ("backup.sh", "0755", self.render_template("bundle/backup.sh.j2", **self.backup_params())),

@@ -37,8 +37,8 @@ from cablab_cluster.layout import RUN_SUMMARY
 from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
-from cablab_cluster.spec import load_spec
-from lab import drills, upgrade
+from cablab_cluster.spec import TLSMode, load_spec
+from lab import drills, pebble, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
@@ -297,8 +297,20 @@ class Lab:
                          "changed_steps": [s["name"] for s in steps if s["changed"]],
                          "step_seconds": {s["name"]: s["seconds"] for s in steps}}
 
+    @property
+    def acme(self) -> bool:
+        """The spec gets its certificate from the lab's pebble (lab/pebble.py)."""
+        return self.spec.cluster.hub.tls.mode is TLSMode.LETSENCRYPT
+
+    def acme_roots(self) -> Path:
+        """pebble running (started if not), and the root it issues under now, saved for the checks."""
+        pebble.ensure(self.spec.cluster, log=log)
+        return pebble.roots(self.spec.cluster, CACHE / "pebble" / f"{self.variant}-roots.pem")
+
     def provision(self, upload: bool = True) -> dict:
         results: dict = {}
+        if self.acme:
+            self.acme_roots()  # certbot on the hub host asks it during the hub's run
         if upload:
             # What `cablab-cluster render` does beside the spec: generated once, then kept.
             actions = ensure_secrets(self.spec)
@@ -323,10 +335,12 @@ class Lab:
         reports = LAB / "reports"
         timings = reports / "verify-timings.json"
         timings.unlink(missing_ok=True)
+        # letsencrypt: the checks trust exactly the root pebble issues under (CABLAB_ACME_ROOTS).
+        acme = {"CABLAB_ACME_ROOTS": str(self.acme_roots())} if self.acme else {}
         try:
             sh([sys.executable, "-m", "cablab_cluster.cli", "verify", str(self.spec_path), "--ssh-config",
                 str(self.ssh_config), "--", "-v", "-p", "no:cacheprovider", "--durations=8"],
-               env={**os.environ, "CABLAB_REPORT_DIR": str(reports)}, prefix="  verify| ")
+               env={**os.environ, "CABLAB_REPORT_DIR": str(reports), **acme}, prefix="  verify| ")
         finally:
             if timings.exists():  # what the checks measured (spawns, kernel, notebooks, browser)
                 self.report.notes["verify timings (s)"] = json.loads(timings.read_text())

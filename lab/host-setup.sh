@@ -21,6 +21,7 @@ PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base
   docker.io debootstrap fdisk e2fsprogs rsync iptables procps util-linux ca-certificates
   chromium # the cluster checks' real browser (Playwright drives /usr/bin/chromium)
+  pebble   # the centos lab's ACME server (pebble + pebble-challtestsrv, started by lab/pebble.py)
 )
 
 changes=0

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cablab_cluster.checks.hub import HubSession
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.secretstore import self_signed
-from cablab_cluster.spec import load_spec
+from cablab_cluster.spec import TLSMode, load_spec
 
 PUBLIC = "hub.cablab.test"
 XSRF = "xsrf-token-1"
@@ -166,3 +166,22 @@ def test_handshake_returns_the_version_and_the_served_certificate(session, clust
     version, der = session.handshake()
     assert version in ("TLSv1.2", "TLSv1.3")
     assert der == x509.load_pem_x509_certificate((secrets / "tls.crt").read_bytes()).public_bytes(Encoding.DER)
+
+
+def test_letsencrypt_against_a_test_acme_server_trusts_exactly_its_roots(hub, cluster_tls, monkeypatch, tmp_path):
+    """$CABLAB_ACME_ROOTS (the lab's pebble root): the served chain is verified against it, name included."""
+    cluster, secrets = cluster_tls
+    tls = cluster.hub.tls.model_copy(update={"mode": TLSMode.LETSENCRYPT, "email": "ops@example.org",
+                                             "acme_directory": "https://192.168.57.1:14000/dir"})
+    le = cluster.model_copy(update={"hub": cluster.hub.model_copy(update={"tls": tls})})
+    monkeypatch.setenv("CABLAB_ACME_ROOTS", str(secrets / "tls.crt"))  # the fake hub's issuer: itself
+    with HubSession("127.0.0.1", hub.server_address[1], PUBLIC, hub_tls_context(le, secrets)) as s:
+        assert s.request("GET", "/hub/login").status == 200
+    other = tmp_path / "other-root.pem"
+    other.write_bytes((Path(__file__).parent.parent / "lab" / "pebble" / "ca.pem").read_bytes())
+    monkeypatch.setenv("CABLAB_ACME_ROOTS", str(other))
+    with HubSession("127.0.0.1", hub.server_address[1], PUBLIC, hub_tls_context(le, secrets)) as s:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            s.request("GET", "/hub/login")
+    monkeypatch.delenv("CABLAB_ACME_ROOTS")  # unset: no root to verify against (a staging CA is trusted nowhere)
+    assert hub_tls_context(le, secrets).verify_mode == ssl.CERT_NONE

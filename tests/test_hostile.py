@@ -205,6 +205,7 @@ class Result:
     env: dict[str, dict[str, str]] = field(default_factory=dict)  # sandbox settings per host script
     home_root: str = ""
     network: str = ""
+    public_url: str = ""
     error: str = ""
 
 
@@ -250,7 +251,8 @@ def _evaluate(batch: list[tuple[str, dict]]) -> list[tuple[str, Result]]:
                 files = render_plan(make_plan(spec))
                 c = spec.cluster
                 out.append((cid, Result(files=files, env=_sandbox_env(spec), network=c.swarm.network,
-                                        home_root=str(c.share(c.hub.users.home_share).mount))))
+                                        home_root=str(c.share(c.hub.users.home_share).mount),
+                                        public_url=c.hub.public_url)))
             except Exception as exc:  # noqa: BLE001 - reported by the case's test
                 out.append((cid, Result(error=f"{type(exc).__name__}: {exc}")))
     finally:
@@ -341,7 +343,10 @@ def matrix() -> Matrix:
 def check_stack(text: str, r: Result) -> None:
     stack = YAML(typ="safe").load(text)
     assert set(stack) == {"version", "services", "networks", "configs", "secrets"}
-    assert set(stack["services"]) == {"proxy", "hub"}
+    assert set(stack["services"]) == {"proxy", "hub", "acme"}  # the base spec is in letsencrypt mode
+    assert stack["services"]["acme"]["volumes"] == ["/var/lib/cablab/acme:/srv/acme/webroot:ro"]
+    command = stack["services"]["acme"]["command"]
+    assert command[command.index("--public-url") + 1] == r.public_url  # one argument, whatever the host
     assert stack["services"]["hub"]["volumes"] == [
         "/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data", f"{r.home_root}:{r.home_root}"]
     assert list(stack["networks"]) == [r.network]
@@ -469,7 +474,7 @@ def test_dockerfile_requirements_are_one_word_each(req):
 
 
 def test_the_stack_and_config_checks_can_fail():
-    r = Result(home_root="/srv/cablab/homes", network="swarmnet")
+    r = Result(home_root="/srv/cablab/homes", network="swarmnet", public_url="https://hub.example.org")
     good = _evaluate([("base", copy.deepcopy(BASE))])[0][1].files
     check_stack(good["hub/stack.yml"], r)
     line = "    - /srv/cablab/homes:/srv/cablab/homes"

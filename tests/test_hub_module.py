@@ -507,3 +507,40 @@ def test_backup_db_copies_a_database_in_use(tmp_path):
     copy.close()
     assert dst.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "backup.sqlite.part").exists()
     assert cablab_hub.main(["backup-db", str(src)]) == 2
+
+
+def test_a_restarted_proxy_gets_its_routes_back_within_seconds(secrets, monkeypatch):
+    """CHP forgets every route when it restarts (a renewed certificate rolls it): the hub checks
+    the routing table every ROUTE_CHECK_INTERVAL s, not only at its last_activity pass (300 s)."""
+    from jupyterhub.proxy import Proxy
+
+    c = configured(lab=False)
+    assert c.JupyterHub.proxy_class is cablab_hub.CablabProxy
+    assert 0 < cablab_hub.ROUTE_CHECK_INTERVAL <= 15
+    checks = []
+
+    async def check_routes(self, user_dict, service_dict, routes=None):
+        checks.append((user_dict, service_dict))
+
+    monkeypatch.setattr(Proxy, "check_routes", check_routes)
+
+    class App:
+        users = {"alice": object()}
+        _service_map = {"idle-culler": object()}
+
+    async def scenario():
+        proxy = cablab_hub.CablabProxy(app=App(), should_start=False, auth_token="t", route_check_interval=1)
+        proxy.log.disabled = True
+        await proxy.check_routes(App.users, App._service_map)  # the hub's own first check starts the watch
+        await asyncio.sleep(2.5)
+        proxy._route_watch.stop()
+        return proxy
+
+    proxy = asyncio.run(scenario())
+    assert len(checks) >= 3 and all(u is App.users and s is App._service_map for u, s in checks)
+
+    async def failing(self, user_dict, service_dict, routes=None):
+        raise ConnectionRefusedError("proxy restarting")
+
+    monkeypatch.setattr(Proxy, "check_routes", failing)
+    asyncio.run(proxy.restore_routes())  # logged, not raised: the next pass tries again

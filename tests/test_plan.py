@@ -99,7 +99,8 @@ def test_nas_first_then_first_manager_then_workers():
     # a storage host outside the swarm gets no Docker and no swarm
     assert kinds(plan, "nas") == ['preflight', 'hostname', 'firewall', 'nfs_server']
     hub = kinds(plan, "hub")
-    assert hub.index('image') < hub.index('letsencrypt') < hub.index('hub')
+    # certbot's webroot and a stand-in certificate before the stack; the issuance needs the stack's port 80
+    assert hub.index('image') < hub.index('letsencrypt') < hub.index('hub') < hub.index('letsencrypt_issue')
 
 
 def test_three_managers_join_before_workers_and_as_managers():

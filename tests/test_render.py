@@ -386,7 +386,7 @@ def test_plain_http_is_redirected_except_where_acme_needs_port_80():
     lab = proxy(LAB / "ubuntu.yml")  # self-signed on 443
     assert {"target": 8080, "published": 80, "protocol": "tcp", "mode": "host"} in lab["ports"]
     assert "--redirect-port 8080 --redirect-to 443" in lab["command"][0]
-    le = proxy(SPECS / "letsencrypt-docker-repo.yml")  # certbot answers on 80
+    le = proxy(SPECS / "letsencrypt-docker-repo.yml")  # the acme service answers on 80
     assert all(p["published"] != 80 for p in le["ports"]) and "--redirect-port" not in le["command"][0]
     odd = proxy(SPECS / "single-host.yml")  # hub on 8443: nothing to redirect on 80
     assert all(p["published"] != 80 for p in odd["ports"])
@@ -413,3 +413,67 @@ def test_readme_gives_exact_commands_in_wave_order():
     assert "scp" not in readme.replace("no scp -r", "") and "CABLAB_SWARM_TOKEN" not in readme
     plan = make_plan(load_spec(LAB / "centos.yml"))
     assert len(commands) == sum(len(hp.inputs) + 2 for hp in plan.hosts)
+
+
+def test_letsencrypt_port_80_is_the_acme_responder_with_a_read_only_webroot():
+    from ruamel.yaml import YAML
+
+    files = rendered(SPECS / "letsencrypt-docker-repo.yml")
+    stack = YAML(typ="safe").load(files["hub/stack.yml"])
+    acme = stack["services"]["acme"]
+    assert acme["ports"] == [{"target": 8080, "published": 80, "protocol": "tcp", "mode": "host"}]
+    assert acme["user"] == "65534:65534"
+    assert acme["volumes"] == ["/var/lib/cablab/acme:/srv/acme/webroot:ro"]
+    public_url = load_spec(SPECS / "letsencrypt-docker-repo.yml").cluster.hub.public_url
+    assert acme["command"][:2] == ["python3", "/srv/acme/acme_responder.py"]
+    assert acme["command"][acme["command"].index("--public-url") + 1] == public_url
+    assert [c["source"] for c in acme["configs"]] == ["acme_responder_py"]
+    assert stack["configs"]["acme_responder_py"]["file"] == "./acme_responder.py"
+    assert "acme_responder_py" not in [c["source"] for c in stack["services"]["hub"]["configs"]]
+    assert acme["deploy"]["placement"] == stack["services"]["proxy"]["deploy"]["placement"]
+    # the responder ships as it is, and deploy.sh names its config after its content
+    from cablab_cluster.bundle import text
+
+    assert files["hub/acme_responder.py"] == text("acme_responder.py")
+    assert "acme_responder.py" in files["hub/deploy.sh"]
+    # elsewhere the proxy keeps port 80, and there is no acme service
+    assert "acme" not in YAML(typ="safe").load(rendered(LAB / "ubuntu.yml")["hub/stack.yml"])["services"]
+
+
+def test_letsencrypt_issues_with_webroot_after_the_stack_and_renews_through_the_hook():
+    script = rendered(SPECS / "letsencrypt-docker-repo.yml")["hub.sh"]
+    before, after = script.split("\nstep letsencrypt_issue\n", 1)
+    assert "step hub" in before.split("step letsencrypt\n", 1)[1]  # stand-in, stack, then issuance
+    assert "--standalone" not in script  # port 80 belongs to the acme service
+    assert "certbot certonly --webroot --webroot-path /var/lib/cablab/acme" in after
+    assert "openssl req -x509" in before and "CA:FALSE" in before  # the proxy's stand-in until issuance
+    assert 'run env RENEWED_LINEAGE="$live" /etc/letsencrypt/renewal-hooks/deploy/cablab-hub.sh' in after
+    assert "exec /opt/cablab/hub/deploy.sh" in before  # the hook: secrets from the lineage, stack redeployed
+    assert "REQUESTS_CA_BUNDLE" not in script  # Let's Encrypt itself: the system's CAs
+    assert "for service in cablab_proxy cablab_hub cablab_acme; do" in before  # port 80 up before certbot
+    assert "for service in cablab_proxy cablab_hub; do" in rendered(LAB / "ubuntu.yml")["node1.sh"]
+
+
+def test_a_private_acme_server_is_trusted_by_certbot_through_its_ca_bundle():
+    script = rendered(LAB / "centos.yml")["node1.sh"]  # the lab's pebble
+    ca = (LAB / "pebble" / "ca.pem").read_text()
+    assert f"install_file 0644 /etc/cablab/acme-ca.pem <<'CABLAB_EOF'\n{ca}CABLAB_EOF" in script
+    assert "Environment=REQUESTS_CA_BUNDLE=/etc/cablab/acme-ca.pem" in script  # the renewal timer's certbot
+    assert "export REQUESTS_CA_BUNDLE=/etc/cablab/acme-ca.pem" in script.split("\nstep letsencrypt_issue\n")[1]
+    assert "--server \"$server\"" in script and "server=https://192.168.57.1:14000/dir" in script
+
+
+def test_a_renewed_certificate_rolls_the_proxy_only():
+    from ruamel.yaml import YAML
+
+    for spec in (LAB / "ubuntu.yml", SPECS / "letsencrypt-docker-repo.yml"):
+        services = YAML(typ="safe").load(rendered(spec)["hub/stack.yml"])["services"]
+        assert {"tls.crt", "tls.key"} <= {s["target"] for s in services["proxy"]["secrets"]}
+        assert not {"tls.crt", "tls.key"} & {s["target"] for s in services["hub"]["secrets"]}
+
+
+def test_deploy_prunes_the_secrets_and_configs_of_earlier_deploys():
+    deploy = rendered(LAB / "ubuntu.yml")["hub/deploy.sh"]
+    assert "docker \"$kind\" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'" in deploy
+    assert 'docker "$kind" rm "$name"' in deploy
+    assert deploy.index("docker stack deploy") < deploy.index('docker "$kind" rm')

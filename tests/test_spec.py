@@ -426,3 +426,45 @@ def test_jupyterhub_version_is_a_spec_key_defaulting_to_the_lock(write_spec):
         d["hub"].setdefault("images", {}).setdefault("hub", {"name": "cablab/hub:1.0"})["jupyterhub"] = 6.1
 
     assert "hub.images.hub.jupyterhub" in one(write_spec(unquoted))
+
+
+def _letsencrypt(bundle: str | None):
+    def mutate(d):
+        d["hub"]["public_host"] = "hub.example.org"
+        d["hub"]["tls"] = {"mode": "letsencrypt", "email": "ops@example.org",
+                           "acme_directory": "https://10.0.0.1:14000/dir"}
+        if bundle is not None:
+            d["hub"]["tls"]["acme_ca_bundle"] = bundle
+    return mutate
+
+
+def test_acme_ca_bundle_is_read_as_certificates_only(write_spec, tmp_path):
+    from cablab_cluster.secretstore import self_signed
+
+    spec = load_spec(write_spec(_letsencrypt(None)))
+    assert spec.acme_ca == ""  # unset: certbot trusts the system's CAs (Let's Encrypt itself)
+    cert_pem, key_pem = self_signed(spec)
+    path = write_spec(_letsencrypt("acme-ca.pem"))
+    (path.parent / "acme-ca.pem").write_bytes(b"# the test CA\n" + cert_pem + key_pem)
+    got = load_spec(path).acme_ca
+    assert got == cert_pem.decode() and "PRIVATE KEY" not in got and "#" not in got
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot be read: No such file or directory"),
+    (b"not a certificate\n", "holds no valid PEM certificate"),
+    (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "holds no valid PEM certificate"),
+    (b"\xff\xfe", "not UTF-8"),
+])
+def test_acme_ca_bundle_must_be_pem_certificates(write_spec, content, message):
+    path = write_spec(_letsencrypt("acme-ca.pem"))
+    if content is not None:
+        (path.parent / "acme-ca.pem").write_bytes(content)
+    line = one(path)
+    assert ": hub.tls.acme_ca_bundle: " in line
+    assert message in line
+
+
+def test_acme_ca_bundle_only_in_letsencrypt_mode(write_spec):
+    line = one(write_spec(lambda d: d["hub"]["tls"].update(acme_ca_bundle="ca.pem")))
+    assert "hub.tls.acme_ca_bundle: acme_ca_bundle is only read in mode `letsencrypt` (mode is self-signed)" in line

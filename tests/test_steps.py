@@ -17,7 +17,8 @@ LAB = Path(__file__).parent.parent / "lab"
 
 # The order of the steps on a host, as the step modules declare it (their `order`).
 ORDER = ["preflight", "hostname", "firewall", "docker_lvm", "docker_thinpool", "docker_engine", "nfs_server", "seed_shares",
-         "nfs_mounts", "swarm_init", "swarm_network", "swarm_join", "image", "letsencrypt", "hub"]
+         "nfs_mounts", "swarm_init", "swarm_network", "swarm_join", "image", "letsencrypt", "hub",
+         "letsencrypt_issue"]
 
 MODULE = '''
 from dataclasses import dataclass

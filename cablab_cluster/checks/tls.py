@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
 from cablab_cluster.spec import LETSENCRYPT_PRODUCTION, Cluster, TLSMode
+
+ACME_ROOTS_ENV = "CABLAB_ACME_ROOTS"
 
 
 def hub_tls_context(cluster: Cluster, secrets: Path) -> ssl.SSLContext:
@@ -13,9 +16,10 @@ def hub_tls_context(cluster: Cluster, secrets: Path) -> ssl.SSLContext:
 
     self-signed: only the spec's own certificate (secrets/tls.crt);
     provided: system CAs, plus the provided chain itself (a private CA is fine);
-    letsencrypt: system CAs (no verification against a non-production ACME
-    directory such as staging: its CA is not trusted anywhere; the name is
-    still checked from the certificate by the tests).
+    letsencrypt: system CAs; with a non-production ACME directory, exactly the
+    roots in $CABLAB_ACME_ROOTS (the lab saves the root its pebble issues under),
+    else no verification (a staging CA is trusted nowhere; the name is still
+    checked from the certificate by the tests).
     """
     tls = cluster.hub.tls
     crt = secrets / "tls.crt"
@@ -27,9 +31,18 @@ def hub_tls_context(cluster: Cluster, secrets: Path) -> ssl.SSLContext:
         ctx.load_verify_locations(cafile=str(crt))
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     elif tls.mode is TLSMode.LETSENCRYPT and tls.acme_directory != LETSENCRYPT_PRODUCTION:
+        roots = acme_roots()
+        if roots is not None:
+            return ssl.create_default_context(cafile=str(roots))
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def acme_roots() -> Path | None:
+    """$CABLAB_ACME_ROOTS: the PEM roots of a test ACME server (pebble), if given."""
+    value = os.environ.get(ACME_ROOTS_ENV)
+    return Path(value) if value else None
 
 
 def self_signed_context(crt: Path) -> ssl.SSLContext:

@@ -43,6 +43,7 @@ def _yaml() -> YAML:
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a 100-host spec is about 20 KiB
 MAX_USERLIST_BYTES = 256 << 10  # 256 KiB: about 6000 users
+MAX_CA_BUNDLE_BYTES = 512 << 10  # 512 KiB: the whole Mozilla bundle is ~220 KiB
 
 
 class InputFileError(ValueError):
@@ -143,10 +144,33 @@ def loads_spec(text: str, path: Path) -> LoadedSpec:
             problems.append(_with_line(Problem("hub.userlist", f"{upath} names no user; JupyterHub would admit nobody",
                                                "add at least one GitHub user, e.g. `alice admin`"), data))
     problems += [_with_line(p, data) for p in _file_checks(cluster, path.parent)]
+    acme_ca, ca_problems = _acme_ca(cluster, path.parent)
+    problems += [_with_line(p, data) for p in ca_problems]
     if problems:
         raise SpecError(problems, source)
     assert userlist is not None
-    return LoadedSpec(cluster=cluster, path=path, userlist=userlist)
+    return LoadedSpec(cluster=cluster, path=path, userlist=userlist, acme_ca=acme_ca)
+
+
+def _acme_ca(c: Cluster, base: Path) -> tuple[str, list[Problem]]:
+    """hub.tls.acme_ca_bundle's certificates as PEM text (embedded in the hub host's script), or why not."""
+    bundle = c.hub.tls.acme_ca_bundle
+    if bundle is None or c.hub.tls.mode is not TLSMode.LETSENCRYPT:
+        return "", []
+    from cryptography import x509
+
+    key, hint = "hub.tls.acme_ca_bundle", "give a PEM file of the ACME server's CA certificate(s)"
+    try:
+        text = read_text(bundle if bundle.is_absolute() else base / bundle, MAX_CA_BUNDLE_BYTES, "PEM CA bundle")
+        certs = x509.load_pem_x509_certificates(text.encode("ascii"))
+    except InputFileError as exc:
+        return "", [Problem(key, str(exc), hint)]
+    except ValueError:  # no PEM certificate, or a malformed one, or non-ASCII
+        return "", [Problem(key, f"{quoted(str(bundle))} holds no valid PEM certificate", hint)]
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    # Re-encoded: only certificates reach the host, whatever else (comments, keys) the file holds.
+    return "".join(cert.public_bytes(Encoding.PEM).decode("ascii") for cert in certs), []
 
 
 def _plain(node: object) -> object:

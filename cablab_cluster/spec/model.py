@@ -345,7 +345,7 @@ LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 class TLS(Strict):
     mode: TLSMode = TLSMode.SELF_SIGNED
     """`self-signed` (generated), `provided` (`cert`, `key`) or `letsencrypt` (`email`, `acme_directory`; certbot
-    with a deploy hook and renewal timer)."""
+    with a deploy hook and renewal timer; port 80 answers the HTTP-01 challenge and redirects the rest)."""
     cert: Optional[Path] = None
     """provided: full chain, PEM."""
     key: Optional[Path] = None
@@ -355,6 +355,9 @@ class TLS(Strict):
     acme_directory: Annotated[str, Field(pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/+-]*)?$",
                                          max_length=2000)] = LETSENCRYPT_PRODUCTION
     """letsencrypt: the ACME directory URL (https)."""
+    acme_ca_bundle: Optional[Path] = None
+    """letsencrypt, with a private ACME server (a test CA such as pebble): PEM file of the CAs that certbot trusts
+    for `acme_directory`'s HTTPS, instead of the system's (the default, unset, is right for Let's Encrypt)."""
 
 
 class UserMount(Strict):
@@ -558,6 +561,7 @@ class LoadedSpec:
     cluster: Cluster
     path: Path
     userlist: Userlist
+    acme_ca: str = ""  # hub.tls.acme_ca_bundle's PEM certificates, read and checked
 
     @property
     def base_dir(self) -> Path:

@@ -179,6 +179,10 @@ def tls_rules(c: Cluster) -> list[Problem]:
                                "use a DNS name that resolves to the hub host, or `tls.mode: self-signed`"))
         if not tls.email:
             out.append(Problem("hub.tls.email", "letsencrypt needs a contact email", "add `email: you@example.org`"))
+    if tls.acme_ca_bundle is not None and tls.mode is not TLSMode.LETSENCRYPT:
+        out.append(Problem("hub.tls.acme_ca_bundle", f"acme_ca_bundle is only read in mode `letsencrypt` "
+                                                     f"(mode is {tls.mode.value})",
+                           "remove it or set `mode: letsencrypt`"))
     if tls.mode is TLSMode.PROVIDED:
         for key in ("cert", "key"):
             if getattr(tls, key) is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from ..layout import SECRETS_DIR, SECRETS_SUBDIR, secrets_hub_reads, secrets_operator_copies
-from ..spec import Cluster, Host, Hub, Role
+from ..layout import SECRETS_DIR, SECRETS_SUBDIR, STACK, secrets_hub_reads, secrets_operator_copies
+from ..spec import Cluster, Host, Hub, Role, TLSMode
 from . import Input, InputKind, register
 
 if TYPE_CHECKING:
@@ -27,7 +27,9 @@ def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
-    return {"bundle": [(n, m, t.rstrip("\n")) for n, m, t in r.bundle()], "cluster_name": r.c.name}
+    acme = ("acme",) if p.hub.tls.mode is TLSMode.LETSENCRYPT else ()  # port 80: certbot's next step needs it
+    return {"bundle": [(n, m, t.rstrip("\n")) for n, m, t in r.bundle()], "cluster_name": r.c.name,
+            "services": [f"{STACK}_{s}" for s in ("proxy", "hub", *acme)]}
 
 
 STEP = register(
