@@ -405,8 +405,9 @@ def test_readme_gives_exact_commands_in_wave_order():
         < lines.index("node2 (192.168.57.12), after node1 (mounts its shares and joins its swarm):")
     assert ("ssh node1 'sudo install -d -m 0700 /etc/cablab/secrets && sudo install -m 0600 /dev/stdin "
             "/etc/cablab/secrets/cookie_secret' < secrets/lab-centos/cookie_secret") in commands
-    assert ("ssh node1 'sudo cat /etc/cablab/swarm/worker.token' | ssh node3 'sudo install -d -m 0700 "
-            "/etc/cablab/swarm && sudo install -m 0600 /dev/stdin /etc/cablab/swarm/worker.token'") in commands
+    # the centos lab's node3 is a manager: it joins with the manager token
+    assert ("ssh node1 'sudo cat /etc/cablab/swarm/manager.token' | ssh node3 'sudo install -d -m 0700 "
+            "/etc/cablab/swarm && sudo install -m 0600 /dev/stdin /etc/cablab/swarm/manager.token'") in commands
     node2 = [c for c in commands if " node2 " in c]
     assert node2[-2:] == ["ssh node2 'sudo install -m 0755 /dev/stdin /usr/local/sbin/cablab-provision' < \"$OUT\"/node2.sh",
                           "ssh -t node2 'sudo /usr/local/sbin/cablab-provision'"]

@@ -9,7 +9,7 @@ umask 022
 CABLAB_HOST=node1
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
 CABLAB_STATE_DIR=${CABLAB_STATE_DIR:-/var/lib/cablab}
-STEPS_TOTAL=12
+STEPS_TOTAL=14
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
@@ -377,7 +377,7 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
   fw port=2049/tcp --zone="$zone"  # NFS
   fw protocol=esp --zone="$zone"  # IPsec of the encrypted overlay
   fw port=443/tcp  # JupyterHub (HTTPS)
-  fw port=80/tcp  # HTTP, redirected to HTTPS
+  fw port=80/tcp  # ACME http-01 challenge
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     run firewall-cmd --reload
   fi
@@ -612,26 +612,29 @@ fi
 # to a client the spec does not name is withdrawn.
 clients='192.168.57.12 192.168.57.13'
 path=/srv/nfs/homes
-for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+# (read line by line: a client such as `*` or `10.0.*` must not be expanded as a glob)
+while IFS= read -r client; do
   case " $clients " in
     *" $client "*) ;;
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
-done
+done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
 path=/srv/nfs/cube
-for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+# (read line by line: a client such as `*` or `10.0.*` must not be expanded as a glob)
+while IFS= read -r client; do
   case " $clients " in
     *" $client "*) ;;
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
-done
+done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
 path=/srv/nfs/notebooks
-for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+# (read line by line: a client such as `*` or `10.0.*` must not be expanded as a glob)
+while IFS= read -r client; do
   case " $clients " in
     *" $client "*) ;;
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
-done
+done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
 
 step seed_shares
 # A share is seeded only while it is empty, or while it holds what an earlier seed put
@@ -1336,6 +1339,90 @@ if [ -n "$old" ]; then
   [ "$removed" = 0 ] || changed "removed $removed old cablab image(s)"
 fi
 
+step letsencrypt
+if [ "$FAMILY" = dnf ]; then
+  # certbot is in EPEL, which needs CRB (CodeReady Builder) on EL 9.
+  el=${VERSION_ID%%.*}
+  if [ "$ID" = rhel ]; then crb=codeready-builder-for-rhel-$el-$(uname -m)-rpms; else crb=crb; fi
+  if ! dnf -q repolist --enabled 2>/dev/null | awk '{print $1}' | grep -qxF -- "$crb"; then
+    if [ "$ID" = rhel ]; then
+      run subscription-manager repos --enable "$crb"
+    else
+      ensure_packages dnf=dnf-plugins-core
+      run dnf config-manager --set-enabled "$crb"
+    fi
+    changed "enabled the $crb repository"
+  fi
+  if ! pkg_installed epel-release; then
+    if [ "$ID" = rhel ]; then pkg_install "https://dl.fedoraproject.org/pub/epel/epel-release-latest-$el.noarch.rpm"; else pkg_install epel-release; fi
+    changed "installed epel-release"
+  fi
+fi
+ensure_packages 'apt=certbot openssl' 'dnf=certbot openssl'
+public_host=hub.lab-centos.test
+webroot=/var/lib/cablab/acme
+# certbot --webroot writes the challenges here; the stack's acme service serves them read-only on port 80.
+ensure_dir "$webroot" 0:0 0755
+ensure_dir "$webroot/.well-known" 0:0 0755
+ensure_dir "$webroot/.well-known/acme-challenge" 0:0 0755
+# The private ACME server's CA (hub.tls.acme_ca_bundle): certbot trusts it instead of the system's,
+# here, in the renewal timer's service and in the deploy hook's environment.
+install_file 0644 /etc/cablab/acme-ca.pem <<'CABLAB_EOF'
+-----BEGIN CERTIFICATE-----
+MIIBrzCCAVWgAwIBAgIUUM9cpooNanSuKsjAJPYiLhQyXucwCgYIKoZIzj0EAwIw
+NDEyMDAGA1UEAwwpY2FibGFiIGxhYiBwZWJibGUgbGlzdGVuZXIgQ0EgKHRlc3Qg
+b25seSkwHhcNMjYxMTI2MTYxMzIyWhcNMzYxMTIzMTcxMzIyWjA0MTIwMAYDVQQD
+DCljYWJsYWIgbGFiIHBlYmJsZSBsaXN0ZW5lciBDQSAodGVzdCBvbmx5KTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABIAO7JrPU7tDtIEJ0Q8k+bp75OeY9irdD+qn
+Hy5TbP511BWzttmoJwIuOwkkqq6tXPPPzOrK/tPwKNt8zUmAxGCjRTBDMBIGA1Ud
+EwEB/wQIMAYBAf8CAQAwDgYDVR0PAQH/BAQDAgEGMB0GA1UdDgQWBBSA3mZymGJ+
+5aKL4VF/9Eu32EzYpjAKBggqhkjOPQQDAgNIADBFAiA0XCclDscQdG6Rl/FrOuP9
+ihJLRre4DdNpnbIsI6wvAgIhAPl25hGr9Kbq/yZllFSgtU98KimEk+LBdH2xv2xk
+Lu4K
+-----END CERTIFICATE-----
+CABLAB_EOF
+install_file 0644 /etc/systemd/system/certbot.service.d/cablab-acme-ca.conf <<'CABLAB_EOF'
+[Service]
+Environment=REQUESTS_CA_BUNDLE=/etc/cablab/acme-ca.pem
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then
+  run systemctl daemon-reload
+fi
+# After each issuance and renewal: the full chain (not cert.pem: the seed lost the intermediate)
+# and the key become the hub's TLS secrets, and the stack is redeployed (the proxy rolls onto
+# the new content-named secrets, old ones are pruned); no image rebuild.
+install_file 0755 /etc/letsencrypt/renewal-hooks/deploy/cablab-hub.sh <<'CABLAB_EOF'
+#!/bin/sh
+set -eu
+install -m 0600 "$RENEWED_LINEAGE/fullchain.pem" /etc/cablab/secrets/tls.crt.new
+install -m 0600 "$RENEWED_LINEAGE/privkey.pem" /etc/cablab/secrets/tls.key.new
+mv -f /etc/cablab/secrets/tls.key.new /etc/cablab/secrets/tls.key
+mv -f /etc/cablab/secrets/tls.crt.new /etc/cablab/secrets/tls.crt
+exec /opt/cablab/hub/deploy.sh
+CABLAB_EOF
+secrets=/etc/cablab/secrets
+install -d -m 0700 "$secrets"
+# The proxy needs a certificate to start, and certbot needs the started stack to answer the
+# challenge: until the first issuance (step letsencrypt_issue) the proxy serves a short-lived
+# self-signed stand-in.
+if [ ! -s "$secrets/tls.crt" ] || [ ! -s "$secrets/tls.key" ]; then
+  tmp=$(mktemp -d)
+  run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=$public_host" -addext "subjectAltName=DNS:$public_host" \
+    -addext "basicConstraints=critical,CA:FALSE" -addext "keyUsage=critical,digitalSignature" \
+    -addext "extendedKeyUsage=serverAuth" -keyout "$tmp/tls.key" -out "$tmp/tls.crt"
+  install -m 0600 "$tmp/tls.key" "$secrets/tls.key"
+  install -m 0600 "$tmp/tls.crt" "$secrets/tls.crt"
+  rm -rf "$tmp"
+  changed "temporary self-signed certificate for $public_host until Let's Encrypt issues one"
+fi
+for timer in certbot.timer certbot-renew.timer; do
+  if systemctl list-unit-files "$timer" >/dev/null 2>&1 && systemctl cat "$timer" >/dev/null 2>&1; then
+    ensure_service "$timer"
+    break
+  fi
+done
+
 step hub
 install_file 0644 /opt/cablab/hub/jupyterhub_config.py <<'CABLAB_EOF'
 # JupyterHub configuration of a cablab cluster. Static: every value comes from
@@ -1377,9 +1464,11 @@ from typing import Any, Mapping, Optional, Sequence
 from aiohttp import ThreadedResolver
 from docker.errors import APIError
 from dockerspawner import SwarmSpawner
+from jupyterhub.proxy import ConfigurableHTTPProxy
 from oauthenticator.github import GitHubOAuthenticator
 from tornado import web
-from traitlets import Dict, Float, List, Unicode
+from tornado.ioloop import PeriodicCallback
+from traitlets import Dict, Float, Integer, List, Unicode
 
 
 
@@ -1681,11 +1770,46 @@ HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing o
 
 
 
+# --- The proxy's routes ------------------------------------------------------
+# configurable-http-proxy keeps its routing table in memory only. It runs as its own swarm
+# service, rolled by every deploy that changes its secrets (a renewed certificate): the new
+# proxy knows only its default target, every user's route is gone, and JupyterHub puts them
+# back only at its next last_activity pass (up to 300 s). The hub checks the routes every
+# ROUTE_CHECK_INTERVAL s instead (one GET of the proxy's table when nothing is missing).
+
+ROUTE_CHECK_INTERVAL = 10
+
+
+class CablabProxy(ConfigurableHTTPProxy):
+    """CHP, externally managed, whose lost routes the hub restores within `route_check_interval`."""
+
+    route_check_interval = Integer(ROUTE_CHECK_INTERVAL, config=True,
+                                   help="s between two checks of the proxy's routing table (0: JupyterHub's own only)")
+    _route_watch: PeriodicCallback | None = None
+
+    async def check_routes(self, user_dict: Any, service_dict: Any, routes: Any = None) -> None:
+        # The hub's first check_routes (at start, after its services) starts the watch.
+        self.watch_routes()
+        await super().check_routes(user_dict, service_dict, routes)
+
+    def watch_routes(self) -> None:
+        if self._route_watch is None and self.route_check_interval > 0 and self.app is not None:
+            self._route_watch = PeriodicCallback(self.restore_routes, 1e3 * self.route_check_interval)
+            self._route_watch.start()
+
+    async def restore_routes(self) -> None:
+        try:
+            await self.check_routes(self.app.users, self.app._service_map)
+        except Exception as exc:  # noqa: BLE001 - the proxy may be restarting: the next pass tries again
+            self.log.warning("Could not check the proxy's routes: %s", exc)
+
+
 def configure(c: Any, data: Mapping[str, Any]) -> None:
     """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
     # Proxy: its own swarm service (it outlives hub restarts, and the hub does not
     # wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
     c.JupyterHub.public_url = data["public_url"]
+    c.JupyterHub.proxy_class = CablabProxy  # restores a restarted proxy's routes within seconds
     c.ConfigurableHTTPProxy.should_start = False
     c.ConfigurableHTTPProxy.api_url = data["proxy_api_url"]
     c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
@@ -1913,7 +2037,8 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
     "carol",
     "dave",
     "erin",
-    "frank"
+    "frank",
+    "gina"
   ],
   "cluster": "lab-centos",
   "cull": {
@@ -1992,6 +2117,141 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
   }
 }
 CABLAB_EOF
+install_file 0644 /opt/cablab/hub/acme_responder.py <<'CABLAB_EOF'
+"""Port 80 of a hub in `tls.mode: letsencrypt`: the ACME HTTP-01 challenge, and a redirect to HTTPS.
+
+    python3 acme_responder.py --webroot DIR --public-url https://hub.example.org [--port 8080]
+
+GET/HEAD `/.well-known/acme-challenge/<token>` answers the file `<token>` of
+`DIR/.well-known/acme-challenge/` (written there by `certbot certonly --webroot -w DIR`),
+where the token is of the ACME token alphabet [A-Za-z0-9_-] only: no path is ever built
+from anything else, so `..`, `/`, `%2e` and friends cannot leave the directory; a symlink
+is not followed. Every other request gets a 301 to the same path and query under
+`--public-url` (never the request's Host header: no open redirect).
+
+Stdlib only: it runs in the hub image (`python3`) as its own swarm service with the webroot
+bind-mounted read-only, as nobody, publishing port 80. Shipped as it is (never templated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import re
+import stat
+import sys
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # RFC 8555 §8.1: base64url, no padding
+MAX_BODY = 4096  # a key authorisation is the token, a dot and a 43-character thumbprint
+
+
+def challenge_file(webroot: str, path: str) -> str | None:
+    """The file that answers `path` if it is a challenge path with a well-formed token, else None."""
+    if not path.startswith(CHALLENGE_PREFIX):
+        return None
+    token = path[len(CHALLENGE_PREFIX):]
+    if not TOKEN.fullmatch(token):
+        return None
+    return os.path.join(webroot, ".well-known", "acme-challenge", token)
+
+
+def read_challenge(file: str) -> bytes | None:
+    """The content of a challenge file: a regular file, not a symlink, at most MAX_BODY bytes."""
+    try:
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES):
+            return None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # no FIFO, device or directory
+            return None
+        data = os.read(fd, MAX_BODY + 1)
+    finally:
+        os.close(fd)
+    return data if len(data) <= MAX_BODY else None
+
+
+def redirect_location(public_url: str, request_target: str) -> str:
+    """`public_url` + the request's path and query (an absolute-form target keeps only those)."""
+    parts = urlsplit(request_target)
+    path = parts.path if parts.path.startswith("/") else "/" + parts.path
+    # `//evil.example/x` as a path would make a scheme-relative URL: collapse leading slashes.
+    path = "/" + path.lstrip("/")
+    return public_url.rstrip("/") + path + (f"?{parts.query}" if parts.query else "")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "cablab-acme"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    webroot = "."
+    public_url = "https://localhost"
+
+    def _send(self, status: HTTPStatus, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _answer(self) -> None:
+        path = urlsplit(self.path).path
+        if path.startswith(CHALLENGE_PREFIX):
+            file = challenge_file(self.webroot, path)
+            data = read_challenge(file) if file is not None and self.command in ("GET", "HEAD") else None
+            if data is None:
+                self._send(HTTPStatus.NOT_FOUND, b"not found\n", [("Content-Type", "text/plain")])
+            else:
+                self._send(HTTPStatus.OK, data, [("Content-Type", "text/plain")])
+            return
+        location = redirect_location(self.public_url, self.path)
+        self._send(HTTPStatus.MOVED_PERMANENTLY, b"", [("Location", location)])
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def make_server(webroot: str, public_url: str, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    handler = type("ConfiguredHandler", (Handler,), {"webroot": webroot, "public_url": public_url})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--webroot", required=True, help="certbot's --webroot-path (read-only is enough)")
+    ap.add_argument("--public-url", required=True, help="where everything else is redirected, e.g. https://hub")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--host", default="0.0.0.0")
+    args = ap.parse_args(argv)
+    if urlsplit(args.public_url).scheme != "https":
+        ap.error("--public-url must be https://...")
+    server = make_server(args.webroot, args.public_url, args.port, args.host)
+    sys.stderr.write(f"acme responder on {args.host}:{args.port}: challenges from {args.webroot}, "
+                     f"everything else to {args.public_url}\n")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+CABLAB_EOF
 install_file 0644 /opt/cablab/hub/stack.yml <<'CABLAB_EOF'
 # Docker stack of the hub for cluster lab-centos; rendered by cablab-cluster from centos.yml.
 # Deployed by /opt/cablab/hub/deploy.sh, which sets the CABLAB_SHA_* variables: a changed
@@ -2006,17 +2266,13 @@ services:
     - /bin/sh
     - -c
     command:
-    - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt --redirect-port 8080 --redirect-to 443
+    - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
     environment:
       NODE_OPTIONS: --tls-min-v1.2
       CABLAB_HUB_IMAGE_ID: ${CABLAB_HUB_IMAGE_ID}
     ports:
     - target: 8443
       published: 443
-      protocol: tcp
-      mode: host
-    - target: 8080
-      published: 80
       protocol: tcp
       mode: host
     networks:
@@ -2078,15 +2334,43 @@ services:
     - source: github_client_secret
       target: github_client_secret
       mode: 256
-    - source: tls_crt
-      target: tls.crt
-      mode: 256
-    - source: tls_key
-      target: tls.key
-      mode: 256
     - source: lab_password
       target: lab_password
       mode: 256
+    deploy:
+      replicas: 1
+      placement:
+        constraints:
+        - node.role == manager
+        - node.labels.cablab.hub == true
+      restart_policy:
+        condition: any
+        delay: 5s
+  acme:
+    image: cablab/hub:lab
+    command:
+    - python3
+    - /srv/acme/acme_responder.py
+    - --webroot
+    - /srv/acme/webroot
+    - --public-url
+    - https://hub.lab-centos.test
+    - --port
+    - '8080'
+    user: 65534:65534
+    volumes:
+    - /var/lib/cablab/acme:/srv/acme/webroot:ro
+    configs:
+    - source: acme_responder_py
+      target: /srv/acme/acme_responder.py
+      mode: 292
+    ports:
+    - target: 8080
+      published: 80
+      protocol: tcp
+      mode: host
+    networks:
+    - swarmnet
     deploy:
       replicas: 1
       placement:
@@ -2109,6 +2393,9 @@ configs:
   cablab_json:
     name: cablab_cablab_json_${CABLAB_SHA_CABLAB_JSON}
     file: ./cablab.json
+  acme_responder_py:
+    name: cablab_acme_responder_py_${CABLAB_SHA_ACME_RESPONDER_PY}
+    file: ./acme_responder.py
 secrets:
   cookie_secret:
     name: cablab_cookie_secret_${CABLAB_SHA_COOKIE_SECRET}
@@ -2147,7 +2434,7 @@ cd /opt/cablab/hub
 log() { echo "deploy: $*" >&2; }
 state=""
 keep=""
-for f in jupyterhub_config.py cablab_hub.py cablab.json /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
+for f in jupyterhub_config.py cablab_hub.py cablab.json acme_responder.py /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
   sum=$(sha256sum "$f" | cut -c1-12)
   base=$(basename "$f")
   var=CABLAB_SHA_$(printf '%s' "$base" | tr '[:lower:].' '[:upper:]_')
@@ -2198,13 +2485,16 @@ docker stack deploy --resolve-image never --prune -c stack.yml cablab >&2
 printf '%s\n' "$state" >"$deployed"
 printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
 
-# Configs and secrets of earlier deploys (content-named): removed once no service uses them.
-for kind in config secret; do
-
-  for name in $(docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'); do
-    case " $keep " in *" $name "*) continue ;; esac
-    if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi
-  done
+# The secrets and configs of earlier deploys (content-named: a renewed certificate, a changed
+# config) go once no service uses them any more (docker refuses to remove one still in use).
+for kind in secret config; do
+  docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}' |
+    while read -r name; do
+      case "$keep " in
+        *" $name "*) ;;
+        *) if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi ;;
+      esac
+    done
 done
 echo deployed
 CABLAB_EOF
@@ -2328,6 +2618,7 @@ carol
 dave
 erin
 frank
+gina
 CABLAB_EOF
 secrets=/etc/cablab/secrets
 cluster=lab-centos
@@ -2354,9 +2645,9 @@ done < <(docker node ls -q --filter "node.label=$label")
 if [ "$(/opt/cablab/hub/deploy.sh)" = deployed ]; then
   changed "deployed stack cablab"
 fi
-# Wait until the proxy's and the hub's tasks run (first start under emulation takes minutes).
+# Wait until the stack's tasks run (first start under emulation takes minutes).
 deadline=$((SECONDS + ${CABLAB_HUB_TIMEOUT:-900}))
-for service in cablab_proxy cablab_hub; do
+for service in cablab_proxy cablab_hub cablab_acme; do
 
   until [ "$(docker service ps "$service" --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1)" = Running ]; do
     if [ "$SECONDS" -ge "$deadline" ]; then
@@ -2365,6 +2656,26 @@ for service in cablab_proxy cablab_hub; do
     sleep 5
   done
 done
+
+step letsencrypt_issue
+public_host=hub.lab-centos.test
+live=/etc/letsencrypt/live/hub.lab-centos.test
+server=https://192.168.57.1:14000/dir
+export REQUESTS_CA_BUNDLE=/etc/cablab/acme-ca.pem
+if [ ! -s "$live/fullchain.pem" ]; then
+  # The acme service (port 80) serves what certbot writes to the webroot; renewals reuse these
+  # settings (certbot keeps them in /etc/letsencrypt/renewal/$public_host.conf).
+  run certbot certonly --webroot --webroot-path /var/lib/cablab/acme --non-interactive --agree-tos \
+    --email ops@lab-centos.test --server "$server" \
+    --cert-name "$public_host" -d "$public_host"
+  changed "certificate for $public_host from $server"
+fi
+secrets=/etc/cablab/secrets
+if ! cmp -s "$live/fullchain.pem" "$secrets/tls.crt" || ! cmp -s "$live/privkey.pem" "$secrets/tls.key"; then
+  # What certbot runs after every renewal: the secrets from the lineage, the stack redeployed.
+  run env RENEWED_LINEAGE="$live" /etc/letsencrypt/renewal-hooks/deploy/cablab-hub.sh
+  changed "the proxy serves the certificate of $live"
+fi
 
 finish_step
 write_summary ok

@@ -534,26 +534,29 @@ fi
 # to a client the spec does not name is withdrawn.
 clients='192.168.56.12 192.168.56.13'
 path=/srv/nfs/homes
-for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+# (read line by line: a client such as `*` or `10.0.*` must not be expanded as a glob)
+while IFS= read -r client; do
   case " $clients " in
     *" $client "*) ;;
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
-done
+done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
 path=/srv/nfs/cube
-for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+# (read line by line: a client such as `*` or `10.0.*` must not be expanded as a glob)
+while IFS= read -r client; do
   case " $clients " in
     *" $client "*) ;;
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
-done
+done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
 path=/srv/nfs/notebooks
-for client in $(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}'); do
+# (read line by line: a client such as `*` or `10.0.*` must not be expanded as a glob)
+while IFS= read -r client; do
   case " $clients " in
     *" $client "*) ;;
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
-done
+done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
 
 step seed_shares
 # A share is seeded only while it is empty, or while it holds what an earlier seed put
@@ -1299,9 +1302,11 @@ from typing import Any, Mapping, Optional, Sequence
 from aiohttp import ThreadedResolver
 from docker.errors import APIError
 from dockerspawner import SwarmSpawner
+from jupyterhub.proxy import ConfigurableHTTPProxy
 from oauthenticator.github import GitHubOAuthenticator
 from tornado import web
-from traitlets import Dict, Float, List, Unicode
+from tornado.ioloop import PeriodicCallback
+from traitlets import Dict, Float, Integer, List, Unicode
 
 
 
@@ -1603,11 +1608,46 @@ HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing o
 
 
 
+# --- The proxy's routes ------------------------------------------------------
+# configurable-http-proxy keeps its routing table in memory only. It runs as its own swarm
+# service, rolled by every deploy that changes its secrets (a renewed certificate): the new
+# proxy knows only its default target, every user's route is gone, and JupyterHub puts them
+# back only at its next last_activity pass (up to 300 s). The hub checks the routes every
+# ROUTE_CHECK_INTERVAL s instead (one GET of the proxy's table when nothing is missing).
+
+ROUTE_CHECK_INTERVAL = 10
+
+
+class CablabProxy(ConfigurableHTTPProxy):
+    """CHP, externally managed, whose lost routes the hub restores within `route_check_interval`."""
+
+    route_check_interval = Integer(ROUTE_CHECK_INTERVAL, config=True,
+                                   help="s between two checks of the proxy's routing table (0: JupyterHub's own only)")
+    _route_watch: PeriodicCallback | None = None
+
+    async def check_routes(self, user_dict: Any, service_dict: Any, routes: Any = None) -> None:
+        # The hub's first check_routes (at start, after its services) starts the watch.
+        self.watch_routes()
+        await super().check_routes(user_dict, service_dict, routes)
+
+    def watch_routes(self) -> None:
+        if self._route_watch is None and self.route_check_interval > 0 and self.app is not None:
+            self._route_watch = PeriodicCallback(self.restore_routes, 1e3 * self.route_check_interval)
+            self._route_watch.start()
+
+    async def restore_routes(self) -> None:
+        try:
+            await self.check_routes(self.app.users, self.app._service_map)
+        except Exception as exc:  # noqa: BLE001 - the proxy may be restarting: the next pass tries again
+            self.log.warning("Could not check the proxy's routes: %s", exc)
+
+
 def configure(c: Any, data: Mapping[str, Any]) -> None:
     """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
     # Proxy: its own swarm service (it outlives hub restarts, and the hub does not
     # wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
     c.JupyterHub.public_url = data["public_url"]
+    c.JupyterHub.proxy_class = CablabProxy  # restores a restarted proxy's routes within seconds
     c.ConfigurableHTTPProxy.should_start = False
     c.ConfigurableHTTPProxy.api_url = data["proxy_api_url"]
     c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")
@@ -1835,7 +1875,8 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
     "carol",
     "dave",
     "erin",
-    "frank"
+    "frank",
+    "gina"
   ],
   "cluster": "lab-ubuntu",
   "cull": {
@@ -1999,12 +2040,6 @@ services:
     - source: github_client_secret
       target: github_client_secret
       mode: 256
-    - source: tls_crt
-      target: tls.crt
-      mode: 256
-    - source: tls_key
-      target: tls.key
-      mode: 256
     - source: lab_password
       target: lab_password
       mode: 256
@@ -2119,13 +2154,16 @@ docker stack deploy --resolve-image never --prune -c stack.yml cablab >&2
 printf '%s\n' "$state" >"$deployed"
 printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
 
-# Configs and secrets of earlier deploys (content-named): removed once no service uses them.
-for kind in config secret; do
-
-  for name in $(docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'); do
-    case " $keep " in *" $name "*) continue ;; esac
-    if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi
-  done
+# The secrets and configs of earlier deploys (content-named: a renewed certificate, a changed
+# config) go once no service uses them any more (docker refuses to remove one still in use).
+for kind in secret config; do
+  docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}' |
+    while read -r name; do
+      case "$keep " in
+        *" $name "*) ;;
+        *) if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi ;;
+      esac
+    done
 done
 echo deployed
 CABLAB_EOF
@@ -2249,6 +2287,7 @@ carol
 dave
 erin
 frank
+gina
 CABLAB_EOF
 secrets=/etc/cablab/secrets
 cluster=lab-ubuntu
@@ -2275,7 +2314,7 @@ done < <(docker node ls -q --filter "node.label=$label")
 if [ "$(/opt/cablab/hub/deploy.sh)" = deployed ]; then
   changed "deployed stack cablab"
 fi
-# Wait until the proxy's and the hub's tasks run (first start under emulation takes minutes).
+# Wait until the stack's tasks run (first start under emulation takes minutes).
 deadline=$((SECONDS + ${CABLAB_HUB_TIMEOUT:-900}))
 for service in cablab_proxy cablab_hub; do
 

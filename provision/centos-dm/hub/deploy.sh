@@ -63,12 +63,15 @@ docker stack deploy --resolve-image never --prune -c stack.yml cablab >&2
 printf '%s\n' "$state" >"$deployed"
 printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
 
-# Configs and secrets of earlier deploys (content-named): removed once no service uses them.
-for kind in config secret; do
-
-  for name in $(docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'); do
-    case " $keep " in *" $name "*) continue ;; esac
-    if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi
-  done
+# The secrets and configs of earlier deploys (content-named: a renewed certificate, a changed
+# config) go once no service uses them any more (docker refuses to remove one still in use).
+for kind in secret config; do
+  docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}' |
+    while read -r name; do
+      case "$keep " in
+        *" $name "*) ;;
+        *) if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi ;;
+      esac
+    done
 done
 echo deployed

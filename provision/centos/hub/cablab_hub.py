@@ -20,9 +20,11 @@ from typing import Any, Mapping, Optional, Sequence
 from aiohttp import ThreadedResolver
 from docker.errors import APIError
 from dockerspawner import SwarmSpawner
+from jupyterhub.proxy import ConfigurableHTTPProxy
 from oauthenticator.github import GitHubOAuthenticator
 from tornado import web
-from traitlets import Dict, Float, List, Unicode
+from tornado.ioloop import PeriodicCallback
+from traitlets import Dict, Float, Integer, List, Unicode
 
 
 
@@ -324,11 +326,46 @@ HSTS = "max-age=31536000"  # no includeSubDomains: the hub's name says nothing o
 
 
 
+# --- The proxy's routes ------------------------------------------------------
+# configurable-http-proxy keeps its routing table in memory only. It runs as its own swarm
+# service, rolled by every deploy that changes its secrets (a renewed certificate): the new
+# proxy knows only its default target, every user's route is gone, and JupyterHub puts them
+# back only at its next last_activity pass (up to 300 s). The hub checks the routes every
+# ROUTE_CHECK_INTERVAL s instead (one GET of the proxy's table when nothing is missing).
+
+ROUTE_CHECK_INTERVAL = 10
+
+
+class CablabProxy(ConfigurableHTTPProxy):
+    """CHP, externally managed, whose lost routes the hub restores within `route_check_interval`."""
+
+    route_check_interval = Integer(ROUTE_CHECK_INTERVAL, config=True,
+                                   help="s between two checks of the proxy's routing table (0: JupyterHub's own only)")
+    _route_watch: PeriodicCallback | None = None
+
+    async def check_routes(self, user_dict: Any, service_dict: Any, routes: Any = None) -> None:
+        # The hub's first check_routes (at start, after its services) starts the watch.
+        self.watch_routes()
+        await super().check_routes(user_dict, service_dict, routes)
+
+    def watch_routes(self) -> None:
+        if self._route_watch is None and self.route_check_interval > 0 and self.app is not None:
+            self._route_watch = PeriodicCallback(self.restore_routes, 1e3 * self.route_check_interval)
+            self._route_watch.start()
+
+    async def restore_routes(self) -> None:
+        try:
+            await self.check_routes(self.app.users, self.app._service_map)
+        except Exception as exc:  # noqa: BLE001 - the proxy may be restarting: the next pass tries again
+            self.log.warning("Could not check the proxy's routes: %s", exc)
+
+
 def configure(c: Any, data: Mapping[str, Any]) -> None:
     """Configure JupyterHub `c` (a traitlets Config) from cablab.json's `data`."""
     # Proxy: its own swarm service (it outlives hub restarts, and the hub does not
     # wait a fixed 10 s for a proxy it started). It terminates TLS (>= 1.2).
     c.JupyterHub.public_url = data["public_url"]
+    c.JupyterHub.proxy_class = CablabProxy  # restores a restarted proxy's routes within seconds
     c.ConfigurableHTTPProxy.should_start = False
     c.ConfigurableHTTPProxy.api_url = data["proxy_api_url"]
     c.ConfigurableHTTPProxy.auth_token = secret("proxy_token")

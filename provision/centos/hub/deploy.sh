@@ -12,7 +12,7 @@ cd /opt/cablab/hub
 log() { echo "deploy: $*" >&2; }
 state=""
 keep=""
-for f in jupyterhub_config.py cablab_hub.py cablab.json /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
+for f in jupyterhub_config.py cablab_hub.py cablab.json acme_responder.py /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password; do
   sum=$(sha256sum "$f" | cut -c1-12)
   base=$(basename "$f")
   var=CABLAB_SHA_$(printf '%s' "$base" | tr '[:lower:].' '[:upper:]_')
@@ -63,12 +63,15 @@ docker stack deploy --resolve-image never --prune -c stack.yml cablab >&2
 printf '%s\n' "$state" >"$deployed"
 printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
 
-# Configs and secrets of earlier deploys (content-named): removed once no service uses them.
-for kind in config secret; do
-
-  for name in $(docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'); do
-    case " $keep " in *" $name "*) continue ;; esac
-    if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi
-  done
+# The secrets and configs of earlier deploys (content-named: a renewed certificate, a changed
+# config) go once no service uses them any more (docker refuses to remove one still in use).
+for kind in secret config; do
+  docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}' |
+    while read -r name; do
+      case "$keep " in
+        *" $name "*) ;;
+        *) if docker "$kind" rm "$name" >/dev/null 2>&1; then log "removed the unused $kind $name"; fi ;;
+      esac
+    done
 done
 echo deployed
