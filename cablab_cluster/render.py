@@ -41,6 +41,8 @@ from . import steps as step_units
 from .plan import Plan, Step
 from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
 from .spec import Cluster, Problem, SpecError, TLSMode
+from .spec.model import ORG_UIDS
+from .uidmap import UidMap, fresh
 
 # Versions baked into the hub image (the fast suite tests the config against these,
 # and checks them against pyproject's test pins and the single-user lock).
@@ -190,8 +192,9 @@ def _dump_yaml(data: Mapping[str, Any]) -> str:
 class Renderer:
     """Renders one plan. Holds the pieces several files share."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, uids: UidMap | None = None):
         self.plan = plan
+        self.uids = uids if uids is not None else fresh(plan.spec)
         self.c = plan.cluster
         self.spec_name = plan.spec.path.name
         self.home_root = str(self.c.share(self.c.hub.users.home_share).mount)
@@ -258,7 +261,11 @@ class Renderer:
                 "network": c.swarm.network,
                 "home_root": self.home_root,
                 "home_target": str(users.home_target),
-                "uid": users.uid,
+                # Each user's uid (the map's every user: a removed user's uid stays taken); members of
+                # allowed_organizations outside it get one from the hub's own range (cablab_hub.OrgUids).
+                "uids": dict(sorted(self.uids.uids.items())),
+                "org_uids": {"first": self.uids.org_base, "count": ORG_UIDS,
+                             "file": "/srv/jupyterhub/data/org-uids.json"},
                 "gid": users.gid,
                 "default_url": "/lab",
                 "read_only_volumes": {m.host_path: m.container_path for m in mounts},
@@ -391,9 +398,10 @@ class Renderer:
         return files
 
 
-def render_plan(plan: Plan) -> dict[str, str]:
-    """Every output file of a plan, by path relative to the output directory."""
-    return Renderer(plan).files()
+def render_plan(plan: Plan, uids: UidMap | None = None) -> dict[str, str]:
+    """Every output file of a plan, by path relative to the output directory; `uids`: the users' uids
+    (uidmap.resolve; default: those a first render gives)."""
+    return Renderer(plan, uids).files()
 
 
 EXECUTABLE = {".sh"}
