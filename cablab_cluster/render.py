@@ -74,6 +74,11 @@ CONSTRAINTS = "singleuser-constraints.txt"
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP (published as 80)
 PROXY_API_PORT = 8001
+# The hub ↔ proxy API network: the users' servers are not on it (traffic between containers of
+# one overlay never passes a host's firewall, so the API must not be on theirs). Its own alias:
+# the proxy binds its API to its address on this network only.
+INTERNAL_NETWORK = "internal"  # in the stack: cablab_internal
+PROXY_API_ALIAS = "proxy-api"
 HEREDOC_END = "CABLAB_EOF"
 
 
@@ -246,7 +251,7 @@ class Renderer:
         return {
             "cluster": c.name,
             "public_url": hub.public_url + "/",
-            "proxy_api_url": f"http://{STACK}_proxy:{PROXY_API_PORT}",
+            "proxy_api_url": f"http://{PROXY_API_ALIAS}:{PROXY_API_PORT}",
             "hub_connect_ip": f"{STACK}_hub",
             "allowed_users": sorted(self.plan.spec.userlist.allowed),
             "admin_users": sorted(self.plan.spec.userlist.admins),
@@ -303,9 +308,13 @@ class Renderer:
         # Plain HTTP on port 80 is redirected to HTTPS by the proxy, except in letsencrypt mode,
         # where certbot answers the ACME http-01 challenge on port 80 itself.
         redirect = c.hub.tls.mode is not TLSMode.LETSENCRYPT and c.hub.port == 443
+        # The API listens on the proxy's address on the internal network only (its alias resolves there
+        # alone; dnsrr: to the task's own address, not a virtual IP), so the users' servers cannot reach it.
         proxy_cmd = " ".join([
+            f"until api_ip=$(getent ahostsv4 {PROXY_API_ALIAS} | awk 'NR==1{{print $1}}') && [ -n \"$api_ip\" ];",
+            "do sleep 1; done;",
             'CONFIGPROXY_AUTH_TOKEN="$(cat /run/secrets/proxy_token)" exec configurable-http-proxy',
-            f"--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip 0.0.0.0 --api-port {PROXY_API_PORT}",
+            f'--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip "$api_ip" --api-port {PROXY_API_PORT}',
             f"--default-target http://{STACK}_hub:8081 --error-target http://{STACK}_hub:8081/hub/error",
             "--ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt",
             *([f"--redirect-port {INTERNAL_HTTP_PORT} --redirect-to {c.hub.port}"] if redirect else []),
@@ -325,23 +334,27 @@ class Renderer:
                     "command": [proxy_cmd],
                     "environment": {"NODE_OPTIONS": "--tls-min-v1.2"},
                     "ports": ports,
-                    "networks": [net],
+                    # `net`: the users' servers (routes to them); internal: the hub's calls to the API.
+                    "networks": {net: {}, INTERNAL_NETWORK: {"aliases": [PROXY_API_ALIAS]}},
                     "secrets": secret_refs(("proxy_token", "tls.crt", "tls.key")),
-                    "deploy": deploy,
+                    "deploy": {**deploy, "endpoint_mode": "dnsrr"},
                 },
                 "hub": {
                     "image": c.hub.images.hub.name,
                     "command": ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"],
                     "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data",
                                 f"{self.home_root}:{self.home_root}"],
-                    "networks": [net],
+                    # `net`: the users' servers reach the hub's API (8081); internal: the proxy's API.
+                    "networks": [net, INTERNAL_NETWORK],
                     "configs": [{"source": n.replace(".", "_"), "target": f"/srv/jupyterhub/{n}", "mode": 0o444}
                                 for n in configs],
                     "secrets": secret_refs(self.secrets),
                     "deploy": deploy,
                 },
             },
-            "networks": {net: {"external": True}},
+            "networks": {net: {"external": True},
+                         INTERNAL_NETWORK: {"driver": "overlay", "internal": True, "attachable": False,
+                                            **({"driver_opts": {"encrypted": ""}} if c.swarm.encrypted else {})}},
             "configs": _content_named(configs, lambda n: f"./{n}"),
             "secrets": _content_named(self.secrets, lambda n: f"{SECRETS_DIR}/{n}"),
         }

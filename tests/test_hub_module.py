@@ -38,7 +38,7 @@ SPAWNER = {
 
 def data(lab: bool, orgs: list[str] | None = None) -> dict:
     return {
-        "cluster": "t", "public_url": "https://hub.example/", "proxy_api_url": "http://cablab_proxy:8001",
+        "cluster": "t", "public_url": "https://hub.example/", "proxy_api_url": "http://proxy-api:8001",
         "hub_connect_ip": "cablab_hub", "allowed_users": ["alice", "bob"], "admin_users": ["alice"],
         "github": {"client_id": "cid", "callback_url": "https://hub.example/hub/oauth_callback",
                    "allowed_organizations": orgs or []},
