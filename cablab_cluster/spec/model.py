@@ -254,9 +254,10 @@ class Share(Strict):
     options: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(=[A-Za-z0-9_:./-]+)?$")], ...] = ("sync", "no_subtree_check")
     """further export options (not `rw`/`ro`/`*root_squash`: set by the keys above)."""
     owner: Annotated[str, Field(pattern=r"^[0-9]+:[0-9]+$")] = "0:0"
-    """numeric `uid:gid` of the share's directory."""
+    """numeric `uid:gid` of the share's directory (the home share's is always `0:0`: each home in it is its user's)."""
     mode: Annotated[str, Field(pattern=r"^0?[0-7]{3,4}$")] = "0755"
-    """octal mode of the share's directory."""
+    """octal mode of the share's directory (the home share's is always `1733`: anyone may make a home in it, nobody
+    may list it)."""
     seed: Optional[Seed] = None
     """`synthetic-cube` (`cablab-cluster cube` output) or `samples` (the sample notebooks): filled while empty,
     never over anything else."""
