@@ -101,7 +101,7 @@ BASE: dict = {
 
 STUB_NAMES = ("touch docker dpkg-query dpkg rpm apt-get apt-cache dnf systemctl mount umount mountpoint findmnt "
               "exportfs ufw firewall-cmd useradd groupadd hostname curl certbot vgs vgcreate pvcreate lvs lvcreate "
-              "lvconvert lvchange mkfs.xfs blkid lsblk xfs_info ss sleep stat chown")
+              "lvconvert lvchange mkfs.xfs blkid lsblk xfs_info ss sleep stat chown iptables ip6tables")
 
 
 # --------------------------------------------------------------------------

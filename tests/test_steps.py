@@ -16,7 +16,7 @@ from cablab_cluster.spec import load_spec
 LAB = Path(__file__).parent.parent / "lab"
 
 # The order of the steps on a host, as the step modules declare it (their `order`).
-ORDER = ["hostname", "firewall", "docker_lvm", "docker_thinpool", "docker_engine", "nfs_server", "seed_shares",
+ORDER = ["hostname", "firewall", "docker_lvm", "docker_thinpool", "docker_engine", "container_firewall", "nfs_server", "seed_shares",
          "nfs_mounts", "swarm_init", "swarm_network", "swarm_join", "image", "letsencrypt", "hub"]
 
 MODULE = '''
@@ -64,7 +64,7 @@ def test_a_new_step_is_a_module_and_a_template(throwaway_step):
     assert "motd" not in [s.kind for s in plan.for_host("node2").steps]  # it applies to the hub host only
     files = render_plan(plan)
     script = files["node1.sh"]
-    assert "STEPS_TOTAL=11\n" in script
+    assert "STEPS_TOTAL=12\n" in script
     block = ("step motd\nensure_packages apt=cowsay 'dnf=cowsay figlet'\n"
              "install_file 0644 /etc/motd < <(printf '%s\\n' 'welcome to lab-ubuntu')\n")
     assert script.index("\nstep hub\n") < script.index(block) < script.index("\nfinish_step\n")
