@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError

@@ -344,7 +344,7 @@ def check_stack(text: str, r: Result) -> None:
     assert set(stack["services"]) == {"proxy", "hub"}
     assert stack["services"]["hub"]["volumes"] == [
         "/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data", f"{r.home_root}:{r.home_root}"]
-    assert list(stack["networks"]) == [r.network]
+    assert list(stack["networks"]) == [r.network, "internal"]  # the spec's, and the proxy API's own
     # docker stack deploy expands ${...}: only deploy.sh's own variables may be there.
     assert re.findall(r"\$\{([^}]*)\}", text) == [v for v in re.findall(r"\$\{([^}]*)\}", text)
                                                   if re.fullmatch(r"CABLAB_SHA_[A-Z_]+", v)]

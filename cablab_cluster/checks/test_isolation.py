@@ -118,9 +118,12 @@ def test_alice_cannot_list_or_read_bobs_home(servers, nodes, cluster):
 
 
 def test_bobs_files_belong_to_bobs_uid(servers, nodes, cluster):
-    _, cids = servers
-    home = cluster.share(cluster.hub.users.home_share)
+    node, cids = servers
+    users = cluster.hub.users
+    home = cluster.share(users.home_share)
     uid = deployed_uids(nodes, cluster)[BOB]
+    nodes[node].check_output("docker exec %s sh -c %s", cids[BOB],
+                             f"mkdir -p {users.home_target}/.cablab-check && touch {users.home_target}/.cablab-check/f")
     where = f"{home.path}/{BOB}"
     server = nodes[cluster.nfs_server]
     assert server.check_output("stat -c %%u:%%a %s", where) == f"{uid}:700"
