@@ -19,6 +19,8 @@ from .layout import SECRETS_SUBDIR
 from .plan import make_plan, removal
 from .render import out_problems, render_plan, write_tree
 from .secretstore import check_secrets, ensure_secrets, secrets_dir
+from .uidmap import UIDS_FILE, ensure_uids
+from .uidmap import resolve as resolve_uids
 from .spec import LoadedSpec, SpecError, TLSMode, load_spec
 
 # emoji=False: a value such as `a:x:b` is printed as written, not as an emoji.
@@ -36,10 +38,13 @@ def _load(path: str) -> LoadedSpec:
 def _checked(path: str) -> tuple[LoadedSpec, dict[str, str]]:
     """Every check render makes before writing (spec, files, secrets store, rendering), writing nothing."""
     loaded = _load(path)
-    files = render_plan(make_plan(loaded))
     problems = check_secrets(loaded)
     if problems:
         _fail(SpecError(problems, path))
+    try:
+        files = render_plan(make_plan(loaded), resolve_uids(loaded))
+    except SpecError as exc:
+        _fail(exc)
     return loaded, files
 
 
@@ -186,6 +191,8 @@ def render(spec: str, out_dir: Path) -> None:
         if problems:
             raise SpecError(problems, spec)
         actions = ensure_secrets(loaded)
+        uids = ensure_uids(loaded)
+        files = render_plan(make_plan(loaded), uids)  # the map as written (another render may have grown it)
         write_tree(files, out_dir, loaded.path)
     except SpecError as exc:
         _fail(exc)
@@ -193,6 +200,9 @@ def render(spec: str, out_dir: Path) -> None:
     _placeholder_warning(loaded)
     summary = ", ".join(f"{a.name} {a.action}" for a in actions)
     out.print(f"secrets in {secrets_dir(loaded)}/ (0600): {summary}", markup=False)
+    if uids.new:
+        out.print(f"uids in {secrets_dir(loaded)}/{UIDS_FILE}: new " +
+                  ", ".join(f"{n} {uids.uids[n]}" for n in uids.new), markup=False)
 
 
 @cli.command()

@@ -49,6 +49,8 @@ from . import steps as step_units
 from .plan import HostPlan, Plan, Step
 from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
 from .spec import Cluster, ImageSource, Problem, SpecError, TLSMode
+from .spec.model import ORG_UIDS
+from .uidmap import UidMap, fresh
 
 # Versions baked into the hub image besides JupyterHub's own (`hub.images.hub.jupyterhub`, whose
 # default is the single-user lock's): the fast suite tests the config against these, and checks
@@ -82,6 +84,11 @@ INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme res
 ACME_RESPONDER = "acme_responder.py"  # letsencrypt: port 80's challenge + redirect (bundle/, a swarm config)
 NOBODY = "65534:65534"
 PROXY_API_PORT = 8001
+# The hub ↔ proxy API network: the users' servers are not on it (traffic between containers of
+# one overlay never passes a host's firewall, so the API must not be on theirs). Its own alias:
+# the proxy binds its API to its address on this network only.
+INTERNAL_NETWORK = "internal"  # in the stack: cablab_internal
+PROXY_API_ALIAS = "proxy-api"
 HEREDOC_END = "CABLAB_EOF"
 
 
@@ -231,8 +238,9 @@ def runbook(plan: Plan) -> tuple[tuple[RunbookHost, ...], ...]:
 class Renderer:
     """Renders one plan. Holds the pieces several files share."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, uids: UidMap | None = None):
         self.plan = plan
+        self.uids = uids if uids is not None else fresh(plan.spec)
         self.c = plan.cluster
         self.spec_name = plan.spec.path.name
         self.home_root = str(self.c.share(self.c.hub.users.home_share).mount)
@@ -285,7 +293,7 @@ class Renderer:
         return {
             "cluster": c.name,
             "public_url": hub.public_url + "/",
-            "proxy_api_url": f"http://{STACK}_proxy:{PROXY_API_PORT}",
+            "proxy_api_url": f"http://{PROXY_API_ALIAS}:{PROXY_API_PORT}",
             "hub_connect_ip": f"{STACK}_hub",
             "allowed_users": sorted(self.plan.spec.userlist.allowed),
             "admin_users": sorted(self.plan.spec.userlist.admins),
@@ -300,7 +308,11 @@ class Renderer:
                 "network": c.swarm.network,
                 "home_root": self.home_root,
                 "home_target": str(users.home_target),
-                "uid": users.uid,
+                # Each user's uid (the map's every user: a removed user's uid stays taken); members of
+                # allowed_organizations outside it get one from the hub's own range (cablab_hub.OrgUids).
+                "uids": dict(sorted(self.uids.uids.items())),
+                "org_uids": {"first": self.uids.org_base, "count": ORG_UIDS,
+                             "file": "/srv/jupyterhub/data/org-uids.json"},
                 "gid": users.gid,
                 "default_url": "/lab",
                 "read_only_volumes": {m.host_path: m.container_path for m in mounts},
@@ -362,9 +374,14 @@ class Renderer:
         # where the acme service answers the ACME http-01 challenge there and redirects the rest.
         letsencrypt = c.hub.tls.mode is TLSMode.LETSENCRYPT
         redirect = not letsencrypt and c.hub.port == 443
+        redirect = c.hub.tls.mode is not TLSMode.LETSENCRYPT and c.hub.port == 443
+        # The API listens on the proxy's address on the internal network only (its alias resolves there
+        # alone; dnsrr: to the task's own address, not a virtual IP), so the users' servers cannot reach it.
         proxy_cmd = " ".join([
+            f"until api_ip=$(getent ahostsv4 {PROXY_API_ALIAS} | awk 'NR==1{{print $1}}') && [ -n \"$api_ip\" ];",
+            "do sleep 1; done;",
             'CONFIGPROXY_AUTH_TOKEN="$(cat /run/secrets/proxy_token)" exec configurable-http-proxy',
-            f"--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip 0.0.0.0 --api-port {PROXY_API_PORT}",
+            f'--ip 0.0.0.0 --port {INTERNAL_PORT} --api-ip "$api_ip" --api-port {PROXY_API_PORT}',
             f"--default-target http://{STACK}_hub:8081 --error-target http://{STACK}_hub:8081/hub/error",
             "--ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt",
             *([f"--redirect-port {INTERNAL_HTTP_PORT} --redirect-to {c.hub.port}"] if redirect else []),
@@ -387,9 +404,10 @@ class Renderer:
                     "command": [proxy_cmd],
                     "environment": {"NODE_OPTIONS": "--tls-min-v1.2", **image_id},
                     "ports": ports,
-                    "networks": [net],
+                    # `net`: the users' servers (routes to them); internal: the hub's calls to the API.
+                    "networks": {net: {}, INTERNAL_NETWORK: {"aliases": [PROXY_API_ALIAS]}},
                     "secrets": secret_refs(("proxy_token", TLS_CERT, TLS_KEY)),
-                    "deploy": deploy,
+                    "deploy": {**deploy, "endpoint_mode": "dnsrr"},
                 },
                 "hub": {
                     "image": c.hub.images.hub.name,
@@ -397,7 +415,8 @@ class Renderer:
                     "environment": {**image_id, "CABLAB_SINGLEUSER_IDENTITY": self.singleuser_identity()},
                     "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data",
                                 f"{self.home_root}:{self.home_root}"],
-                    "networks": [net],
+                    # `net`: the users' servers reach the hub's API (8081); internal: the proxy's API.
+                    "networks": [net, INTERNAL_NETWORK],
                     "configs": [{"source": n.replace(".", "_"), "target": f"/srv/jupyterhub/{n}", "mode": 0o444}
                                 for n in configs],
                     # Not the TLS pair (the proxy's): a renewed certificate rolls the proxy only.
@@ -406,7 +425,9 @@ class Renderer:
                 },
                 **({"acme": self.acme_service(deploy)} if letsencrypt else {}),
             },
-            "networks": {net: {"external": True}},
+            "networks": {net: {"external": True},
+                         INTERNAL_NETWORK: {"driver": "overlay", "internal": True, "attachable": False,
+                                            **({"driver_opts": {"encrypted": ""}} if c.swarm.encrypted else {})}},
             "configs": _content_named(self.configs(), lambda n: f"./{n}"),
             "secrets": _content_named(self.secrets, lambda n: f"{SECRETS_DIR}/{n}"),
         }
@@ -476,9 +497,10 @@ class Renderer:
         return files
 
 
-def render_plan(plan: Plan) -> dict[str, str]:
-    """Every output file of a plan, by path relative to the output directory."""
-    return Renderer(plan).files()
+def render_plan(plan: Plan, uids: UidMap | None = None) -> dict[str, str]:
+    """Every output file of a plan, by path relative to the output directory; `uids`: the users' uids
+    (uidmap.resolve; default: those a first render gives)."""
+    return Renderer(plan, uids).files()
 
 
 EXECUTABLE = {".sh"}

@@ -48,6 +48,7 @@ from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
 from cablab_cluster.secretstore import secrets_dir
 from cablab_cluster.spec import Cluster as ClusterSpec
+from cablab_cluster.uidmap import resolve as resolve_uids
 
 if TYPE_CHECKING:
     from lab.harness import Lab
@@ -424,13 +425,13 @@ class Cluster:
             raise DrillFailed(f"systemctl show on {host}: {len(shown)} units for {len(units)}: {out[:500]}")
         return mounted_after_docker(shown[0], dict(zip(mounts, shown[1:])))
 
-    def mounts_intact(self, host: str, probe: str) -> bool:
+    def mounts_intact(self, host: str, probe: str, user: str) -> bool:
         """Every share mounted on `host` answers (bounded: a hung NFS mount is a failure), and
-        `probe` (a file in the user's home) reads back as the notebook user (root is squashed)."""
+        `probe` (a file in `user`'s home) reads back as the user's uid (root is squashed)."""
         c = self.lab.spec.cluster
         checks = [f"mountpoint -q {shlex.quote(str(s.mount))} && timeout 20 stat -t {shlex.quote(str(s.mount))} >/dev/null"
                   for s in c.shares]
-        who = f"--reuid={c.hub.users.uid} --regid={c.hub.users.gid} --clear-groups"
+        who = f"--reuid={resolve_uids(self.lab.spec).of(user)} --regid={c.hub.users.gid} --clear-groups"
         checks.append(f"timeout 20 sudo setpriv {who} cat {shlex.quote(probe)} >/dev/null")
         return self.run(host, " && ".join(checks), check=False).returncode == 0
 
@@ -569,7 +570,7 @@ def manager_rebooted(lab: Lab, user: HubUser, cl: Cluster, note: str, text: str)
     probe = f"{home.mount}/{user.name}/{note}"
     others = [h.name for h in c.swarm_hosts if h.name != host]
     for other in others:
-        wait_for(lambda: cl.mounts_intact(other, probe), 180, f"the shares on {other} to answer again", interval=5)
+        wait_for(lambda: cl.mounts_intact(other, probe, user.name), 180, f"the shares on {other} to answer again", interval=5)
     result["workers' NFS mounts intact"] = others
     late = cl.late_mounts(host)
     if late:

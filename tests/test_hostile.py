@@ -101,7 +101,7 @@ BASE: dict = {
 
 STUB_NAMES = ("touch docker dpkg-query dpkg rpm apt-get apt-cache apt-mark dnf systemctl mount umount mountpoint findmnt "
               "exportfs ufw firewall-cmd useradd groupadd hostname curl certbot vgs vgcreate pvcreate lvs lvcreate "
-              "lvconvert lvchange mkfs.xfs blkid lsblk xfs_info ss sleep stat chown")
+              "lvconvert lvchange mkfs.xfs blkid lsblk xfs_info ss sleep stat chown iptables ip6tables")
 
 
 # --------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def check_stack(text: str, r: Result) -> None:
     assert command[command.index("--public-url") + 1] == r.public_url  # one argument, whatever the host
     assert stack["services"]["hub"]["volumes"] == [
         "/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data", f"{r.home_root}:{r.home_root}"]
-    assert list(stack["networks"]) == [r.network]
+    assert list(stack["networks"]) == [r.network, "internal"]  # the spec's, and the proxy API's own
     # docker stack deploy expands ${...}: only deploy.sh's own variables may be there.
     assert re.findall(r"\$\{([^}]*)\}", text) == [v for v in re.findall(r"\$\{([^}]*)\}", text)
                                                   if re.fullmatch(r"CABLAB_SHA_[A-Z_]+|CABLAB_HUB_IMAGE_ID", v)]

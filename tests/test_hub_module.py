@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import stat
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +24,8 @@ SPAWNER = {
     "network": "swarmnet",
     "home_root": "/srv/cablab/homes",
     "home_target": "/home/jovyan",
-    "uid": 1000,
+    "uids": {"alice": 20000, "bob": 20001},
+    "org_uids": {"first": 120000, "count": 100000, "file": "/nonexistent/org-uids.json"},
     "gid": 100,
     "default_url": "/lab",
     "read_only_volumes": {"/srv/cablab/cube": "/mnt/cablab/cube", "/srv/cablab/notebooks": "/mnt/cablab/samples",
@@ -33,7 +38,7 @@ SPAWNER = {
 
 def data(lab: bool, orgs: list[str] | None = None) -> dict:
     return {
-        "cluster": "t", "public_url": "https://hub.example/", "proxy_api_url": "http://cablab_proxy:8001",
+        "cluster": "t", "public_url": "https://hub.example/", "proxy_api_url": "http://proxy-api:8001",
         "hub_connect_ip": "cablab_hub", "allowed_users": ["alice", "bob"], "admin_users": ["alice"],
         "github": {"client_id": "cid", "callback_url": "https://hub.example/hub/oauth_callback",
                    "allowed_organizations": orgs or []},
@@ -108,15 +113,19 @@ def test_spawner_settings(secrets):
 @pytest.fixture
 def homes(request):
     if os.geteuid() != 0:
-        pytest.skip("creates homes as uid 1000, needs root")
-    base = Path(tempfile.mkdtemp(prefix="cablab-homes-"))  # traversable by uid 1000
+        pytest.skip("creates homes as the users' uids, needs root")
+    base = Path(tempfile.mkdtemp(prefix="cablab-homes-"))  # traversable by the users' uids
     base.chmod(0o755)
     request.addfinalizer(lambda: shutil.rmtree(base))
     homes = base / "homes"
     homes.mkdir()
-    os.chown(homes, 1000, 100)
-    homes.chmod(0o755)
+    homes.chmod(0o1733)  # as the NFS server's run makes it: anyone may create, nobody may list
     return homes
+
+
+def spawner_data(homes: Path) -> dict:
+    return {**SPAWNER, "home_root": str(homes),
+            "org_uids": {**SPAWNER["org_uids"], "file": str(homes.parent / "hub-data" / "org-uids.json")}}
 
 
 class FakeSpawner:
@@ -124,27 +133,32 @@ class FakeSpawner:
         self.user = type("User", (), {"name": name})()
         self.user_options = options or {}
         self.extra_placement_spec: dict = {}
+        self.extra_container_spec: dict = {"labels": {"kept": "yes"}}
+        self.environment: dict = {"JUPYTERHUB_ACTIVITY_INTERVAL": "900"}
 
 
 def test_pre_spawn_hook_makes_the_home_and_links_as_the_user_and_pins(homes):
-    hook = cablab_hub.make_pre_spawn_hook({**SPAWNER, "home_root": str(homes)})
+    hook = cablab_hub.make_pre_spawn_hook(spawner_data(homes))
     sp = FakeSpawner("alice", {"node": "node3"})
     hook(sp)
     home = homes / "alice"
     st = home.stat()
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1000, 100, 0o700)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (20000, 100, 0o700)
+    # the server runs as alice's own uid, never the image's 1000
+    assert sp.extra_container_spec == {"labels": {"kept": "yes"}, "user": "20000:100"}
+    assert sp.environment == {"JUPYTERHUB_ACTIVITY_INTERVAL": "900", "USER": "alice"}
     # the read-only shares below the home are links to where the container mounts them
     # (runc cannot look into a 0700 root-squashed home as root); made as the user
     assert {p.name: os.readlink(p) for p in home.iterdir()} == {"cube": "/mnt/cablab/cube",
                                                                  "samples": "/mnt/cablab/samples"}
-    assert all(p.lstat().st_uid == 1000 for p in home.iterdir())
+    assert all(p.lstat().st_uid == 20000 for p in home.iterdir())
     assert sp.extra_placement_spec == {"constraints": ["node.role == worker", "node.hostname == node3"]}
     with pytest.raises(ValueError, match="does not run notebooks"):
         hook(FakeSpawner("alice", {"node": "node1"}))
 
 
 def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(homes):
-    hook = cablab_hub.make_pre_spawn_hook({**SPAWNER, "home_root": str(homes)})
+    hook = cablab_hub.make_pre_spawn_hook(spawner_data(homes))
     hook(FakeSpawner("bob"))
     home = homes / "bob"
     (home / "cube").unlink()
@@ -159,6 +173,41 @@ def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(h
     assert (home / "samples").is_dir() and not (home / "samples").is_symlink()
     assert (home / "samples" / "mine.ipynb").read_text() == "{}" and (home / "notes.txt").read_text() == "mine"
     assert sp.extra_placement_spec == {"constraints": ["node.role == worker"]}
+
+
+def test_homes_of_different_users_are_apart(homes):
+    """bob's home is bob's uid's, 0700: alice's uid can neither list nor read it; nobody lists the homes."""
+    hook = cablab_hub.make_pre_spawn_hook(spawner_data(homes))
+    hook(FakeSpawner("alice"))
+    hook(FakeSpawner("bob"))
+    assert (homes / "bob").stat().st_uid == 20001
+    subprocess.run(["sh", "-c", 'echo secret > "$1/notes.txt"', "sh", str(homes / "bob")], user=20001, group=100,
+                   extra_groups=[], check=True)
+    probe = 'for p; do ls "$p" >/dev/null 2>&1 && echo "listed $p"; cat "$p" 2>/dev/null; done; :'
+    out = subprocess.run(["sh", "-c", probe, "sh", str(homes / "bob"), str(homes), str(homes / "bob" / "notes.txt")],
+                         user=20000, group=100, extra_groups=[], capture_output=True, text=True, check=True).stdout
+    assert out == ""
+
+
+def test_organisation_members_get_stable_uids_from_the_hubs_range(tmp_path):
+    """Not in the map: the next uid of the hub's range, recorded, the same after a restart; never a map uid."""
+    data = {**SPAWNER, "org_uids": {"first": 120000, "count": 3, "file": str(tmp_path / "d" / "org-uids.json")},
+            "uids": {"alice": 20000, "zed": 120001}}
+    uid_of = cablab_hub.uid_resolver(data)
+    assert uid_of("Alice") == 20000  # the map's, whatever the case
+    assert uid_of("carol") == 120000
+    assert uid_of("dave") == 120002  # 120001 is zed's (a map uid in the range: never given)
+    assert uid_of("carol") == 120000
+    assert cablab_hub.uid_resolver(data)("carol") == 120000  # a hub restart reads the record
+    assert json.loads((tmp_path / "d" / "org-uids.json").read_text()) == {"carol": 120000, "dave": 120002}
+    assert stat.S_IMODE((tmp_path / "d" / "org-uids.json").stat().st_mode) == 0o600
+    with pytest.raises(web.HTTPError, match="no uid left"):
+        uid_of("erin")
+
+
+def test_organisation_uids_skip_nobody(tmp_path):
+    hub_given = cablab_hub.OrgUids(tmp_path / "u.json", 65533, 10)
+    assert [hub_given.uid_of(n) for n in ("a", "b")] == [65533, 65536]
 
 
 def test_hub_pages_carry_hsts(secrets):

@@ -20,11 +20,11 @@ def test_lab_ubuntu_order_and_steps():
     assert plan.for_host("node1").after == ()
     assert plan.for_host("node2").after == ("node1",)
     assert kinds(plan, "node1") == [
-        'preflight', 'hostname', 'firewall', 'docker_engine', 'nfs_server', 'seed_shares',
+        'preflight', 'hostname', 'firewall', 'docker_engine', 'container_firewall', 'nfs_server', 'seed_shares',
         'nfs_mounts', 'swarm_init', 'swarm_network', 'image', 'hub',
     ]
     assert kinds(plan, "node3") == [
-        'preflight', 'hostname', 'firewall', 'docker_engine', 'nfs_mounts',
+        'preflight', 'hostname', 'firewall', 'docker_engine', 'container_firewall', 'nfs_mounts',
         'swarm_join', 'image',
     ]
     # the hub image only where the hub runs, the notebook image only on the workers

@@ -246,7 +246,7 @@ def test_config_real_cluster(secrets_dir, tmp_path, monkeypatch):
     assert cfg.JupyterHub.cookie_secret_file == str(secrets_dir / "cookie_secret")
     assert cfg.JupyterHub.public_url == "https://hub.single.example:8443/"
     assert cfg.ConfigurableHTTPProxy.should_start is False
-    assert cfg.ConfigurableHTTPProxy.api_url == "http://cablab_proxy:8001"
+    assert cfg.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"  # the alias on the internal network
     assert cfg.ConfigurableHTTPProxy.auth_token == "proxy-token"
     assert "LabPassword" not in (tmp_path / "jupyterhub_config.py").read_text()
     assert json.loads((tmp_path / "cablab.json").read_text())["lab_password"] is False
@@ -349,6 +349,36 @@ def test_stack_secrets_and_config_are_content_named():
     assert stack.count("        - node.role == manager\n        - node.labels.cablab.hub == true\n") == 2
     assert "NODE_OPTIONS: --tls-min-v1.2" in stack
     assert 'CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)"' in stack
+
+
+def test_the_users_servers_share_no_network_with_the_proxys_api():
+    """Users' servers join only the spec's network (SwarmSpawner.network_name); the proxy's API is bound to
+    its address on the internal network, which only the hub shares with it."""
+    from ruamel.yaml import YAML
+
+    stack = YAML(typ="safe").load(rendered(LAB / "ubuntu.yml")["hub/stack.yml"])
+    hub, proxy = stack["services"]["hub"], stack["services"]["proxy"]
+    assert hub["networks"] == ["swarmnet", "internal"]
+    assert proxy["networks"] == {"swarmnet": {}, "internal": {"aliases": ["proxy-api"]}}
+    assert stack["networks"]["internal"] == {"driver": "overlay", "internal": True, "attachable": False}
+    assert proxy["deploy"]["endpoint_mode"] == "dnsrr" and "endpoint_mode" not in hub["deploy"]
+    command = proxy["command"][0]
+    assert "getent ahostsv4 proxy-api" in command and '--api-ip "$$api_ip"' in command
+    assert "--api-ip 0.0.0.0" not in command
+    data = json.loads(rendered(LAB / "ubuntu.yml")["hub/cablab.json"])
+    assert data["spawner"]["network"] == "swarmnet" and data["proxy_api_url"] == "http://proxy-api:8001"
+
+
+def test_an_encrypted_overlay_encrypts_the_internal_network_too(tmp_path):
+    spec = (LAB / "ubuntu.yml").read_text().replace("network: swarmnet", "network: swarmnet\n  encrypted: true")
+    assert "encrypted: true" in spec
+    for name in ("userlist.lab", "github-client-secret.lab"):
+        shutil.copy(LAB / name, tmp_path / name)
+    (tmp_path / "s.yml").write_text(spec)
+    from ruamel.yaml import YAML
+
+    stack = YAML(typ="safe").load(rendered(tmp_path / "s.yml")["hub/stack.yml"])
+    assert stack["networks"]["internal"]["driver_opts"] == {"encrypted": ""}
 
 
 def test_the_cube_extra_pins_what_the_image_locks():

@@ -16,9 +16,9 @@ from cablab_cluster.spec import load_spec
 LAB = Path(__file__).parent.parent / "lab"
 
 # The order of the steps on a host, as the step modules declare it (their `order`).
-ORDER = ["preflight", "hostname", "firewall", "docker_lvm", "docker_thinpool", "docker_engine", "nfs_server", "seed_shares",
-         "nfs_mounts", "swarm_init", "swarm_network", "swarm_join", "image", "letsencrypt", "hub",
-         "letsencrypt_issue"]
+ORDER = ["preflight", "hostname", "firewall", "docker_lvm", "docker_thinpool", "docker_engine", "container_firewall",
+         "nfs_server", "seed_shares", "nfs_mounts", "swarm_init", "swarm_network", "swarm_join", "image", "letsencrypt",
+         "hub", "letsencrypt_issue"]
 
 MODULE = '''
 from dataclasses import dataclass

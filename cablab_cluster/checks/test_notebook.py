@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from .kernel import Kernel
+from .spawner import deployed_uids
 from .test_user import START_TIMEOUT, UserServer, check_read_only_mounts, container, placement
 
 pytestmark = pytest.mark.cluster
@@ -186,13 +187,14 @@ def test_a_scientists_day(session, username, early, nodes, cluster, cube_share, 
             assert pip["rc"] == 0, f"pip install --user failed: {pip['err'] or pip['out']}"
             assert pip["user_site"].startswith(str(users.home_target) + "/.local/"), pip["user_site"]
             wrote = kernel.json_of(WRITE_HOME.format(token=token), "writing a file in the home")
-            assert wrote["uid"] == users.uid and wrote["home"] == str(users.home_target)
+            uid = deployed_uids(nodes, cluster)[username.lower()]  # the user's own, not the image's
+            assert wrote["uid"] == uid != users.uid and wrote["home"] == str(users.home_target)
         finally:
             kernel.close()
         home = cluster.share(users.home_share)
         on_share = f"{home.path}/{username}/lab-check.txt"  # the hook makes the home with the raw login
-        assert nodes.run(cluster.nfs_server, "stat -c %%u:%%g %s", on_share) == f"{users.uid}:{users.gid}", \
-            f"{on_share} on the NFS server should belong to the notebook user"
+        assert nodes.run(cluster.nfs_server, "stat -c %%u:%%g %s", on_share) == f"{uid}:{users.gid}", \
+            f"{on_share} on the NFS server should belong to {username}'s uid {uid}"
         assert nodes.run(cluster.nfs_server, "stat -c %%a %s", f"{home.path}/{username}") == "700"
         server.stop()
 

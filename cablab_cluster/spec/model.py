@@ -271,9 +271,10 @@ class Share(Strict):
     options: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(=[A-Za-z0-9_:./-]+)?$")], ...] = ("sync", "no_subtree_check")
     """further export options (not `rw`/`ro`/`*root_squash`: set by the keys above)."""
     owner: Annotated[str, Field(pattern=r"^[0-9]+:[0-9]+$")] = "0:0"
-    """numeric `uid:gid` of the share's directory."""
+    """numeric `uid:gid` of the share's directory (the home share's is always `0:0`: each home in it is its user's)."""
     mode: Annotated[str, Field(pattern=r"^0?[0-7]{3,4}$")] = "0755"
-    """octal mode of the share's directory."""
+    """octal mode of the share's directory (the home share's is always `1733`: anyone may make a home in it, nobody
+    may list it)."""
     seed: Optional[Seed] = None
     """`synthetic-cube` (`cablab-cluster cube` output) or `samples` (the sample notebooks): filled while empty,
     never over anything else."""
@@ -420,16 +421,28 @@ class Cull(Strict):
     """s after which a server is stopped even if active; 0: never."""
 
 
+# Each userlist user's uid lies in [uid_base, uid_base + USERLIST_UIDS); the hub gives organisation members
+# theirs from uid_base + USERLIST_UIDS up, at most ORG_UIDS of them.
+USERLIST_UIDS = 100_000
+ORG_UIDS = 100_000
+UID_BASE_MAX = 2**31 - 1 - USERLIST_UIDS - ORG_UIDS
+
+
 class Users(Strict):
     home_share: Annotated[str, Field(pattern=NAME)]
     """the share of the homes: per-user `<mount>/<user>` → `home_target`; must be writable."""
     home_target: SafePath = PurePosixPath("/home/jovyan")
     """the home in the user's container: the whole home is the user's directory on the home share, so settings,
     ~/.local and dotfiles follow the user to any node."""
-    uid: int = Field(1000, ge=1)
-    """the user's uid in the user's container."""
-    gid: int = Field(100, ge=0)
-    """the user's gid in the user's container."""
+    uid: int = Field(1000, ge=1, le=65533)
+    """the image's own user (`jovyan`); every server ran as it before each user had a uid of their own: the NFS
+    server's run moves a home it still owns to its user's uid."""
+    gid: int = Field(100, ge=0, le=65533)
+    """the group of every user's server (homes are 0700: the group grants nothing)."""
+    uid_base: int = Field(20000, ge=1000, le=UID_BASE_MAX)
+    """each userlist user's server runs as a uid of their own, from here up (kept in `secrets/<cluster>/uids.yml`
+    beside the spec: never changed, never reused); members of `allowed_organizations` outside the userlist get
+    theirs from the hub, from `uid_base + 100000` up."""
     read_only_mounts: tuple[UserMount, ...] = ()
     """mounted read-only into every user container (data cube, sample notebooks)."""
     cull: Cull = Cull()

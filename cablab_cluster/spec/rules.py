@@ -11,8 +11,8 @@ from pathlib import PurePosixPath
 
 from .. import bundle
 
-from .model import (DOCKER_ROOT, MIN_MEMORY, Cluster, EngineSource, ImageSource, Role, Seed, StorageDriver,
-                    TLSMode, Users, Variant, _is_ip, memory_bytes, system_path)
+from .model import (DOCKER_ROOT, MIN_MEMORY, ORG_UIDS, USERLIST_UIDS, Cluster, EngineSource, ImageSource, Role, Seed,
+                    StorageDriver, TLSMode, Users, Variant, _is_ip, memory_bytes, system_path)
 from .problems import Problem
 
 
@@ -22,6 +22,7 @@ def cross_checks(c: Cluster) -> list[Problem]:
     for rule in (host_rules, storage_rules, share_rules, user_mount_rules):
         out += rule(c)
     out += _operation_checks(c.hub.users)
+    out += uid_rules(c.hub.users)
     for rule in (tls_rules, auth_rules, image_rules):
         out += rule(c)
     return out
@@ -255,3 +256,13 @@ def _operation_checks(users: Users) -> list[Problem]:
             out.append(Problem(f"{key}.reservations.cpus", f"reserves {res.cpus:g} CPUs, more than the limit "
                                                            f"{lim.cpus:g}", "reserve at most the limit"))
     return out
+
+
+def uid_rules(users: Users) -> list[Problem]:
+    """The image's uid and the nobody uids lie outside the users' uid ranges."""
+    top = users.uid_base + USERLIST_UIDS + ORG_UIDS
+    if users.uid_base <= users.uid < top:
+        return [Problem("hub.users.uid_base", f"the users' uids {users.uid_base}..{top - 1} include the image's uid "
+                                              f"{users.uid} (hub.users.uid)",
+                        f"set uid_base above {users.uid} (the default 20000 is)")]
+    return []

@@ -1,4 +1,5 @@
-"""The NFS server: each share exported to the cluster's other hosts only."""
+"""The NFS server: each share exported to the cluster's other hosts only; the users' homes
+made and owned by their own uids, as root here (root_squash stops the hub from chowning)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from ..spec import Cluster, Host, Role, Share
+from ..spec.model import USERLIST_UIDS
 from . import register
 from .firewall import NFS3_PORTS
 
@@ -14,12 +16,27 @@ NFS_CONF = "/etc/nfs.conf.d/cablab.conf"  # NFSv3's side services on the ports t
 if TYPE_CHECKING:
     from ..render import Renderer
 
+# The home share's own directory: root's, and anyone may create in it (the hub makes an
+# organisation member's home as their uid, through root_squash) but nobody may list it or
+# remove another's entry (sticky). Each home in it is its user's, 0700.
+HOMES_OWNER = "0:0"
+HOMES_MODE = "1733"
+
+
+@dataclass(frozen=True)
+class Homes:
+    path: str  # the home share's directory here
+    gid: int
+    legacy_uid: int  # the image's uid: every home belonged to it before per-user uids
+    org_first: int  # the hub's range for organisation members: a home of such a uid moves to a map uid
+
 
 @dataclass(frozen=True)
 class Params:
     shares: tuple[Share, ...]
     clients: tuple[Host, ...]
     nfs_version: str
+    homes: Homes
 
 
 def exports(p: Params) -> list[str]:
@@ -35,7 +52,12 @@ def exports(p: Params) -> list[str]:
 
 
 def params(c: Cluster, h: Host) -> Params:
-    return Params(shares=tuple(c.shares), clients=tuple(x for x in c.hosts if x != h), nfs_version=c.nfs_version)
+    users = c.hub.users
+    home = c.share(users.home_share)
+    shares = tuple(s.model_copy(update={"owner": HOMES_OWNER, "mode": HOMES_MODE}) if s is home else s for s in c.shares)
+    return Params(shares=shares, clients=tuple(x for x in c.hosts if x != h), nfs_version=c.nfs_version,
+                  homes=Homes(path=str(home.path), gid=users.gid, legacy_uid=users.uid,
+                              org_first=users.uid_base + USERLIST_UIDS))
 
 
 def nfs_conf() -> list[str]:
@@ -47,8 +69,14 @@ def nfs_conf() -> list[str]:
             "[lockd]", f"port={NFS3_PORTS['lockd']}", f"udp-port={NFS3_PORTS['lockd']}"]
 
 
+def home_owners(r: Renderer) -> list[tuple[str, int]]:
+    """(name, uid) of every userlist user: their home's directory name and owner."""
+    return [(name, r.uids.of(name)) for name in sorted({n.lower() for n in r.plan.spec.userlist.allowed})]
+
+
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
-    return {"exports": exports(p), "nfs_conf": nfs_conf() if p.nfs_version == "3" else [], "nfs_conf_path": NFS_CONF}
+    return {"exports": exports(p), "nfs_conf": nfs_conf() if p.nfs_version == "3" else [], "nfs_conf_path": NFS_CONF,
+            "home_owners": home_owners(r)}
 
 
 STEP = register(
