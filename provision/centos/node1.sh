@@ -9,7 +9,7 @@ umask 022
 CABLAB_HOST=node1
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
 CABLAB_STATE_DIR=${CABLAB_STATE_DIR:-/var/lib/cablab}
-STEPS_TOTAL=14
+STEPS_TOTAL=15
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
@@ -568,9 +568,104 @@ if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
   die "something listens on tcp 2375/2376 (an unauthenticated Docker API is root for the whole network): remove the TCP host option from the docker unit or daemon.json"
 fi
 
+step container_firewall
+ensure_packages apt=iptables dnf=iptables-nft
+install_file 0755 /usr/local/sbin/cablab-container-firewall <<'CABLAB_EOF'
+#!/bin/bash
+# Containers cannot reach the cluster's control ports: rendered by cablab-cluster from centos.yml,
+# run by cablab-container-firewall.service whenever docker starts. Refused from docker_gwbridge, docker0:
+#   tcp 22 (ssh)
+#   tcp 111 (rpcbind)
+#   tcp 2049 (NFS)
+#   tcp 2375 (Docker API)
+#   tcp 2376 (Docker API (TLS))
+#   tcp 2377 (swarm management)
+#   tcp 7946 (swarm gossip)
+#   tcp 8001 (the proxy's API)
+#   tcp 20048 (NFS mountd)
+#   udp 111 (rpcbind)
+#   udp 2049 (NFS)
+#   udp 4789 (overlay VXLAN)
+#   udp 7946 (swarm gossip)
+# to every cluster host (DOCKER-USER → CABLAB-CONTAINERS) and to this host itself
+# (INPUT → CABLAB-CONTAINERS-IN). Prints one line per change; a second run prints nothing.
+set -euo pipefail
+stamp=7768c52bdb56
+# refill IPT CHAIN: true when CHAIN must be filled again (then it is empty but for the stamp)
+# (called as a condition: errexit is off inside, hence the explicit exits)
+refill() {
+  local ipt=$1 chain=$2
+  if ! "$ipt" -w -n -L "$chain" >/dev/null 2>&1; then
+    "$ipt" -w -N "$chain" || exit 1
+  elif grep -qF -- "cablab-rules $stamp" <<<"$("$ipt" -w -S "$chain")"; then
+    return 1
+  fi
+  "$ipt" -w -F "$chain" || exit 1
+  "$ipt" -w -A "$chain" -m comment --comment "cablab-rules $stamp" || exit 1
+  echo "$ipt: $chain filled"
+}
+# hook IPT PARENT CHAIN: PARENT sends the bridges' traffic to CHAIN, first
+hook() {
+  local ipt=$1 parent=$2 chain=$3 bridge
+  "$ipt" -w -n -L "$parent" >/dev/null 2>&1 || "$ipt" -w -N "$parent"
+  for bridge in docker_gwbridge docker0; do
+    if ! "$ipt" -w -C "$parent" -i "$bridge" -j "$chain" 2>/dev/null; then
+      "$ipt" -w -I "$parent" 1 -i "$bridge" -j "$chain"
+      echo "$ipt: $parent sends $bridge to $chain"
+    fi
+  done
+}
+if command -v iptables >/dev/null 2>&1; then
+  if refill iptables CABLAB-CONTAINERS; then
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.11 -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.11 -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.12 -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.12 -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.13 -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.13 -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+  fi
+  hook iptables DOCKER-USER CABLAB-CONTAINERS
+  if refill iptables CABLAB-CONTAINERS-IN; then
+    iptables -w -A CABLAB-CONTAINERS-IN -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS-IN -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+  fi
+  hook iptables INPUT CABLAB-CONTAINERS-IN
+fi
+if command -v ip6tables >/dev/null 2>&1; then
+  if refill ip6tables CABLAB-CONTAINERS-IN; then
+    ip6tables -w -A CABLAB-CONTAINERS-IN -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    ip6tables -w -A CABLAB-CONTAINERS-IN -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+  fi
+  hook ip6tables INPUT CABLAB-CONTAINERS-IN
+fi
+CABLAB_EOF
+install_file 0644 /etc/systemd/system/cablab-container-firewall.service <<'CABLAB_EOF'
+[Unit]
+Description=cablab: containers cannot reach the cluster's control ports
+After=docker.service
+# Restarted with docker, so the rules are back whatever docker did to the chains.
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/cablab-container-firewall
+
+[Install]
+WantedBy=docker.service multi-user.target
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then
+  run systemctl daemon-reload
+fi
+out=$(/usr/local/sbin/cablab-container-firewall) || die "/usr/local/sbin/cablab-container-firewall failed"
+while IFS= read -r line; do
+  [ -z "$line" ] || changed "$line"
+done <<<"$out"
+ensure_service cablab-container-firewall.service
+
 step nfs_server
 ensure_packages apt=nfs-kernel-server dnf=nfs-utils
-ensure_dir /srv/nfs/homes 1000:100 0755
+ensure_dir /srv/nfs/homes 0:0 1733
 ensure_dir /srv/nfs/cube 0:0 0755
 ensure_dir /srv/nfs/notebooks 0:0 0755
 # Each share only to the cluster's addresses; root_squash unless a share says otherwise.
@@ -635,6 +730,53 @@ while IFS= read -r client; do
     *) run exportfs -u "$client:$path"; changed "withdrew $path from $client" ;;
   esac
 done < <(exportfs -s | awk -v p="$path" '$1 == p {sub(/\(.*/, "", $2); print $2}')
+# Each userlist user's home: theirs (uid from the map beside the spec), 0700. A home of the
+# image's uid 1000 (every server ran as it before) or of the hub's range for
+# organisation members (>= 120000) is moved to its user's uid: their files
+# first, the home last, so an interrupted run resumes; anyone else's is left alone.
+homes=/srv/nfs/homes
+home_owner() {  # home_owner NAME UID
+  local home=$homes/$1 owner
+  if [ ! -e "$home" ] && [ ! -L "$home" ]; then
+    run install -d -o "$2" -g 100 -m 0700 "$home"
+    changed "home $1 (uid $2)"
+    return 0
+  fi
+  if [ -L "$home" ] || [ ! -d "$home" ]; then
+    log "$home is not a directory: left alone"
+    return 0
+  fi
+  owner=$(stat -c %u "$home")
+  if [ "$owner" != "$2" ]; then
+    if [ "$owner" = 1000 ] || [ "$owner" -ge 120000 ]; then
+      run find "$home" -xdev -mindepth 1 -uid "$owner" -exec chown -h "$2:"100 {} +
+      run chown -h "$2:"100 "$home"
+      changed "home $1 moved from uid $owner to $2"
+    else
+      log "$home belongs to uid $owner, not $1's uid $2: left alone (chown it if it is theirs)"
+      return 0
+    fi
+  fi
+  ensure_mode 0700 "$home"
+}
+home_owner alice 20000
+home_owner bench01 20001
+home_owner bench02 20002
+home_owner bench03 20003
+home_owner bench04 20004
+home_owner bench05 20005
+home_owner bench06 20006
+home_owner bench07 20007
+home_owner bench08 20008
+home_owner bench09 20009
+home_owner bench10 20010
+home_owner bench11 20011
+home_owner bob 20012
+home_owner carol 20013
+home_owner dave 20014
+home_owner erin 20015
+home_owner frank 20016
+home_owner gina 20017
 
 step seed_shares
 # A share is seeded only while it is empty, or while it holds what an earlier seed put
@@ -1454,7 +1596,9 @@ image. `configure(c, data)` is the only entry point; `data` is cablab.json, whic
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -1584,16 +1728,84 @@ def make_home(home: Path, uid: int, gid: int, links: Mapping[str, str]) -> None:
     subprocess.run(["sh", "-c", _MAKE_HOME, "sh", str(home), *pairs], check=True, user=uid, group=gid, extra_groups=[])
 
 
+# --- Each user's uid -------------------------------------------------------------
+# Userlist users: the map render keeps beside the spec (cablab.json `uids`). Members of
+# allowed_organizations outside it: a uid from the hub's own range (`org_uids`), given at
+# their first start and recorded in a file on the hub's volume (HUB_DATA, backed up with
+# the database): stable across restarts, never given twice, never in the map's range.
+# A user later added to the userlist gets a map uid at the next render; the NFS server's
+# run then moves their home (owned by the hub's uid) to it.
+
+RESERVED_UIDS = frozenset({65534, 65535, 2**32 - 2, 2**32 - 1})  # nobody/nogroup (root_squash), (uid_t)-1/-2
+
+
+class OrgUids:
+    """The hub's record of organisation members' uids: {"name": uid} in a JSON file, append-only."""
+
+    def __init__(self, path: Path, first: int, count: int, taken: Sequence[int] = ()):
+        self.path, self.first, self.count = Path(path), int(first), int(count)
+        self.taken = frozenset(taken)  # the map's uids: never given here (they lie below `first` anyway)
+
+    def read(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+            raise ValueError(f"{self.path} is not a mapping of user names to uids; restore it from a backup")
+        return {str(k): int(v) for k, v in data.items()}
+
+    def uid_of(self, name: str) -> int:
+        """`name`'s uid, given now (the next free one of the range) if they have none yet."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one allocation at a time (spawns run concurrently)
+            uids = self.read()
+            if name in uids:
+                return uids[name]
+            uid = max([self.first - 1, *uids.values()]) + 1
+            while uid in RESERVED_UIDS or uid in self.taken:
+                uid += 1
+            if uid >= self.first + self.count:
+                raise web.HTTPError(503, f"no uid left for {name}: the hub's range of {self.count} is used up")
+            uids[name] = uid
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(uids, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+            return uid
+
+
+def uid_resolver(spawner_data: Mapping[str, Any]):
+    """name → uid: the map's, else the hub's own (OrgUids)."""
+    mapped = {str(k).lower(): int(v) for k, v in spawner_data["uids"].items()}
+    org = spawner_data["org_uids"]
+    hub_given = OrgUids(Path(org["file"]), org["first"], org["count"], tuple(mapped.values()))
+
+    def uid_of(name: str) -> int:
+        name = name.lower()
+        return mapped[name] if name in mapped else hub_given.uid_of(name)
+
+    return uid_of
+
+
 def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
     home_root = Path(spawner_data["home_root"])
     links = dict(spawner_data["home_links"])
     nodes = list(spawner_data["notebook_nodes"])
     placement = list(spawner_data["placement"])
-    uid, gid = int(spawner_data["uid"]), int(spawner_data["gid"])
+    gid = int(spawner_data["gid"])
+    uid_of = uid_resolver(spawner_data)
 
     def pre_spawn_hook(spawner: Any) -> None:
-        """Make the home, then place the server (user option `node` pins it to a notebook node)."""
+        """Make the home as the user's uid, run the server as it, then place the server
+        (user option `node` pins it to a notebook node)."""
+        uid = uid_of(spawner.user.name)
         make_home(home_root / spawner.user.name, uid, gid, links)
+        # The container runs as the user's own uid (no passwd entry: HOME comes from the image's
+        # ENV, USER from here); the image's jovyan is never used.
+        spawner.extra_container_spec = {**spawner.extra_container_spec, "user": f"{uid}:{gid}"}
+        spawner.environment = {**spawner.environment, "USER": spawner.user.name}
         constraints = list(placement)
         node = (spawner.user_options or {}).get("node")
         if node:
@@ -2054,7 +2266,7 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
   },
   "hub_connect_ip": "cablab_hub",
   "lab_password": true,
-  "proxy_api_url": "http://cablab_proxy:8001",
+  "proxy_api_url": "http://proxy-api:8001",
   "public_url": "https://hub.lab-centos.test/",
   "resources": {
     "default": {
@@ -2105,6 +2317,11 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
       "node2",
       "node3"
     ],
+    "org_uids": {
+      "count": 100000,
+      "file": "/srv/jupyterhub/data/org-uids.json",
+      "first": 120000
+    },
     "placement": [
       "node.role == manager",
       "node.hostname != node1"
@@ -2113,7 +2330,26 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
       "/srv/cablab/cube": "/mnt/cablab/cube",
       "/srv/cablab/notebooks": "/mnt/cablab/samples"
     },
-    "uid": 1000
+    "uids": {
+      "alice": 20000,
+      "bench01": 20001,
+      "bench02": 20002,
+      "bench03": 20003,
+      "bench04": 20004,
+      "bench05": 20005,
+      "bench06": 20006,
+      "bench07": 20007,
+      "bench08": 20008,
+      "bench09": 20009,
+      "bench10": 20010,
+      "bench11": 20011,
+      "bob": 20012,
+      "carol": 20013,
+      "dave": 20014,
+      "erin": 20015,
+      "frank": 20016,
+      "gina": 20017
+    }
   }
 }
 CABLAB_EOF
@@ -2266,7 +2502,7 @@ services:
     - /bin/sh
     - -c
     command:
-    - CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip 0.0.0.0 --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
+    - until api_ip=$$(getent ahostsv4 proxy-api | awk 'NR==1{print $$1}') && [ -n "$$api_ip" ]; do sleep 1; done; CONFIGPROXY_AUTH_TOKEN="$$(cat /run/secrets/proxy_token)" exec configurable-http-proxy --ip 0.0.0.0 --port 8443 --api-ip "$$api_ip" --api-port 8001 --default-target http://cablab_hub:8081 --error-target http://cablab_hub:8081/hub/error --ssl-key /run/secrets/tls.key --ssl-cert /run/secrets/tls.crt
     environment:
       NODE_OPTIONS: --tls-min-v1.2
       CABLAB_HUB_IMAGE_ID: ${CABLAB_HUB_IMAGE_ID}
@@ -2276,7 +2512,10 @@ services:
       protocol: tcp
       mode: host
     networks:
-    - swarmnet
+      swarmnet: {}
+      internal:
+        aliases:
+        - proxy-api
     secrets:
     - source: proxy_token
       target: proxy_token
@@ -2296,6 +2535,7 @@ services:
       restart_policy:
         condition: any
         delay: 5s
+      endpoint_mode: dnsrr
   hub:
     image: cablab/hub:lab
     command:
@@ -2311,6 +2551,7 @@ services:
     - /srv/cablab/homes:/srv/cablab/homes
     networks:
     - swarmnet
+    - internal
     configs:
     - source: jupyterhub_config_py
       target: /srv/jupyterhub/jupyterhub_config.py
@@ -2383,6 +2624,12 @@ services:
 networks:
   swarmnet:
     external: true
+  internal:
+    driver: overlay
+    internal: true
+    attachable: false
+    driver_opts:
+      encrypted: ''
 configs:
   jupyterhub_config_py:
     name: cablab_jupyterhub_config_py_${CABLAB_SHA_JUPYTERHUB_CONFIG_PY}
@@ -2534,11 +2781,15 @@ if [ -n "$hub" ]; then
 else
   cp -p "$data/jupyterhub.sqlite" "$dest/jupyterhub.sqlite"  # the hub is stopped: the file is consistent
 fi
+# The uids the hub gave organisation members (their homes belong to them).
+if [ -f "$data/org-uids.json" ]; then
+  cp -p "$data/org-uids.json" "$dest/org-uids.json"
+fi
 
 tar -C /etc/cablab/secrets -czf "$dest/secrets.tar.gz" .
 tar -C /opt/cablab/hub -czf "$dest/bundle.tar.gz" .
 if [ "$homes" = yes ]; then
-  # Owners and modes kept as numbers (uid 1000 in the notebooks).
+  # Owners and modes kept as numbers (each user's own uid).
   tar -C /srv/nfs/homes --numeric-owner -cpzf "$dest/homes.tar.gz" .
 fi
 
@@ -2587,6 +2838,9 @@ data=/var/lib/cablab/hub
 install -d -m 0700 "$data"
 rm -f "$data/jupyterhub.sqlite-journal" "$data/jupyterhub.sqlite-wal" "$data/jupyterhub.sqlite-shm"
 install -m 0600 "$src/jupyterhub.sqlite" "$data/jupyterhub.sqlite"
+if [ -f "$src/org-uids.json" ]; then
+  install -m 0600 "$src/org-uids.json" "$data/org-uids.json"
+fi
 if [ -f "$src/homes.tar.gz" ]; then
   tar -C /srv/nfs/homes --numeric-owner -xpzf "$src/homes.tar.gz"
 fi

@@ -9,7 +9,7 @@ umask 022
 CABLAB_HOST=node2
 CABLAB_LOG=${CABLAB_LOG:-/var/log/cablab-provision.log}
 CABLAB_STATE_DIR=${CABLAB_STATE_DIR:-/var/lib/cablab}
-STEPS_TOTAL=8
+STEPS_TOTAL=9
 STEP_NO=0
 STEP_NAME=""
 STEP_NOTES=()
@@ -570,6 +570,101 @@ driver=$(docker info --format '{{.Driver}}')
 if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
   die "something listens on tcp 2375/2376 (an unauthenticated Docker API is root for the whole network): remove the TCP host option from the docker unit or daemon.json"
 fi
+
+step container_firewall
+ensure_packages apt=iptables dnf=iptables-nft
+install_file 0755 /usr/local/sbin/cablab-container-firewall <<'CABLAB_EOF'
+#!/bin/bash
+# Containers cannot reach the cluster's control ports: rendered by cablab-cluster from centos.yml,
+# run by cablab-container-firewall.service whenever docker starts. Refused from docker_gwbridge, docker0:
+#   tcp 22 (ssh)
+#   tcp 111 (rpcbind)
+#   tcp 2049 (NFS)
+#   tcp 2375 (Docker API)
+#   tcp 2376 (Docker API (TLS))
+#   tcp 2377 (swarm management)
+#   tcp 7946 (swarm gossip)
+#   tcp 8001 (the proxy's API)
+#   tcp 20048 (NFS mountd)
+#   udp 111 (rpcbind)
+#   udp 2049 (NFS)
+#   udp 4789 (overlay VXLAN)
+#   udp 7946 (swarm gossip)
+# to every cluster host (DOCKER-USER → CABLAB-CONTAINERS) and to this host itself
+# (INPUT → CABLAB-CONTAINERS-IN). Prints one line per change; a second run prints nothing.
+set -euo pipefail
+stamp=7768c52bdb56
+# refill IPT CHAIN: true when CHAIN must be filled again (then it is empty but for the stamp)
+# (called as a condition: errexit is off inside, hence the explicit exits)
+refill() {
+  local ipt=$1 chain=$2
+  if ! "$ipt" -w -n -L "$chain" >/dev/null 2>&1; then
+    "$ipt" -w -N "$chain" || exit 1
+  elif grep -qF -- "cablab-rules $stamp" <<<"$("$ipt" -w -S "$chain")"; then
+    return 1
+  fi
+  "$ipt" -w -F "$chain" || exit 1
+  "$ipt" -w -A "$chain" -m comment --comment "cablab-rules $stamp" || exit 1
+  echo "$ipt: $chain filled"
+}
+# hook IPT PARENT CHAIN: PARENT sends the bridges' traffic to CHAIN, first
+hook() {
+  local ipt=$1 parent=$2 chain=$3 bridge
+  "$ipt" -w -n -L "$parent" >/dev/null 2>&1 || "$ipt" -w -N "$parent"
+  for bridge in docker_gwbridge docker0; do
+    if ! "$ipt" -w -C "$parent" -i "$bridge" -j "$chain" 2>/dev/null; then
+      "$ipt" -w -I "$parent" 1 -i "$bridge" -j "$chain"
+      echo "$ipt: $parent sends $bridge to $chain"
+    fi
+  done
+}
+if command -v iptables >/dev/null 2>&1; then
+  if refill iptables CABLAB-CONTAINERS; then
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.11 -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.11 -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.12 -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.12 -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.13 -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS -d 192.168.57.13 -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+  fi
+  hook iptables DOCKER-USER CABLAB-CONTAINERS
+  if refill iptables CABLAB-CONTAINERS-IN; then
+    iptables -w -A CABLAB-CONTAINERS-IN -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    iptables -w -A CABLAB-CONTAINERS-IN -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+  fi
+  hook iptables INPUT CABLAB-CONTAINERS-IN
+fi
+if command -v ip6tables >/dev/null 2>&1; then
+  if refill ip6tables CABLAB-CONTAINERS-IN; then
+    ip6tables -w -A CABLAB-CONTAINERS-IN -p tcp -m multiport --dports 22,111,2049,2375,2376,2377,7946,8001,20048 -j REJECT --reject-with tcp-reset
+    ip6tables -w -A CABLAB-CONTAINERS-IN -p udp -m multiport --dports 111,2049,4789,7946 -j REJECT
+  fi
+  hook ip6tables INPUT CABLAB-CONTAINERS-IN
+fi
+CABLAB_EOF
+install_file 0644 /etc/systemd/system/cablab-container-firewall.service <<'CABLAB_EOF'
+[Unit]
+Description=cablab: containers cannot reach the cluster's control ports
+After=docker.service
+# Restarted with docker, so the rules are back whatever docker did to the chains.
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/cablab-container-firewall
+
+[Install]
+WantedBy=docker.service multi-user.target
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then
+  run systemctl daemon-reload
+fi
+out=$(/usr/local/sbin/cablab-container-firewall) || die "/usr/local/sbin/cablab-container-firewall failed"
+while IFS= read -r line; do
+  [ -z "$line" ] || changed "$line"
+done <<<"$out"
+ensure_service cablab-container-firewall.service
 
 step nfs_mounts
 ensure_packages apt=nfs-common dnf=nfs-utils

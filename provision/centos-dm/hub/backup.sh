@@ -33,11 +33,15 @@ if [ -n "$hub" ]; then
 else
   cp -p "$data/jupyterhub.sqlite" "$dest/jupyterhub.sqlite"  # the hub is stopped: the file is consistent
 fi
+# The uids the hub gave organisation members (their homes belong to them).
+if [ -f "$data/org-uids.json" ]; then
+  cp -p "$data/org-uids.json" "$dest/org-uids.json"
+fi
 
 tar -C /etc/cablab/secrets -czf "$dest/secrets.tar.gz" .
 tar -C /opt/cablab/hub -czf "$dest/bundle.tar.gz" .
 if [ "$homes" = yes ]; then
-  # Owners and modes kept as numbers (uid 1000 in the notebooks).
+  # Owners and modes kept as numbers (each user's own uid).
   tar -C /srv/nfs/homes --numeric-owner -cpzf "$dest/homes.tar.gz" .
 fi
 

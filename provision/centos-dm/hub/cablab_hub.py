@@ -10,7 +10,9 @@ image. `configure(c, data)` is the only entry point; `data` is cablab.json, whic
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -140,16 +142,84 @@ def make_home(home: Path, uid: int, gid: int, links: Mapping[str, str]) -> None:
     subprocess.run(["sh", "-c", _MAKE_HOME, "sh", str(home), *pairs], check=True, user=uid, group=gid, extra_groups=[])
 
 
+# --- Each user's uid -------------------------------------------------------------
+# Userlist users: the map render keeps beside the spec (cablab.json `uids`). Members of
+# allowed_organizations outside it: a uid from the hub's own range (`org_uids`), given at
+# their first start and recorded in a file on the hub's volume (HUB_DATA, backed up with
+# the database): stable across restarts, never given twice, never in the map's range.
+# A user later added to the userlist gets a map uid at the next render; the NFS server's
+# run then moves their home (owned by the hub's uid) to it.
+
+RESERVED_UIDS = frozenset({65534, 65535, 2**32 - 2, 2**32 - 1})  # nobody/nogroup (root_squash), (uid_t)-1/-2
+
+
+class OrgUids:
+    """The hub's record of organisation members' uids: {"name": uid} in a JSON file, append-only."""
+
+    def __init__(self, path: Path, first: int, count: int, taken: Sequence[int] = ()):
+        self.path, self.first, self.count = Path(path), int(first), int(count)
+        self.taken = frozenset(taken)  # the map's uids: never given here (they lie below `first` anyway)
+
+    def read(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+            raise ValueError(f"{self.path} is not a mapping of user names to uids; restore it from a backup")
+        return {str(k): int(v) for k, v in data.items()}
+
+    def uid_of(self, name: str) -> int:
+        """`name`'s uid, given now (the next free one of the range) if they have none yet."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one allocation at a time (spawns run concurrently)
+            uids = self.read()
+            if name in uids:
+                return uids[name]
+            uid = max([self.first - 1, *uids.values()]) + 1
+            while uid in RESERVED_UIDS or uid in self.taken:
+                uid += 1
+            if uid >= self.first + self.count:
+                raise web.HTTPError(503, f"no uid left for {name}: the hub's range of {self.count} is used up")
+            uids[name] = uid
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(uids, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+            return uid
+
+
+def uid_resolver(spawner_data: Mapping[str, Any]):
+    """name → uid: the map's, else the hub's own (OrgUids)."""
+    mapped = {str(k).lower(): int(v) for k, v in spawner_data["uids"].items()}
+    org = spawner_data["org_uids"]
+    hub_given = OrgUids(Path(org["file"]), org["first"], org["count"], tuple(mapped.values()))
+
+    def uid_of(name: str) -> int:
+        name = name.lower()
+        return mapped[name] if name in mapped else hub_given.uid_of(name)
+
+    return uid_of
+
+
 def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
     home_root = Path(spawner_data["home_root"])
     links = dict(spawner_data["home_links"])
     nodes = list(spawner_data["notebook_nodes"])
     placement = list(spawner_data["placement"])
-    uid, gid = int(spawner_data["uid"]), int(spawner_data["gid"])
+    gid = int(spawner_data["gid"])
+    uid_of = uid_resolver(spawner_data)
 
     def pre_spawn_hook(spawner: Any) -> None:
-        """Make the home, then place the server (user option `node` pins it to a notebook node)."""
+        """Make the home as the user's uid, run the server as it, then place the server
+        (user option `node` pins it to a notebook node)."""
+        uid = uid_of(spawner.user.name)
         make_home(home_root / spawner.user.name, uid, gid, links)
+        # The container runs as the user's own uid (no passwd entry: HOME comes from the image's
+        # ENV, USER from here); the image's jovyan is never used.
+        spawner.extra_container_spec = {**spawner.extra_container_spec, "user": f"{uid}:{gid}"}
+        spawner.environment = {**spawner.environment, "USER": spawner.user.name}
         constraints = list(placement)
         node = (spawner.user_options or {}).get("node")
         if node:

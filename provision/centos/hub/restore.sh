@@ -29,6 +29,9 @@ data=/var/lib/cablab/hub
 install -d -m 0700 "$data"
 rm -f "$data/jupyterhub.sqlite-journal" "$data/jupyterhub.sqlite-wal" "$data/jupyterhub.sqlite-shm"
 install -m 0600 "$src/jupyterhub.sqlite" "$data/jupyterhub.sqlite"
+if [ -f "$src/org-uids.json" ]; then
+  install -m 0600 "$src/org-uids.json" "$data/org-uids.json"
+fi
 if [ -f "$src/homes.tar.gz" ]; then
   tar -C /srv/nfs/homes --numeric-owner -xpzf "$src/homes.tar.gz"
 fi
