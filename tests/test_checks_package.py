@@ -38,8 +38,10 @@ def test_verify_from_an_installed_wheel_collects_the_checks(tmp_path):
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
+    # Without PYTHONPATH: a checkout on it (with its egg-info) would make pip think the wheel is installed.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
     run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index", wheel,
-        cwd=tmp_path)
+        cwd=tmp_path, env=env)
     site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path).strip())
     here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "zz_parent_env.pth").write_text("".join(f"{p}\n" for p in sorted(here)))
@@ -52,7 +54,6 @@ def test_verify_from_an_installed_wheel_collects_the_checks(tmp_path):
     (tmp_path / "ssh_config").write_text("Host node1 node2 node3\n  HostName 127.0.0.1\n")
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
 
     where = run(python, "-c", "import cablab_cluster; print(cablab_cluster.__file__)", cwd=outside, env=env)
     assert Path(where.strip()).is_relative_to(venv), where

@@ -12,5 +12,6 @@ def test_the_budget_is_converge_idempotence_and_verify_only():
     assert Report("ubuntu", phases={"verify": 400.0}).budget() is None
 
 
-def test_the_bench_is_the_last_phase():
-    assert PHASES[-2:] == ("drills", "bench")
+def test_the_bench_and_the_upgrade_come_after_the_drills():
+    """Outside the converge + verify budget; the upgrade last, as it leaves the cluster upgraded."""
+    assert PHASES[-3:] == ("drills", "bench", "upgrade")

@@ -21,6 +21,7 @@ LAB = Path(__file__).parent.parent / "lab"
 def test_the_upgraded_spec_changes_a_package_and_a_hub_setting(tmp_path, variant):
     for name in ("userlist.lab", "github-client-secret.lab"):
         shutil.copy(LAB / name, tmp_path / name)
+    shutil.copytree(LAB / "pebble", tmp_path / "pebble")  # the centos lab's ACME CA, named relative to the spec
     original = load_spec(LAB / f"{variant}.yml")
     text = upgraded_spec((LAB / f"{variant}.yml").read_text())
     assert upgraded_spec(text).count(ADDED_PACKAGE) == 1  # the package is added once

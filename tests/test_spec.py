@@ -49,6 +49,9 @@ def test_the_devicemapper_lab_is_the_centos_lab_but_its_storage_and_network():
     assert centos["docker"]["storage"].pop("driver") == "lvm"
     assert dm["hub"].pop("public_host") == "hub.lab-centos-dm.test"
     centos["hub"].pop("public_host")
+    # Let's Encrypt is the centos lab's (its pebble listens on that lab's network); the dm lab self-signs.
+    assert dm["hub"].pop("tls") == {"mode": "self-signed"}
+    assert centos["hub"].pop("tls")["mode"] == "letsencrypt"
     for a, b in zip(dm["hosts"], centos["hosts"]):  # its own libvirt network: both labs may stand at once
         assert a.pop("address").removeprefix("192.168.58.") == b.pop("address").removeprefix("192.168.57.")
     assert dm == centos

@@ -33,6 +33,13 @@ def run(homes: Path) -> list[str]:
     return [line.removeprefix("note: ") for line in out.splitlines() if line.startswith("note: ") and line != "note: "]
 
 
+def uid(name: str) -> int:
+    """A first render's map: the userlist's users in name order from uid_base (cablab_cluster.uidmap)."""
+    spec = load_spec(LAB / "ubuntu.yml")
+    names = sorted({n.lower() for n in spec.userlist.allowed})
+    return spec.cluster.hub.users.uid_base + names.index(name)
+
+
 def owner(p: Path) -> tuple[int, int]:
     st = os.lstat(p)
     return st.st_uid, st.st_mode & 0o7777
@@ -56,12 +63,12 @@ def test_homes_are_made_migrated_and_left_alone(tmp_path):
     os.chown(bob, 5555, 100)
 
     notes = run(homes)
-    assert "home alice moved from uid 1000 to 20000" in notes and "home carol (uid 20002)" in notes
+    assert "home alice moved from uid 1000 to 20000" in notes and f"home carol (uid {uid('carol')})" in notes
     assert owner(alice) == (20000, 0o700)
     assert owner(alice / "work" / "a.ipynb")[0] == 20000 and os.lstat(alice / "cube").st_uid == 20000
     assert owner(alice / "foreign")[0] == 4242  # not the old uid's: kept
     assert owner(bob) == (5555, 0o755)
-    assert owner(homes / "carol") == (20002, 0o700)
+    assert owner(homes / "carol") == (uid("carol"), 0o700)
     assert run(homes) == []  # a second run changes nothing
 
 
@@ -73,4 +80,4 @@ def test_a_home_of_the_hubs_range_moves_to_the_map_uid(tmp_path):
     os.chown(homes / "dave", 120000, 100)
     os.chown(homes / "dave" / "f", 120000, 100)
     run(homes)
-    assert owner(homes / "dave")[0] == 20003 and owner(homes / "dave" / "f")[0] == 20003
+    assert owner(homes / "dave")[0] == uid("dave") and owner(homes / "dave" / "f")[0] == uid("dave")
