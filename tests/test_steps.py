@@ -65,7 +65,7 @@ def test_a_new_step_is_a_module_and_a_template(throwaway_step):
     assert "motd" not in [s.kind for s in plan.for_host("node2").steps]  # it applies to the hub host only
     files = render_plan(plan)
     script = files["node1.sh"]
-    assert "STEPS_TOTAL=12\n" in script
+    assert f"STEPS_TOTAL={len(plan.for_host('node1').steps)}\n" in script
     block = ("step motd\nensure_packages apt=cowsay 'dnf=cowsay figlet'\n"
              "install_file 0644 /etc/motd < <(printf '%s\\n' 'welcome to lab-ubuntu')\n")
     assert script.index("\nstep hub\n") < script.index(block) < script.index("\nfinish_step\n")
@@ -86,3 +86,49 @@ def test_a_step_needs_its_template_and_an_order_of_its_own(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="order 140 is taken by hub"):
         importlib.import_module("cablab_bad_step")
     sys.modules.pop("cablab_bad_step", None)
+
+
+def test_dockers_go_templates_live_in_the_prelude_only():
+    """Docker's `--format '{{…}}'` braces are Jinja's too: one `{% raw %}` block in the prelude holds
+    every Go template (docker_info, node_label, service_state, …); step templates call those helpers."""
+    step_dir = Path(steps.__file__).parent
+    templates = sorted(step_dir.glob("*.sh.j2"))
+    assert len(templates) >= 15
+    for template in templates:
+        text = template.read_text()
+        assert "{% raw %}" not in text, template.name
+        assert "--format" not in text, f"{template.name}: ask Docker through the prelude's helpers"
+    prelude = (step_dir.parent / "templates" / "prelude.sh.j2").read_text()
+    assert prelude.count("{% raw %}") == 1
+
+
+def test_the_prelude_helpers_ask_docker_what_the_steps_used_to(tmp_path):
+    """The helpers pass Docker the same Go templates the steps had inline (a stub docker records them)."""
+    import subprocess
+
+    from cablab_cluster.render import Renderer
+
+    plan = make_plan(load_spec(Path(__file__).parent.parent / "lab" / "ubuntu.yml"))
+    hp = plan.for_host("node1")
+    prelude = Renderer(plan).render_template("prelude.sh.j2", host=hp.host, steps=hp.steps, after=(), why_after="")
+    start = prelude.index("# Docker's Go templates")
+    end = prelude.index("\n[ \"$(id -u)\" = 0 ]")
+    stub = tmp_path / "docker"
+    stub.write_text('#!/bin/sh\nprintf "%s|" "$@" >>"$CALLS"; echo >>"$CALLS"\n')
+    stub.chmod(0o755)
+    calls = tmp_path / "calls"
+    script = prelude[start:end] + """
+docker_info Swarm.NodeID
+node_label n1 cablab.hub
+image_label cablab/hub:lab org.cablab.dockerfile-sha256
+service_state cablab_hub
+network_shape cablab
+"""
+    subprocess.run(["bash", "-c", script], check=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(calls)})
+    assert calls.read_text().splitlines() == [
+        "info|--format|{{.Swarm.NodeID}}|",
+        'node|inspect|--format|{{index .Spec.Labels "cablab.hub"}}|n1|',
+        'image|inspect|--format|{{index .Config.Labels "org.cablab.dockerfile-sha256"}}|cablab/hub:lab|',
+        "service|ps|cablab_hub|--filter|desired-state=running|--format|{{.CurrentState}}|",
+        'network|inspect|--format|{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}|cablab|',
+    ]
