@@ -224,8 +224,29 @@ ensure_service() {
     changed "started $1"
   fi
 }
+# Docker's Go templates, all here (their braces are Jinja's too, so this is the one raw block):
+# the steps ask Docker through these.
 
-swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown; }
+docker_info() { docker info --format "{{.$1}}"; }  # docker_info Driver | Swarm.NodeID | ...
+swarm_state() { docker_info Swarm.LocalNodeState 2>/dev/null || echo unknown; }
+docker_server_version() { docker version --format '{{.Server.Version}}'; }
+# node_label NODE LABEL / image_label REF LABEL: a label's value ("" when unset; an absent image: "").
+node_label() { docker node inspect --format "{{index .Spec.Labels \"$2\"}}" "$1"; }
+image_label() { docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
+# service_state SERVICE: the state of its newest task meant to run (Running, Pending, ...).
+service_state() {
+  docker service ps "$1" --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1
+}
+service_errors() { docker service ps --no-trunc --format '{{.Error}}' "$1" | head -n 3 | tr '\n' ' '; }
+# network_shape NETWORK: "DRIVER ATTACHABLE encrypted|plain"; fails when there is no such network.
+network_shape() {
+  docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' "$1"
+}
+network_id() { docker network inspect --format '{{.Id}}' "$1"; }
+# service_networks: "SERVICE NETWORK..." for every service of the swarm.
+service_networks() {
+  docker service ls -q | xargs -r docker service inspect --format '{{.Spec.Name}} {{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}'
+}
 
 [ "$(id -u)" = 0 ] || die "run as root"
 : >>"$CABLAB_LOG"
@@ -561,8 +582,7 @@ if selinux_on; then
 else
   skipped "no SELinux here: no NFS boolean for containers"
 fi
-
-driver=$(docker info --format '{{.Driver}}')
+driver=$(docker_info Driver)
 [ "$driver" = overlay2 ] || die "Docker uses storage driver $driver, expected overlay2"
 if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
   die "something listens on tcp 2375/2376 (an unauthenticated Docker API is root for the whole network): remove the TCP host option from the docker unit or daemon.json"
@@ -1401,8 +1421,7 @@ if [ "$state" != active ]; then
   run docker swarm init --advertise-addr "$addr" --listen-addr "$addr:2377"
   changed "swarm initialised on $addr"
 fi
-
-[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "this host is in a swarm but not a manager"
+[ "$(docker_info Swarm.ControlAvailable)" = true ] || die "this host is in a swarm but not a manager"
 # Join tokens for the other hosts, readable by root only: copy them to
 # /etc/cablab/swarm/ on each joining host (the rendered README has the commands).
 install -d -m 0700 /etc/cablab/swarm
@@ -1412,18 +1431,16 @@ install_file 0600 /etc/cablab/swarm/manager.token < <(docker swarm join-token -q
 step swarm_network
 network=swarmnet
 want='overlay true encrypted'
-
-if have=$(docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' "$network" 2>/dev/null); then
+if have=$(network_shape "$network" 2>/dev/null); then
   if [ "$have" != "$want" ]; then
     # Settings of an overlay cannot change in place: recreate it, unless services use it.
-
-    id=$(docker network inspect --format '{{.Id}}' "$network")
+    id=$(network_id "$network")
     users=()
     while read -r name targets; do
       for target in $targets; do
         if [ "$target" = "$network" ] || [ "$target" = "$id" ]; then users+=("$name"); fi
       done
-    done < <(docker service ls -q | xargs -r docker service inspect --format '{{.Spec.Name}} {{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}')
+    done < <(service_networks)
     if [ ${#users[@]} -gt 0 ]; then
       stack_services=() other_services=()
       for name in "${users[@]}"; do
@@ -2691,7 +2708,6 @@ for f in jupyterhub_config.py cablab_hub.py cablab.json acme_responder.py /etc/c
 done
 state="$state stack=$(sha256sum stack.yml | cut -c1-12)"
 hub_image=cablab/hub:lab
-
 image_id=$(docker image inspect --format '{{.Id}}' "$hub_image" 2>/dev/null || true)
 [ -n "$image_id" ] || { log "the hub image $hub_image is not on this host: run this host's provisioner"; exit 1; }
 export CABLAB_HUB_IMAGE_ID=${image_id#sha256:}
@@ -2734,7 +2750,7 @@ printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
 
 # The secrets and configs of earlier deploys (content-named: a renewed certificate, a changed
 # config) go once no service uses them any more (docker refuses to remove one still in use).
-for kind in secret config; do
+for kind in config secret; do
   docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}' |
     while read -r name; do
       case "$keep " in
@@ -2884,9 +2900,8 @@ done
 ensure_dir /var/lib/cablab/hub 0:0 0700
 # The stack's services are pinned to the node labelled cablab.hub=true: this one, and no other.
 label=cablab.hub
-
-self=$(docker info --format '{{.Swarm.NodeID}}')
-if [ "$(docker node inspect --format "{{index .Spec.Labels \"$label\"}}" "$self")" != true ]; then
+self=$(docker_info Swarm.NodeID)
+if [ "$(node_label "$self" "$label")" != true ]; then
   run docker node update --label-add "$label=true" "$self"
   changed "node label $label=true"
 fi
@@ -2902,10 +2917,9 @@ fi
 # Wait until the stack's tasks run (first start under emulation takes minutes).
 deadline=$((SECONDS + ${CABLAB_HUB_TIMEOUT:-900}))
 for service in cablab_proxy cablab_hub cablab_acme; do
-
-  until [ "$(docker service ps "$service" --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1)" = Running ]; do
+  until [ "$(service_state "$service")" = Running ]; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      die "$service is not running: $(docker service ps --no-trunc --format '{{.Error}}' "$service" | head -n 3 | tr '\n' ' ')"
+      die "$service is not running: $(service_errors "$service")"
     fi
     sleep 5
   done

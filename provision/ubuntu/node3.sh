@@ -224,8 +224,29 @@ ensure_service() {
     changed "started $1"
   fi
 }
+# Docker's Go templates, all here (their braces are Jinja's too, so this is the one raw block):
+# the steps ask Docker through these.
 
-swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown; }
+docker_info() { docker info --format "{{.$1}}"; }  # docker_info Driver | Swarm.NodeID | ...
+swarm_state() { docker_info Swarm.LocalNodeState 2>/dev/null || echo unknown; }
+docker_server_version() { docker version --format '{{.Server.Version}}'; }
+# node_label NODE LABEL / image_label REF LABEL: a label's value ("" when unset; an absent image: "").
+node_label() { docker node inspect --format "{{index .Spec.Labels \"$2\"}}" "$1"; }
+image_label() { docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
+# service_state SERVICE: the state of its newest task meant to run (Running, Pending, ...).
+service_state() {
+  docker service ps "$1" --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1
+}
+service_errors() { docker service ps --no-trunc --format '{{.Error}}' "$1" | head -n 3 | tr '\n' ' '; }
+# network_shape NETWORK: "DRIVER ATTACHABLE encrypted|plain"; fails when there is no such network.
+network_shape() {
+  docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' "$1"
+}
+network_id() { docker network inspect --format '{{.Id}}' "$1"; }
+# service_networks: "SERVICE NETWORK..." for every service of the swarm.
+service_networks() {
+  docker service ls -q | xargs -r docker service inspect --format '{{.Spec.Name}} {{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}'
+}
 
 [ "$(id -u)" = 0 ] || die "run as root"
 : >>"$CABLAB_LOG"
@@ -481,8 +502,7 @@ if selinux_on; then
 else
   skipped "no SELinux here: no NFS boolean for containers"
 fi
-
-driver=$(docker info --format '{{.Driver}}')
+driver=$(docker_info Driver)
 [ "$driver" = overlay2 ] || die "Docker uses storage driver $driver, expected overlay2"
 if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
   die "something listens on tcp 2375/2376 (an unauthenticated Docker API is root for the whole network): remove the TCP host option from the docker unit or daemon.json"
@@ -674,8 +694,7 @@ if [ "$state" != active ]; then
   fi
   changed "joined the swarm as $role"
 fi
-
-manager_here=$(docker info --format '{{.Swarm.ControlAvailable}}')
+manager_here=$(docker_info Swarm.ControlAvailable)
 [ "$manager_here" = false ] || die "this host is a swarm manager but the spec makes it a worker: run 'docker node demote $name' on $manager_name"
 
 step image:singleuser

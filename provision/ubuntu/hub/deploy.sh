@@ -22,7 +22,6 @@ for f in jupyterhub_config.py cablab_hub.py cablab.json /etc/cablab/secrets/cook
 done
 state="$state stack=$(sha256sum stack.yml | cut -c1-12)"
 hub_image=cablab/hub:lab
-
 image_id=$(docker image inspect --format '{{.Id}}' "$hub_image" 2>/dev/null || true)
 [ -n "$image_id" ] || { log "the hub image $hub_image is not on this host: run this host's provisioner"; exit 1; }
 export CABLAB_HUB_IMAGE_ID=${image_id#sha256:}
@@ -65,7 +64,7 @@ printf '%s %s\n' "$CABLAB_HUB_IMAGE_ID" "$version" >"$record"
 
 # The secrets and configs of earlier deploys (content-named: a renewed certificate, a changed
 # config) go once no service uses them any more (docker refuses to remove one still in use).
-for kind in secret config; do
+for kind in config secret; do
   docker "$kind" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}' |
     while read -r name; do
       case "$keep " in
