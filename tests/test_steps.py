@@ -130,5 +130,5 @@ network_shape cablab
         'node|inspect|--format|{{index .Spec.Labels "cablab.hub"}}|n1|',
         'image|inspect|--format|{{index .Config.Labels "org.cablab.dockerfile-sha256"}}|cablab/hub:lab|',
         "service|ps|cablab_hub|--filter|desired-state=running|--format|{{.CurrentState}}|",
-        'network|inspect|--format|{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}|cablab|',
+        "network|inspect|--format|{{.Driver}} {{.Attachable}}{{range $k, $v := .Options}} {{$k}}{{end}}|cablab|",
     ]
