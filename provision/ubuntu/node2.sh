@@ -239,8 +239,15 @@ service_state() {
 }
 service_errors() { docker service ps --no-trunc --format '{{.Error}}' "$1" | head -n 3 | tr '\n' ' '; }
 # network_shape NETWORK: "DRIVER ATTACHABLE encrypted|plain"; fails when there is no such network.
+# The option's presence counts: `--opt encrypted` stores an empty value (falsy to a Go template's `if`).
 network_shape() {
-  docker network inspect --format '{{.Driver}} {{.Attachable}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' "$1"
+  local out driver attachable options
+  out=$(docker network inspect --format '{{.Driver}} {{.Attachable}}{{range $k, $v := .Options}} {{$k}}{{end}}' "$1") || return 1
+  read -r driver attachable options <<<"$out"
+  case " $options " in
+    *" encrypted "*) echo "$driver $attachable encrypted" ;;
+    *) echo "$driver $attachable plain" ;;
+  esac
 }
 network_id() { docker network inspect --format '{{.Id}}' "$1"; }
 # service_networks: "SERVICE NETWORK..." for every service of the swarm.
