@@ -11,6 +11,7 @@ import pytest
 
 from cablab_cluster.layout import HUB_DATA, HUB_DIR
 
+from .spawner import deployed_uids
 from .test_notebook import user_token
 
 pytestmark = pytest.mark.cluster
@@ -27,9 +28,11 @@ def test_backup_then_restore_brings_back_the_database_and_a_home_file(session, u
     home = f"{cluster.share(cluster.hub.users.home_share).path}/{username}"
     probe, content = f"{home}/backup-check.txt", uuid.uuid4().hex
     users = cluster.hub.users
+    # The user's own uid (the map's, as deployed), never the image's: the home is theirs.
+    uid = deployed_uids(nodes, cluster)[username.lower()]
     if homes_here:
-        hub.check_output("install -d -o %s -g %s -m 0700 %s", str(users.uid), str(users.gid), home)
-        hub.check_output("printf %%s %s > %s && chown %s:%s %s", content, probe, str(users.uid), str(users.gid), probe)
+        hub.check_output("install -d -o %s -g %s -m 0700 %s", str(uid), str(users.gid), home)
+        hub.check_output("printf %%s %s > %s && chown %s:%s %s", content, probe, str(uid), str(users.gid), probe)
     try:
         backup = hub.check_output("%s/backup.sh %s", str(HUB_DIR), TARGET).splitlines()[-1]
         listed = hub.check_output("ls %s", backup).split()
@@ -53,7 +56,8 @@ def test_backup_then_restore_brings_back_the_database_and_a_home_file(session, u
         wait_until(token_works, HUB_BACK, f"the hub to accept {username}'s token again (it is only in the database)")
         if homes_here:
             assert hub.check_output("cat %s", probe) == content
-            assert hub.check_output("stat -c %%u:%%g %s", probe) == f"{users.uid}:{users.gid}"
+            assert hub.check_output("stat -c %%u:%%g %s", probe) == f"{uid}:{users.gid}"
+            assert hub.check_output("stat -c %%u %s", home) == str(uid)  # the home stays the user's
     finally:
         hub.run("rm -rf %s", TARGET)
         if homes_here:
