@@ -67,6 +67,9 @@ def test_a_person_signs_in_and_runs_a_sample_notebook(cluster, hub_client, brows
             page.fill("#password_input", password)
             page.click("#login_submit")
             page.wait_for_url(f"**/user/{browser_user}/lab**", timeout=START_TIMEOUT_MS)
+            # JupyterLab restores the user's last workspace (an open notebook, the file browser in
+            # samples/ from an earlier visit): start from the default one, the file browser at home.
+            page.goto(f"{base}/user/{browser_user}/lab?reset")
             files = page.locator(".jp-DirListing-item", has_text="samples")
             files.wait_for(timeout=START_TIMEOUT_MS)
             timings["browser: sign in -> JupyterLab usable"] = round(time.monotonic() - t0, 1)
