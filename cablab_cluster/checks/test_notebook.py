@@ -73,7 +73,8 @@ wheel = f"/tmp/{{name}}-{{version}}-py3-none-any.whl"
 with zipfile.ZipFile(wheel, "w") as z:
     for p, t in files.items():
         z.writestr(p, t)
-r = subprocess.run([sys.executable, "-m", "pip", "install", "--user", "--no-index", "--no-deps", wheel],
+# --force-reinstall: an earlier run's cablab_probe 1.0 (another VALUE) may be in ~/.local already.
+r = subprocess.run([sys.executable, "-m", "pip", "install", "--user", "--force-reinstall", "--no-index", "--no-deps", wheel],
                    capture_output=True, text=True)
 print(json.dumps({{"rc": r.returncode, "out": r.stdout[-800:], "err": r.stderr[-800:],
                   "user_site": site.getusersitepackages()}}))
