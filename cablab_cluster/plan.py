@@ -18,7 +18,7 @@ from .layout import STACK  # noqa: F401 - re-exported: cablab_cluster.checks imp
 from .spec import Cluster, Host, LoadedSpec, Problem, SpecError
 from .steps import Input, InputKind, Packages, StepType, registry
 
-__all__ = ["HostPlan", "Input", "InputKind", "Plan", "Step", "host_steps", "make_plan"]
+__all__ = ["Gate", "HostPlan", "Input", "InputKind", "Plan", "Step", "host_steps", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,23 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """What a host really waits for on a host before it: one step of that host's script, done
+    (its line "step N/M <step>: ..." logged). The rest of that script (the hub's start, say) may
+    run beside this host's."""
+
+    host: str
+    step: str  # the step's name, as the script logs it (its kind: nfs_server, swarm_init)
+    why: str
+
+
+@dataclass(frozen=True)
 class HostPlan:
     host: Host
     steps: tuple[Step, ...]
     after: tuple[str, ...]  # hosts whose scripts must have run before this one
     why_after: str = ""
+    gates: tuple[Gate, ...] = ()  # within `after`: the steps actually waited for (none known: whole scripts)
 
     @property
     def inputs(self) -> tuple[Input, ...]:
@@ -117,9 +129,33 @@ def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
     return out
 
 
+# What a host waits for on the host it runs after: the step that makes what it needs.
+_GATE_STEPS = {"mounts its shares": "nfs_server", "joins its swarm": "swarm_init"}
+
+
+def _gates(c: Cluster, h: Host, steps: dict[str, tuple[Step, ...]]) -> tuple[Gate, ...]:
+    """The steps of earlier hosts `h` waits for: the NFS server's exports (before it mounts) and
+    the first manager's swarm with its join tokens (before it joins); () when one is missing."""
+    gates = []
+    wanted = []
+    server = c.nfs_server
+    if server is not None and h != server and c.shares:
+        wanted.append((server.name, "mounts its shares"))
+    if h != c.first_manager and (h.is_manager or h.is_worker):
+        wanted.append((c.first_manager.name, "joins its swarm"))
+    for host, why in wanted:
+        step = next((s for s in steps[host] if s.kind == _GATE_STEPS[why]), None)
+        if step is None:
+            return ()
+        gates.append(Gate(host, step.kind, why))
+    return tuple(gates)
+
+
 def make_plan(spec: LoadedSpec) -> Plan:
     c = spec.cluster
-    return Plan(spec=spec, hosts=tuple(HostPlan(host=h, steps=host_steps(c, h), after=after, why_after=why)
+    steps = {h.name: host_steps(c, h) for h in c.hosts}
+    return Plan(spec=spec, hosts=tuple(HostPlan(host=h, steps=steps[h.name], after=after, why_after=why,
+                                                gates=_gates(c, h, steps))
                                        for h, after, why in _order(c)))
 
 

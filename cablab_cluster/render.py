@@ -216,6 +216,14 @@ class RunbookHost:
     plan: HostPlan
     commands: tuple[tuple[str, str], ...]  # (what it is, the operator's command)
 
+    @property
+    def starts_when(self) -> str:
+        """When its script may start before the scripts it runs after have ended (plan gates)."""
+        if not self.plan.gates:
+            return ""
+        logged = " and ".join(f'{g.host} logged "step N/M {g.step}"' for g in self.plan.gates)
+        return f"its script may start before theirs end: once {logged}"
+
 
 def runbook(plan: Plan) -> tuple[tuple[RunbookHost, ...], ...]:
     """The operator's commands, wave by wave (plan.waves), run on their machine in the spec's

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,11 +59,13 @@ class LabError(RuntimeError):
 
 
 def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, capture: bool = False,
-       prefix: str = "", timeout: float | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a command; stream its output with a prefix unless captured."""
+       prefix: str = "", timeout: float | None = None, cwd: Path | None = None,
+       on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    """Run a command; stream its output with a prefix unless captured (each line to `on_line` too)."""
     shell = isinstance(cmd, str)
     if capture:
-        proc = subprocess.run(cmd, shell=shell, env=env, text=True, capture_output=True, timeout=timeout, cwd=cwd)
+        proc = subprocess.run(cmd, shell=shell, env=env, text=True, capture_output=True, timeout=timeout, cwd=cwd,
+                              check=False)
     else:
         p = subprocess.Popen(cmd, shell=shell, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, bufsize=1, cwd=cwd)
@@ -70,6 +74,8 @@ def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, cap
         for line in p.stdout:
             lines.append(line)
             print(f"{prefix}{line}", end="", flush=True)
+            if on_line is not None:
+                on_line(line)
         p.wait(timeout=timeout)
         proc = subprocess.CompletedProcess(cmd, p.returncode, "".join(lines), "")
     if check and proc.returncode != 0:
@@ -138,6 +144,53 @@ class Report:
         print(f"result: {self.result}  (report: lab/reports/{self.variant}.json)")
 
 
+class Gates:
+    """The first provision's order between hosts (plan.HostPlan.gates): each host's thread waits
+    until every step it waits for has logged "step N/M <step>: ..." on its host, or that host's
+    script has ended well; a host whose script failed fails those waiting on it. A host with
+    `after` but no known gates waits for those hosts' whole scripts. Ungated (the second run):
+    nobody waits."""
+
+    LINE = re.compile(r"^\[cablab (?P<host>[^\]]+)\] step \d+/\d+ (?P<step>\S+): (changed|ok)")
+
+    def __init__(self, plan: Plan, gated: bool = True):
+        self.waits: dict[str, tuple[tuple[str, str], ...]] = {
+            hp.host.name: (tuple((g.host, g.step) for g in hp.gates) if hp.gates
+                           else tuple((a, "") for a in hp.after)) if gated else ()
+            for hp in plan.hosts}
+        self.done = {w: threading.Event() for ws in self.waits.values() for w in ws if w[1]}
+        self.ended = {hp.host.name: threading.Event() for hp in plan.hosts}
+        self.ok: dict[str, bool] = {}
+
+    def wait(self, host: str, timeout: float = 3600) -> list[str] | None:
+        """Block until `host` may start: what it waited for ("node1 swarm_init"), None if one failed."""
+        deadline = time.monotonic() + timeout
+        waited = []
+        for up, step in self.waits[host]:
+            event = self.done.get((up, step))
+            while event is None or not event.is_set():
+                if self.ended[up].is_set():
+                    if not self.ok.get(up):
+                        return None
+                    break
+                if time.monotonic() > deadline:
+                    return None
+                self.ended[up].wait(1)
+            waited.append(f"{up} {step}".strip())
+        return waited
+
+    def watcher(self, host: str) -> Callable[[str], None]:
+        def on_line(line: str) -> None:
+            m = self.LINE.match(line)
+            if m and m["host"] == host and (host, m["step"]) in self.done:
+                self.done[(host, m["step"])].set()
+        return on_line
+
+    def finished(self, host: str, ok: bool) -> None:
+        self.ok[host] = ok
+        self.ended[host].set()
+
+
 class Lab:
     def __init__(self, variant: str, flavour: str, box: str | None):
         self.variant = variant
@@ -161,9 +214,9 @@ class Lab:
 
     # -- vagrant -------------------------------------------------------------
     def ssh(self, host: str, command: str, *, capture: bool = True, check: bool = True,
-            prefix: str = "") -> subprocess.CompletedProcess:
+            prefix: str = "", on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
         return sh(["ssh", "-F", str(self.ssh_config), host, command], capture=capture, check=check,
-                  prefix=prefix)
+                  prefix=prefix, on_line=on_line)
 
     def upload(self, host: str, src: Path, dest: str, mode: str = "0644") -> None:
         """Copy a file of this machine to the VM as root (scp to /tmp, then install)."""
@@ -280,13 +333,14 @@ class Lab:
             else:
                 self.upload(host, self._local(item), str(item.path), item.mode)
 
-    def _provision_host(self, host: str, results: dict, upload: bool) -> None:
+    def _provision_host(self, host: str, results: dict, upload: bool,
+                        on_line: Callable[[str], None] | None = None) -> None:
         t0 = time.monotonic()
         if upload:
             self._inputs(host)
             self.upload(host, self.rendered / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
         out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
-                       prefix=f"  {host}| ")
+                       prefix=f"  {host}| ", on_line=on_line)
         # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
         got = self.ssh(host, f"sudo cat {RUN_SUMMARY}", check=False)
         run = json.loads(got.stdout) if got.returncode == 0 else {}
@@ -315,20 +369,33 @@ class Lab:
             # What `cablab-cluster render` does beside the spec: generated once, then kept.
             actions = ensure_secrets(self.spec)
             log("secrets: " + ", ".join(f"{a.name} {a.action}" for a in actions))
-        # The first run follows the plan's order (joins need the first manager's token, mounts
-        # the NFS server); the second changes nothing, so every host runs it at once.
-        waves = [[hp.host.name for hp in wave] for wave in self.plan.waves] if upload \
-            else [[hp.host.name for hp in self.plan.hosts]]
-        for wave in waves:
-            threads = [threading.Thread(target=self._provision_host, args=(h, results, upload)) for h in wave]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            failed = [h for h in wave if results.get(h, {}).get("rc") != 0]
-            if failed:
-                raise LabError(f"provisioning failed on {', '.join(failed)}: {results}")
+        # The first run follows the plan's gates: a host starts once the steps it waits for on
+        # earlier hosts have logged their line (the NFS server's exports, the first manager's swarm
+        # and tokens), so the hub's start runs beside the joiners. The second run changes nothing:
+        # every host runs it at once.
+        gates = Gates(self.plan, gated=upload)
+        threads = [threading.Thread(target=self._provision_gated, args=(hp.host.name, gates, results, upload))
+                   for hp in self.plan.hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failed = [hp.host.name for hp in self.plan.hosts if results.get(hp.host.name, {}).get("rc") != 0]
+        if failed:
+            raise LabError(f"provisioning failed on {', '.join(failed)}: {results}")
         return results
+
+    def _provision_gated(self, host: str, gates: Gates, results: dict, upload: bool) -> None:
+        try:
+            waited = gates.wait(host)
+            if waited is None:
+                results[host] = {"rc": None, "result": "not run", "error": "a host it waits for failed"}
+                return
+            if waited:
+                log(f"{host}: starts after {', '.join(waited)}")
+            self._provision_host(host, results, upload, on_line=gates.watcher(host))
+        finally:
+            gates.finished(host, results.get(host, {}).get("rc") == 0)
 
     def verify(self) -> None:
         # As an operator would: the checks shipped in the package, through `cablab-cluster verify`.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from lab.harness import PHASES, Report
+import threading
+from pathlib import Path
+
+from cablab_cluster.plan import make_plan
+from cablab_cluster.spec import load_spec
+from lab.harness import PHASES, Gates, Report
 
 
 def test_the_budget_is_converge_idempotence_and_verify_only():
@@ -15,3 +20,45 @@ def test_the_budget_is_converge_idempotence_and_verify_only():
 def test_the_bench_and_the_upgrade_come_after_the_drills():
     """Outside the converge + verify budget; the upgrade last, as it leaves the cluster upgraded."""
     assert PHASES[-3:] == ("drills", "bench", "upgrade")
+
+
+
+LAB = Path(__file__).parent.parent / "lab"
+
+
+def _gates(gated: bool = True) -> Gates:
+    return Gates(make_plan(load_spec(LAB / "ubuntu.yml")), gated=gated)
+
+
+def test_joiners_start_when_the_first_manager_logged_its_swarm_not_when_its_script_ended():
+    gates = _gates()
+    assert gates.wait("node1", timeout=1) == []
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(node2=gates.wait("node2", timeout=30)))
+    t.start()
+    on_line = gates.watcher("node1")
+    on_line("[cablab node1] step 6/12 nfs_server: changed (created /srv/nfs/homes) in 3.6 s\n")
+    gates.watcher("node2")("[cablab node1] step 9/12 swarm_init: ok, no change, in 1 s\n")  # another host's stream
+    on_line("[cablab node1] step 8/12 nfs_mounts: changed (mounted) in 9.0 s\n")
+    t.join(1.5)
+    assert t.is_alive(), "node2 started before node1's swarm existed"
+    on_line("[cablab node1] step 9/12 swarm_init: ok, no change, in 9.2 s\n")
+    t.join(5)
+    assert got == {"node2": ["node1 nfs_server", "node1 swarm_init"]}
+    assert not gates.ended["node1"].is_set()  # node1's hub step still runs: node2 did not wait for it
+
+
+def test_a_failed_first_manager_stops_the_joiners():
+    gates = _gates()
+    gates.finished("node1", ok=False)
+    assert gates.wait("node2", timeout=5) is None
+
+
+def test_a_first_manager_that_ended_well_lets_the_joiners_go_without_its_lines():
+    gates = _gates()
+    gates.finished("node1", ok=True)
+    assert gates.wait("node3", timeout=5) == ["node1 nfs_server", "node1 swarm_init"]
+
+
+def test_the_second_run_waits_for_nobody():
+    assert _gates(gated=False).wait("node3", timeout=1) == []

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from cablab_cluster.layout import secrets_hub_reads, secrets_operator_copies
 from cablab_cluster.plan import InputKind, make_plan
+from cablab_cluster.render import Renderer
 from cablab_cluster.spec import load_spec
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -204,3 +205,21 @@ def test_removal_commands_drain_wait_leave_and_remove():
         with pytest.raises(SpecError) as exc:
             removal(c, host)
         assert why in exc.value.lines()[0]
+
+
+def test_later_hosts_wait_for_the_steps_that_make_what_they_need():
+    """A joiner needs the first manager's swarm (tokens), a client the server's exports: not the
+    hub's start after them, which may run beside the joiners (the lab's provision does so)."""
+    ubuntu = make_plan(load_spec(LAB / "ubuntu.yml"))
+    assert ubuntu.for_host("node1").gates == ()
+    gates = [(g.host, g.step, g.why) for g in ubuntu.for_host("node2").gates]
+    assert gates == [("node1", "nfs_server", "mounts its shares"), ("node1", "swarm_init", "joins its swarm")]
+    kinds1 = kinds(ubuntu, "node1")
+    assert all(kinds1.index(g.step) < kinds1.index("hub") for g in ubuntu.for_host("node2").gates)
+    # the name is the one node1's script logs ("step N/M swarm_init: ..."), which the lab watches for
+    script = Renderer(ubuntu).host_script("node1").splitlines()
+    assert all(f"step {g.step}" in script for g in ubuntu.for_host("node2").gates)
+    # a separate NFS server: the first manager waits for its exports only, the workers for both
+    split = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
+    assert [(g.host, g.step) for g in split.for_host("hub").gates] == [("nas", "nfs_server")]
+    assert [(g.host, g.step) for g in split.for_host("w1").gates] == [("nas", "nfs_server"), ("hub", "swarm_init")]
