@@ -3,7 +3,8 @@ tests/hostile/ with a recording docker stub: what rolls the hub, when the databa
 migrated, and which swarm configs and secrets are pruned.
 
 The stub's state files stand for the hub host: /var/lib/cablab-stub-image holds the hub image's ID,
-/var/lib/cablab-stub-jupyterhub the JupyterHub version `jupyterhub --version` prints in it.
+/var/lib/cablab-stub-jupyterhub the JupyterHub version `jupyterhub --version` prints in it,
+/var/lib/cablab-stub-jupyterhub-label the image's org.cablab.jupyterhub label (none: an image built elsewhere).
 """
 
 from __future__ import annotations
@@ -100,6 +101,27 @@ def test_a_new_jupyterhub_version_stops_the_hub_and_migrates_before_it_starts(re
     assert "image2" in " ".join(call) and f"{HUB_DATA}:/srv/jupyterhub/data" in call  # the new image, the hub's data
     assert "image2 6.2.0" in run.output
     assert "== again: unchanged" in run.output
+
+
+def test_cablab_s_hub_image_tells_its_version_by_label_without_starting_a_container(renderer):
+    """The label (set and checked by hub.Dockerfile's build) saves a container start per new image
+    (~20-30 s under the lab's emulation); an image without it is asked, as before."""
+    run = run_flow(renderer, "echo 6.1.1 >/var/lib/cablab-stub-jupyterhub-label", "deploy first",
+                   f"echo db >{HUB_DATA}/jupyterhub.sqlite", "echo sha256:image2 >/var/lib/cablab-stub-image",
+                   "echo 6.2.0 >/var/lib/cablab-stub-jupyterhub-label", "deploy upgrade", f"cat {HUB_IMAGE_RECORD}")
+    assert "run --version" not in kinds(between(run, "first")), "a labelled image was started to ask its version"
+    assert "upgraded the hub database from JupyterHub 6.1.1 to 6.2.0" in run.output
+    assert "image2 6.2.0" in run.output
+    unlabelled = run_flow(renderer, "deploy first")
+    assert "run --version" in kinds(between(unlabelled, "first"))
+
+
+def test_the_hub_image_label_is_the_version_it_installs_and_checks(renderer):
+    dockerfile = renderer.build_context("hub")["Dockerfile"]
+    version = renderer.c.hub.images.hub.jupyterhub
+    assert f"jupyterhub=={version} " in dockerfile
+    assert f'test "$(/opt/jupyterhub/bin/jupyterhub --version)" = {version}' in dockerfile
+    assert f"LABEL org.cablab.jupyterhub={version}\n" in dockerfile
 
 
 def test_configs_and_secrets_no_service_uses_are_removed(renderer):

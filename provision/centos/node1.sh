@@ -2731,7 +2731,9 @@ last_id="" last_version=""
 if [ -f "$record" ]; then read -r last_id last_version <"$record" || true; fi
 version=$last_version
 if [ "$last_id" != "$CABLAB_HUB_IMAGE_ID" ]; then
-  version=$(docker run --rm --network none "$image_id" jupyterhub --version)
+  # The image's label (cablab's hub image, checked at its build), else the image itself (any other).
+  version=$(docker image inspect --format '{{index .Config.Labels "org.cablab.jupyterhub"}}' "$image_id")
+  [ -n "$version" ] || version=$(docker run --rm --network none "$image_id" jupyterhub --version)
   db=/var/lib/cablab/hub/jupyterhub.sqlite
   if [ -f "$db" ]; then
     backup=$(/opt/cablab/hub/backup.sh /var/backups/cablab/upgrades --without-homes)

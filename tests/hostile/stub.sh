@@ -15,6 +15,9 @@ case "$name" in
       "version --format {{.Server.Version}}") echo 20.10.24 ;;
       "network inspect"*) exit 1 ;;
       "image inspect --format {{.Id}} "*) [ -s /var/lib/cablab-stub-image ] || exit 1; cat /var/lib/cablab-stub-image ;;
+      "image inspect --format {{index .Config.Labels \"org.cablab.jupyterhub\"}} "*)
+        # the version label of cablab's hub image; an image without it (built elsewhere) prints nothing
+        [ -s /var/lib/cablab-stub-image ] || exit 1; cat /var/lib/cablab-stub-jupyterhub-label 2>/dev/null || true ;;
       "image inspect"*) [ -e /var/lib/cablab-stub-image ] || exit 1 ;;
       "load"* | "pull"* | "build"*) [ -s /var/lib/cablab-stub-image ] || echo sha256:stub1 >/var/lib/cablab-stub-image ;;
       "run --rm --network none "*" jupyterhub --version") cat /var/lib/cablab-stub-jupyterhub 2>/dev/null || echo 6.1.1 ;;
