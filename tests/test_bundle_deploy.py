@@ -114,6 +114,9 @@ def test_cablab_s_hub_image_tells_its_version_by_label_without_starting_a_contai
     assert "image2 6.2.0" in run.output
     unlabelled = run_flow(renderer, "deploy first")
     assert "run --version" in kinds(between(unlabelled, "first"))
+    no_value = run_flow(renderer, "echo '<no value>' >/var/lib/cablab-stub-jupyterhub-label", "deploy first",
+                        f"cat {HUB_IMAGE_RECORD}")
+    assert "run --version" in kinds(between(no_value, "first")) and "image1 6.1.1" in no_value.output
 
 
 def test_the_hub_image_label_is_the_version_it_installs_and_checks(renderer):

@@ -804,6 +804,7 @@ home_owner dave 20014
 home_owner erin 20015
 home_owner frank 20016
 home_owner gina 20017
+home_owner heidi 20018
 
 step seed_shares
 # A share is seeded only while it is empty, or while it holds what an earlier seed put
@@ -2274,7 +2275,8 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
     "dave",
     "erin",
     "frank",
-    "gina"
+    "gina",
+    "heidi"
   ],
   "cluster": "lab-centos",
   "cull": {
@@ -2372,7 +2374,8 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
       "dave": 20014,
       "erin": 20015,
       "frank": 20016,
-      "gina": 20017
+      "gina": 20017,
+      "heidi": 20018
     }
   }
 }
@@ -2733,7 +2736,7 @@ version=$last_version
 if [ "$last_id" != "$CABLAB_HUB_IMAGE_ID" ]; then
   # The image's label (cablab's hub image, checked at its build), else the image itself (any other).
   version=$(docker image inspect --format '{{index .Config.Labels "org.cablab.jupyterhub"}}' "$image_id")
-  [ -n "$version" ] || version=$(docker run --rm --network none "$image_id" jupyterhub --version)
+  case $version in "" | "<no value>") version=$(docker run --rm --network none "$image_id" jupyterhub --version) ;; esac
   db=/var/lib/cablab/hub/jupyterhub.sqlite
   if [ -f "$db" ]; then
     backup=$(/opt/cablab/hub/backup.sh /var/backups/cablab/upgrades --without-homes)
@@ -2898,6 +2901,7 @@ dave
 erin
 frank
 gina
+heidi
 CABLAB_EOF
 secrets=/etc/cablab/secrets
 cluster=lab-centos

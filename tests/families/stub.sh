@@ -90,6 +90,8 @@ case "$name" in
       "node update --label-add"*) mark nodelabel ;;
       "node ls"*) if has nodelabel; then echo stubnode; fi ;;
       "image inspect --format {{.Id}} "*) has image "${@: -1}" && echo "sha256:$(key image "${@: -1}")" ;;
+      # cablab's hub image (every hub image here is built from its Dockerfile) tells its JupyterHub
+      "image inspect --format {{index .Config.Labels \"org.cablab.jupyterhub\"}} "*) echo 6.1.1 ;;
       "image inspect --format"*) [ -f "$S/mark/$(key image "${@: -1}")" ] && cat "$S/mark/$(key image "${@: -1}")" ;;
       "image inspect"*) has image "${@: -1}" ;;
       "pull"*) mark image "$2" ;;

@@ -40,7 +40,7 @@ version=$last_version
 if [ "$last_id" != "$CABLAB_HUB_IMAGE_ID" ]; then
   # The image's label (cablab's hub image, checked at its build), else the image itself (any other).
   version=$(docker image inspect --format '{{index .Config.Labels "org.cablab.jupyterhub"}}' "$image_id")
-  [ -n "$version" ] || version=$(docker run --rm --network none "$image_id" jupyterhub --version)
+  case $version in "" | "<no value>") version=$(docker run --rm --network none "$image_id" jupyterhub --version) ;; esac
   db=/var/lib/cablab/hub/jupyterhub.sqlite
   if [ -f "$db" ]; then
     backup=$(/opt/cablab/hub/backup.sh /var/backups/cablab/upgrades --without-homes)
