@@ -265,29 +265,37 @@ class Report:
 
 # --- On the nodes (bash, run with sudo through the spec's ssh-config) --------------------
 
-# Waits for the service's container to run on this node, then polls the server from inside the
-# container's network namespace (bash's /dev/tcp: no curl needed, no process per try) and prints
-# the first HTTP status line's time; then the container's Docker events of this node. Times are
-# this node's clock (EPOCHREALTIME: bash >= 5).
+# Waits for the service's container to start on this node, then polls the server from inside the
+# container's network namespace and prints the first HTTP status line's time; then the container's
+# Docker events of this node. Times are this node's clock (EPOCHREALTIME: bash >= 5).
+# It must not slow what it measures (a lab node has one emulated CPU): one `docker events` stream
+# instead of a `docker ps` per try (a Go binary's start is ~1 s of CPU under emulation), and no
+# process per poll (bash's /dev/tcp in the shell itself; `read -t` on a pipe nobody writes as sleep).
 PROBE = r"""
 export LC_ALL=C
 svc=$1 port=$2 timeout=$3
 since=$EPOCHREALTIME end=$(( ${EPOCHREALTIME%.*} + timeout ))
+coproc EVENTS { exec docker events --since "$since" --filter type=container --filter event=start \
+  --filter "label=com.docker.swarm.service.name=$svc" --format '{{.ID}}'; }
 cid=
-while [ -z "$cid" ]; do
-  cid=$(docker ps -q --no-trunc --filter "label=com.docker.swarm.service.name=$svc" --filter status=running | head -n1)
-  if [ -z "$cid" ]; then [ "${EPOCHREALTIME%.*}" -lt "$end" ] || exit 3; sleep 0.1; fi
-done
+IFS= read -r -t "$timeout" cid <&"${EVENTS[0]}" || true
+kill "$EVENTS_PID" 2>/dev/null || true
+[ -n "$cid" ] || exit 3
 echo "running $EPOCHREALTIME $cid"
 pid=$(docker inspect --format '{{.State.Pid}}' "$cid")
 # shellcheck disable=SC2016  # the inner script expands its own variables
 nsenter -t "$pid" -n bash -c '
+  exec 4<> <(:)  # read -t on it: a sleep without a process
   while :; do
-    line=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /api/status HTTP/1.0\r\n\r\n" >&3 &&
-             IFS= read -r -t 10 l <&3 && printf %s "$l") 2>/dev/null )
-    case $line in HTTP/*) echo "answer $EPOCHREALTIME ${line%$'"'"'\r'"'"'}"; exit 0;; esac
+    if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
+      printf "GET /api/status HTTP/1.0\r\n\r\n" >&3
+      l=
+      IFS= read -r -t 10 l <&3 || true
+      exec 3<&-
+      case $l in HTTP/*) echo "answer $EPOCHREALTIME ${l%$'"'"'\r'"'"'}"; exit 0;; esac
+    fi
     [ "${EPOCHREALTIME%.*}" -lt "$2" ] || exit 4
-    sleep 0.05
+    read -r -t 0.05 -u 4 _ || true
   done' probe "$port" "$end"
 docker events --since "$since" --until "$EPOCHREALTIME" --filter "label=com.docker.swarm.service.name=$svc" \
   --format '{{json .}}'

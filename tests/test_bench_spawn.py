@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,51 @@ def test_the_docker_sdk_speaks_through_the_dial_stdio_bridge(tmp_path):
         assert got["Version"] == "fake" and got["Path"].endswith("/version")
     finally:
         bridge.close()
+
+
+def test_the_probe_waits_on_one_event_stream_and_polls_without_processes(tmp_path):
+    """The probe must not slow what it measures (one emulated CPU per lab node): the container's start
+    comes from one `docker events` stream, not a `docker ps` per try, and the server is polled by
+    bash itself. Fakes: docker (records its calls; the start event after 1 s), nsenter (runs the
+    command as is); the "server" is a socket that starts answering 1.5 s in."""
+    import socket
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    calls = tmp_path / "calls"
+    (bin_ / "docker").write_text(f"""#!/bin/bash
+echo "$1" >>{calls}
+case $1 in
+  events) case "$*" in *--until*) echo '{{"Type":"container","Action":"start","time":1,"timeNano":1000000000}}' ;;
+          *) sleep 1; echo cid123; exec sleep 60 ;; esac ;;
+  inspect) echo $$ ;;
+esac
+""")
+    (bin_ / "nsenter").write_text('#!/bin/bash\nshift 3\nexec "$@"\n')  # nsenter -t PID -n CMD...
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+
+    def serve() -> None:
+        time.sleep(1.5)
+        with socket.create_server(("127.0.0.1", port)) as srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    t0 = time.monotonic()
+    done = subprocess.run(["bash", "-c", spawn.PROBE, "probe", "svc", str(port), "20"], capture_output=True,
+                          text=True, env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"}, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "cid123" in done.stdout.splitlines()[0]
+    out = spawn.parse_probe(done.stdout)
+    assert out["answer"] - out["running"] > 0.2  # the socket answered after the container "started"
+    assert out["status_line"] == "HTTP/1.1 200 OK", done.stdout
+    assert calls.read_text().split() == ["events", "inspect", "events"]  # no call per try
+    assert time.monotonic() - t0 < 10
