@@ -60,3 +60,31 @@ def secrets_operator_copies(c: Cluster) -> tuple[str, ...]:
     mode certbot makes the TLS pair on the hub host itself)."""
     certbot = (TLS_CERT, TLS_KEY) if c.hub.tls.mode is TLSMode.LETSENCRYPT else ()
     return tuple(n for n in secrets_hub_reads(c) if n not in certbot)
+
+# The single-user environment every spec gets; versions come from the lock
+# (bundle/singleuser-constraints.txt), extra `packages` of the spec are added.
+SINGLEUSER_STACK = (
+    "jupyterhub",  # jupyterhub-singleuser: the hub's version, from the lock
+    "jupyterlab",  # JupyterLab 4, the default UI (/lab)
+    "notebook",  # Notebook 7 at /tree
+    "ipykernel",  # the one Python kernel
+    "numpy",  # arrays
+    "pandas",  # tables and time indexes (xarray needs it)
+    "xarray",  # the cube's labelled arrays: open_zarr / open_dataset
+    "dask",  # out-of-core, chunked computation over the cube
+    "zarr",  # the cube's storage format (ESDC is Zarr)
+    "netCDF4",  # NetCDF in and out (results, other data sets)
+    "matplotlib",  # maps and time series
+)
+
+# Versions baked into the hub image besides JupyterHub's own (`hub.images.hub.jupyterhub`, whose
+# default is the single-user lock's): the fast suite tests the config against these, and checks
+# them against pyproject's test pins.
+VERSIONS = {
+    "dockerspawner": "14.0.0",
+    "oauthenticator": "17.4.0",
+    # The hub-managed idle culler: 2.0.0 (a traitlets app, same CLI flags) speaks the REST API
+    # of JupyterHub >= 2 (RBAC scopes) and is tested upstream against the newest JupyterHub.
+    "jupyterhub-idle-culler": "2.0.0",
+    "chp": "5.1.0",  # the newest whose dependencies accept bookworm's node 18
+}

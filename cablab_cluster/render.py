@@ -17,15 +17,16 @@ import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jinja2
 from ruamel.yaml import YAML
 
 from . import bundle as static
-
+from . import steps as step_units
 from .layout import (
     ACME_WEBROOT,
     HUB_DATA,
@@ -37,47 +38,23 @@ from .layout import (
     PROVISIONER,
     RUN_SUMMARY,
     SECRETS_DIR,
+    SINGLEUSER_STACK,
     STACK,
     STATE_DIR,
     SWARM_TOKEN_DIR,
     TLS_CERT,
     TLS_KEY,
     UPGRADE_BACKUPS,
+    VERSIONS,
     secrets_hub_reads,
 )
-from . import steps as step_units
 from .plan import HostPlan, Plan, Step
-from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
 from .spec import Cluster, ImageSource, Problem, SpecError, TLSMode
 from .spec.model import ORG_UIDS
+from .steps.image import image_identity
+from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
 from .uidmap import UidMap, fresh
 
-# Versions baked into the hub image besides JupyterHub's own (`hub.images.hub.jupyterhub`, whose
-# default is the single-user lock's): the fast suite tests the config against these, and checks
-# them against pyproject's test pins.
-VERSIONS = {
-    "dockerspawner": "14.0.0",
-    "oauthenticator": "17.4.0",
-    # The hub-managed idle culler: 2.0.0 (a traitlets app, same CLI flags) speaks the REST API
-    # of JupyterHub >= 2 (RBAC scopes) and is tested upstream against the newest JupyterHub.
-    "jupyterhub-idle-culler": "2.0.0",
-    "chp": "5.1.0",  # the newest whose dependencies accept bookworm's node 18
-}
-# The single-user environment every spec gets; versions come from the lock
-# (bundle/singleuser-constraints.txt), extra `packages` of the spec are added.
-SINGLEUSER_STACK = (
-    "jupyterhub",  # jupyterhub-singleuser: the hub's version, from the lock
-    "jupyterlab",  # JupyterLab 4, the default UI (/lab)
-    "notebook",  # Notebook 7 at /tree
-    "ipykernel",  # the one Python kernel
-    "numpy",  # arrays
-    "pandas",  # tables and time indexes (xarray needs it)
-    "xarray",  # the cube's labelled arrays: open_zarr / open_dataset
-    "dask",  # out-of-core, chunked computation over the cube
-    "zarr",  # the cube's storage format (ESDC is Zarr)
-    "netCDF4",  # NetCDF in and out (results, other data sets)
-    "matplotlib",  # maps and time series
-)
 CONSTRAINTS = static.LOCK
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme responder (published as 80)
@@ -285,7 +262,8 @@ class Renderer:
         """The files of an image's build context (besides extra-ca/), by name."""
         image = getattr(self.c.hub.images, key)
         files = {"Dockerfile": self.render_template(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
-                                       stack=SINGLEUSER_STACK, constraints=CONSTRAINTS)}
+                                       stack=SINGLEUSER_STACK, constraints=CONSTRAINTS,
+                                       identity=image_identity(self.c, key))}
         if key == "singleuser":
             files[CONSTRAINTS] = static.text(CONSTRAINTS)
         return files

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import io
 import shlex
+import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
 from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.layout import HUB_DIR
-from cablab_cluster.plan import STACK, InputKind, make_plan
+from cablab_cluster.plan import STACK, make_plan
 from cablab_cluster.render import render_plan, write_tree
 from cablab_cluster.spec import load_spec
 from lab.drills import START_TIMEOUT, Cluster, DrillFailed, HubUser, log, wait_for
@@ -73,6 +74,25 @@ def _server_image(cl: Cluster, host: str, service: str) -> str:
     return out.stdout.strip()
 
 
+KEEPALIVE_EVERY = 30.0  # s, well inside any cull timeout
+
+
+def kept_active(user: HubUser, every: float = KEEPALIVE_EVERY) -> threading.Event:
+    """A request to the user's server through the proxy every `every` s (activity the hub records)
+    until the returned event is set."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every):
+            try:
+                user.server_request("GET", "api/status")
+            except Exception:  # noqa: BLE001, S110  # the checks after it say what is wrong with the server
+                pass
+
+    threading.Thread(target=run, name="upgrade-keepalive", daemon=True).start()
+    return stop
+
+
 def run(lab: Lab) -> dict[str, Any]:
     c = lab.spec.cluster
     if not c.hub.auth.lab_password:
@@ -83,6 +103,7 @@ def run(lab: Lab) -> dict[str, Any]:
     service = service_name(user.name)
     ref = c.hub.images.singleuser.name
     note, text = f"upgrade-{uuid.uuid4().hex[:8]}.txt", uuid.uuid4().hex
+    keepalive: threading.Event | None = None
     try:
         wait_for(user.login_page_up, 300, "the hub's login page", interval=5)
         user.login()
@@ -93,6 +114,9 @@ def run(lab: Lab) -> dict[str, Any]:
             raise DrillFailed(f"starting {user.name}'s server: {started}")
         user.wait_ready("before the upgrade")
         user.write_file(note, text)
+        # Kept active while the upgrade runs (the nodes' `docker load` takes minutes under emulation):
+        # the idle culler must not be what stops the old server.
+        keepalive = kept_active(user)
         old_task = cl.running_task(service)
         hub_task = cl.running_task(f"{STACK}_hub")
         if old_task is None or hub_task is None:
@@ -114,17 +138,15 @@ def run(lab: Lab) -> dict[str, Any]:
         lab.build_images()
         result["images s"] = round(time.monotonic() - t1, 1)
         result["new images"] = sorted(k for k in lab.images if lab.images[k] != before.get(k))
-        for hp in lab.plan.hosts:  # a new tarball under the same tag: copied over the old one
-            for item in hp.inputs:
-                if item.kind is InputKind.IMAGE and lab.images[item.key] != before.get(item.key):
-                    lab.upload(hp.host.name, lab.images[item.key], str(item.path), item.mode)
+        # The new tarballs go where the plan says they are needed: a node whose image under the
+        # tag lacks the new image's identity label (steps/image.py), as an operator's README says.
         t1 = time.monotonic()
         first = lab.provision()
         result["provision s"] = round(time.monotonic() - t1, 1)
         result["changed"] = {h: v["changed_steps"] for h, v in first.items()}
 
         # The hub rolled onto the new settings; the old server kept running.
-        def rolled() -> Optional[bool]:
+        def rolled() -> bool | None:
             task = cl.running_task(f"{STACK}_hub")
             return task is not None and task.id != hub_task.id
 
@@ -139,6 +161,7 @@ def run(lab: Lab) -> dict[str, Any]:
             raise DrillFailed(f"the old server did not keep running: {old_task} -> {still}")
         if user.read_file(note) != text:
             raise DrillFailed(f"the old server does not serve ~/{note} after the upgrade")
+        keepalive.set()
 
         # New spawns get the new image, the home is intact.
         user.stop()
@@ -166,6 +189,8 @@ def run(lab: Lab) -> dict[str, Any]:
         result["failed"] = str(exc)[:500]
         raise
     finally:
+        if keepalive is not None:
+            keepalive.set()
         user.close()
         lab.report.save()
     log(f"upgrade: {result}")

@@ -272,17 +272,27 @@ class FakeDocker:
         raise AssertionError(f"unexpected docker call {method}")
 
 
-class FakeOrmSpawner:
-    server = None  # not running
-    name = ""  # the default server
+_SESSIONS: list = []  # the rows' sessions stay open for the test run
 
-    def __init__(self, options: dict):
-        self.user_options = options
+
+def orm_spawner(options: dict):
+    """A real (not running) default-server row of JupyterHub's ORM, in a database of its own."""
+    from jupyterhub import orm
+
+    db = orm.new_session_factory("sqlite://")()
+    _SESSIONS.append(db)
+    user = orm.User(name="alice")
+    db.add(user)
+    row = orm.Spawner(name="", user=user)
+    db.add(row)
+    row.user_options = options
+    db.commit()
+    return row
 
 
 def cablab_spawner(fake: FakeDocker, options: dict | None = None, **traits) -> cablab_hub.CablabSwarmSpawner:
     user = type("User", (), {"name": "alice", "escaped_name": "alice", "url": "/user/alice/"})()
-    sp = cablab_hub.CablabSwarmSpawner(user=user, orm_spawner=FakeOrmSpawner(dict(options or {})),
+    sp = cablab_hub.CablabSwarmSpawner(user=user, orm_spawner=orm_spawner(dict(options or {})),
                                        notebook_nodes=["node2", "node3"], **traits)
     sp.user_options = dict(options or {})
     sp.docker = fake  # the spawner's docker client, faked
@@ -592,3 +602,24 @@ def test_a_restarted_proxy_gets_its_routes_back_within_seconds(secrets, monkeypa
 
     monkeypatch.setattr(Proxy, "check_routes", failing)
     asyncio.run(proxy.restore_routes())  # logged, not raised: the next pass tries again
+
+
+def test_the_forgotten_node_option_survives_a_request_finishing_during_the_spawn():
+    """JupyterHub's handlers roll back dirty objects when a request finishes (handlers/base.py), and a
+    spawn's requests and the hub's others share one session: the lab saw a user pinned once stay
+    pinned, because a poll finishing mid-spawn dropped the change. The real ORM, a real rollback."""
+    from jupyterhub import orm
+
+    db = orm.new_session_factory("sqlite://")()
+    user = orm.User(name="bench02")
+    db.add(user)
+    db.commit()
+    row = orm.Spawner(name="", user=user)
+    db.add(row)
+    row.user_options = {"node": "node2", "profile": "small"}
+    db.commit()
+    spawner = type("Spawner", (), {"orm_spawner": row})()
+    cablab_hub.forget_one_shot_options(spawner)
+    db.rollback()  # what BaseHandler.finish does with dirty objects
+    db.expire_all()
+    assert db.query(orm.Spawner).one().user_options == {"profile": "small"}

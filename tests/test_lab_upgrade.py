@@ -39,3 +39,29 @@ def test_the_upgraded_spec_changes_a_package_and_a_hub_setting(tmp_path, variant
     assert after["hub/stack.yml"] != before["hub/stack.yml"]  # the single-user identity: the hub rolls
     hub = original.cluster.hub_host.name
     assert after[f"{hub}.sh"] != before[f"{hub}.sh"]
+
+
+def test_the_old_server_is_kept_active_while_the_upgrade_runs():
+    """The lab's first upgrade lost its old server to the idle culler while the nodes loaded the new
+    image for ten minutes: requests go to it through the proxy until the checks are done."""
+    import time
+
+    from lab.upgrade import kept_active
+
+    class User:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def server_request(self, method: str, path: str):
+            self.calls.append((method, path))
+            if len(self.calls) == 2:
+                raise OSError("the hub rolls")  # a failed request does not end the keepalive
+
+    user = User()
+    stop = kept_active(user, every=0.05)  # type: ignore[arg-type]
+    time.sleep(0.5)
+    stop.set()
+    seen = len(user.calls)
+    time.sleep(0.2)
+    assert seen >= 4 and set(user.calls) == {("GET", "api/status")}
+    assert len(user.calls) <= seen + 1  # stopped

@@ -5,6 +5,7 @@ from pathlib import Path
 from cablab_cluster.layout import secrets_hub_reads, secrets_operator_copies
 from cablab_cluster.plan import InputKind, make_plan
 from cablab_cluster.render import Renderer
+from cablab_cluster.steps.image import image_identity
 from cablab_cluster.spec import load_spec
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -67,7 +68,8 @@ def test_a_saved_image_is_not_needed_only_under_the_engines_storage_driver():
         item = make_plan(load_spec(LAB / f"{lab}.yml")).for_host("node2").inputs[1]
         assert item.kind is InputKind.IMAGE
         assert item.unless == (f"[ \"$(docker info --format '{{{{.Driver}}}}' 2>/dev/null)\" = {driver} ] && "
-                               "docker image inspect cablab/singleuser:lab >/dev/null 2>&1")
+                               "[ \"$(docker image inspect --format '{{index .Config.Labels \"org.cablab.identity\"}}' "
+                               f"cablab/singleuser:lab 2>/dev/null)\" = {image_identity(load_spec(LAB / f'{lab}.yml').cluster, 'singleuser')} ]")
 
 
 def test_waves_follow_the_order_between_hosts():

@@ -69,3 +69,45 @@ def test_old_untagged_cablab_images_are_pruned_once_unused(script):
     assert "removed 1 old cablab image(s)" in run.output
     # the one a container still uses stays, and is not reported as a change again
     assert run.output.rstrip().endswith("done: 1 steps, 0 changed"), run.output
+
+
+def test_the_tarball_is_skipped_only_where_the_very_same_image_is(tmp_path):
+    """The plan's `unless` for an image tarball names the image's identity (steps/image.py), which the
+    rendered Dockerfile labels it with: an upgrade under the same tag (a package added) needs the
+    tarball again. The lab's first upgrade skipped it when `unless` asked for the tag only."""
+    from cablab_cluster.steps.image import IDENTITY_LABEL, image_identity
+
+    spec = load_spec(LAB / "ubuntu.yml")
+    plan = make_plan(spec)
+    r = Renderer(plan)
+    for key in ("hub", "singleuser"):
+        identity = image_identity(spec.cluster, key)
+        assert f"LABEL {IDENTITY_LABEL}={identity}\n" in r.dockerfile(key)
+    unless = next(i.unless for i in plan.for_host("node2").inputs if i.local == "singleuser.tar.gz")
+    assert image_identity(spec.cluster, "singleuser") in unless and IDENTITY_LABEL in unless
+
+    for name in ("userlist.lab", "github-client-secret.lab"):
+        (tmp_path / name).write_text((LAB / name).read_text())
+    changed = tmp_path / "ubuntu.yml"
+    changed.write_text((LAB / "ubuntu.yml").read_text().replace("    singleuser:\n", "    singleuser:\n      packages: [tqdm==4.67.1]\n", 1))
+    upgraded = load_spec(changed).cluster
+    assert image_identity(upgraded, "singleuser") != image_identity(spec.cluster, "singleuser")
+    assert image_identity(upgraded, "hub") == image_identity(spec.cluster, "hub")  # the hub image is the same
+
+
+def test_the_unless_runs_as_a_shell_condition(tmp_path):
+    """The condition itself, against a fake docker: the right label passes, another or none fails."""
+    import subprocess
+
+    from cablab_cluster.steps.image import image_identity
+
+    spec = load_spec(LAB / "ubuntu.yml")
+    unless = next(i.unless for i in make_plan(spec).for_host("node2").inputs if i.local == "singleuser.tar.gz")
+    (tmp_path / "docker").write_text('#!/bin/bash\ncase "$1" in info) echo overlay2 ;; image) cat "$LABEL_FILE" ;; esac\n')
+    (tmp_path / "docker").chmod(0o755)
+    label = tmp_path / "label"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LABEL_FILE": str(label)}
+    for have, needed in ((image_identity(spec.cluster, "singleuser"), False), ("0123456789abcdef", True), ("", True)):
+        label.write_text(have + "\n")
+        done = subprocess.run(["sh", "-c", unless], env=env, check=False)
+        assert (done.returncode != 0) is needed, (have, unless)

@@ -3,10 +3,16 @@ pulled or loaded. One step per image."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from importlib import resources
+from typing import TYPE_CHECKING
 
+from .. import bundle as static
+from ..layout import SINGLEUSER_STACK, VERSIONS
 from ..spec import Cluster, Host, Image, ImageSource, Role
 from . import Input, InputKind, register
 from .docker_engine import storage_driver
@@ -30,6 +36,30 @@ def params(c: Cluster, h: Host) -> list[Params]:
     return images
 
 
+IDENTITY_LABEL = "org.cablab.identity"
+# The Dockerfile templates (and what they include): a change there is a new image.
+_TEMPLATES = ("_first_layer.Dockerfile.j2", "hub.Dockerfile.j2", "singleuser.Dockerfile.j2")
+
+
+def image_identity(c: Cluster, key: str) -> str:
+    """What makes cablab's image `key` what it is, known before it is built: its spec entry (base,
+    packages, JupyterHub version), the
+    users' uid/gid, the Dockerfile templates and the single-user stack and lock, or the hub's versions.
+    The rendered Dockerfile labels the image with it (IDENTITY_LABEL); a node whose image under the
+    tag carries it already needs no tarball, and one with another (an upgrade under the same tag) does."""
+    image: Image = getattr(c.hub.images, key)
+    templates = resources.files("cablab_cluster") / "templates" / "bundle"
+    # what goes into the image: not its name, source or tarball path
+    data = {"key": key, "image": image.model_dump(mode="json", exclude={"name", "source", "tarball"}),
+            "users": [c.hub.users.uid, c.hub.users.gid],
+            "templates": {n: (templates / n).read_text(encoding="utf-8") for n in _TEMPLATES}}
+    if key == "singleuser":
+        data |= {"stack": list(SINGLEUSER_STACK), "lock": static.text(static.LOCK)}
+    else:
+        data |= {"versions": VERSIONS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
     if p.image.source is not ImageSource.LOAD:
         return ()
@@ -42,7 +72,8 @@ def inputs(c: Cluster, h: Host, p: Params) -> tuple[Input, ...]:
                   f"> {shlex.quote(p.image.tarball.name)})",
                   local=p.image.tarball.name,
                   unless=f"[ \"$(docker info --format '{{{{.Driver}}}}' 2>/dev/null)\" = {driver} ] && "
-                         f"docker image inspect {shlex.quote(p.image.name)} >/dev/null 2>&1"),)
+                         f"[ \"$(docker image inspect --format '{{{{index .Config.Labels \"{IDENTITY_LABEL}\"}}}}' "
+                         f"{shlex.quote(p.image.name)} 2>/dev/null)\" = {image_identity(c, p.key)} ]"),)
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:

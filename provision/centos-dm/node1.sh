@@ -1580,6 +1580,7 @@ from aiohttp import ThreadedResolver
 from docker.errors import APIError
 from dockerspawner import SwarmSpawner
 from jupyterhub.proxy import ConfigurableHTTPProxy
+from sqlalchemy.orm import object_session
 from oauthenticator.github import GitHubOAuthenticator
 from tornado import web
 from tornado.ioloop import PeriodicCallback
@@ -1863,11 +1864,16 @@ def node_refusal(hostname: str, nodes: Sequence[Mapping[str, Any]], notebook_nod
 
 def forget_one_shot_options(spawner: Any) -> None:
     """Drop the one-shot options from the options JupyterHub keeps for the next start
-    (a start without a body reuses them): this start still sees them."""
+    (a start without a body reuses them): this start still sees them. Committed at once: the hub's
+    one database session is shared by every request, and a rollback anywhere before the spawn's
+    next commit dropped the change (the lab saw pinned users stay pinned)."""
     orm_spawner = getattr(spawner, "orm_spawner", None)
     kept = dict(getattr(orm_spawner, "user_options", None) or {})
     if orm_spawner is not None and any(k in kept for k in ONE_SHOT_OPTIONS):
         orm_spawner.user_options = {k: v for k, v in kept.items() if k not in ONE_SHOT_OPTIONS}
+        session = object_session(orm_spawner)
+        if session is not None:
+            session.commit()
 
 
 class CablabSwarmSpawner(SwarmSpawner):
