@@ -78,30 +78,3 @@ def test_a_failed_start_fails_the_check_that_claims_it():
     with pytest.raises(AssertionError, match="erin's server, started at the session's start: no node"):
         starts.claim("erin")
 
-
-def test_the_browser_visit_runs_in_its_own_thread_and_its_failure_is_raised_by_the_claim():
-    from cablab_cluster.checks.test_browser import BrowserRun
-
-    gate = threading.Event()
-
-    def visit(run: BrowserRun) -> None:
-        run.timings["browser: sign in"] = 1.0
-        gate.wait(10)
-        assert False, "no plot in 01-explore-the-cube.ipynb"
-
-    run = BrowserRun().start(visit)
-    assert run.thread is not None and run.thread.name == "browser-visit"
-    with pytest.raises(AssertionError, match="did not end in 0 s"):
-        run.claim(0.2)  # still visiting: the claim says so instead of passing
-    gate.set()
-    with pytest.raises(AssertionError, match="no plot"):
-        run.claim(10)
-    assert run.timings == {"browser: sign in": 1.0}  # what it measured before failing is kept
-
-
-def test_a_visit_that_went_well_claims_quietly():
-    from cablab_cluster.checks.test_browser import BrowserRun
-
-    run = BrowserRun().start(lambda r: r.timings.update(done=2.0))
-    run.claim(10)
-    assert run.timings == {"done": 2.0}

@@ -170,36 +170,10 @@ def timings():
 # Checks that restart the hub run last, once no other check waits on a server (test_backup.py
 # restores the hub's database and restarts it; servers started early must not span that).
 LAST = ("test_backup.py",)
-# Checks that claim work started at the session's start (the browser visit) run late, just before
-# those: what they wait for has overlapped every check before them.
-LATE = ("test_browser.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # stable: every other check keeps its order
-    items.sort(key=lambda item: 2 if item.path.name in LAST else 1 if item.path.name in LATE else 0)
-
-
-BROWSER_CHECK = "test_a_person_signs_in_and_runs_a_sample_notebook"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def browser_visit(request, spec, cluster, hub_client, secrets):
-    """A person's visit in a real browser (test_browser.py), started at the session's start in a
-    thread of its own: its spawn and its notebook's run overlap the other checks; the browser check
-    claims it. None when that check is not selected, or the userlist lacks the visit's user."""
-    from .test_browser import BrowserRun, browser_user, screenshots, visit
-
-    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
-    user = browser_user(spec)
-    if BROWSER_CHECK not in selected or not cluster.hub.auth.lab_password or user is None:
-        yield None
-        return
-    password = (secrets / "lab_password").read_text(encoding="utf-8").strip()
-    run = BrowserRun().start(lambda r: visit(cluster, hub_client, user, password, screenshots(), r))
-    yield run
-    if run.thread is not None:
-        run.thread.join(timeout=60)  # a check that stopped early: the visit's browser closes
+    items.sort(key=lambda item: item.path.name in LAST)  # stable: every other check keeps its order
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,9 +7,7 @@ certificate is checked by test_hub.py, so the browser is told to accept the lab'
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,64 +20,35 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]
 START_TIMEOUT_MS = 600_000  # the spawn under emulation
 RUN_TIMEOUT_MS = 600_000
-VISIT_TIMEOUT_S = 2 * (START_TIMEOUT_MS + RUN_TIMEOUT_MS) / 1000
 
 
-# The visit's own user: it runs beside the other checks, whose users' servers they stop and start.
+# The person's own user: no other check stops or starts her server (the first other user was
+# alice, whose server the isolation check restarts).
 BROWSER_USER = "heidi"
 
 
-def browser_user(spec) -> str | None:
-    """The visit's user when the userlist has them (the lab's does), else None (the check skips)."""
-    return next((u.name for u in spec.userlist.users if u.name == BROWSER_USER), None)
+@pytest.fixture(scope="module")
+def browser_user(spec, username) -> str:
+    if BROWSER_USER not in {u.name for u in spec.userlist.users}:
+        pytest.skip(f"the userlist lacks {BROWSER_USER}, the browser check's own user")
+    return BROWSER_USER
 
 
+@pytest.fixture(scope="module")
 def screenshots() -> Path:
     out = Path(os.environ.get("CABLAB_REPORT_DIR") or "lab/reports") / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-class BrowserRun:
-    """The person's visit, run in a thread from the session's start (conftest.py: `browser_visit`)
-    so that its waits (the spawn, the notebook's cells) overlap the other checks; the check
-    below claims it. `error` is what the visit raised (an assertion, a timeout), re-raised there."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
-
-    def start(self, visit: Callable[[BrowserRun], None]) -> BrowserRun:
-        def run() -> None:
-            try:
-                visit(self)
-            except BaseException as exc:  # noqa: BLE001  # handed to the check that claims it
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, name="browser-visit", daemon=True)
-        self.thread.start()
-        return self
-
-    def claim(self, timeout: float) -> None:
-        assert self.thread is not None
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise AssertionError(f"the browser visit did not end in {timeout:.0f} s")
-        if self.error is not None:
-            raise self.error
-
-
-def visit(cluster, hub_client, browser_user: str, password: str, screenshots: Path, run: BrowserRun) -> None:
-    """Sign in through the login form, land in JupyterLab, open the first sample notebook from the
-    file browser, run all its cells and see their output; then stop the server."""
+def test_a_person_signs_in_and_runs_a_sample_notebook(cluster, hub_client, browser_user, password, screenshots,
+                                                      timings):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (lab/host-setup.sh installs it)")
     from playwright.sync_api import expect, sync_playwright
 
     from cablab_cluster.render import sample_notebooks
 
-    if not Path(CHROMIUM).exists():
-        raise AssertionError(f"{CHROMIUM} is missing: apt-get install chromium (lab/host-setup.sh installs it)")
-    timings = run.timings
     notebook = sample_notebooks()[0][0]
     hub = hub_client()
     public = cluster.hub.public_host
@@ -106,7 +75,7 @@ def visit(cluster, hub_client, browser_user: str, password: str, screenshots: Pa
             page.goto(f"{base}/user/{browser_user}/lab?reset")
             files = page.locator(".jp-DirListing-item", has_text="samples")
             files.wait_for(timeout=START_TIMEOUT_MS)
-            timings["browser: sign in -> JupyterLab usable (alongside the other checks)"] = round(time.monotonic() - t0, 1)
+            timings["browser: sign in -> JupyterLab usable"] = round(time.monotonic() - t0, 1)
             page.screenshot(path=str(screenshots / "2-jupyterlab.png"))
 
             files.dblclick()
@@ -143,14 +112,3 @@ def visit(cluster, hub_client, browser_user: str, password: str, screenshots: Pa
     assert session.login(browser_user, password).status == 302
     response = session.api("DELETE", f"/users/{browser_user}/server")
     assert response.status in (202, 204), f"stopping {browser_user}'s server: {response}"
-
-
-def test_a_person_signs_in_and_runs_a_sample_notebook(username, browser_visit, timings):
-    """Claims the visit started at the session's start (conftest.py); it ran while the checks
-    before this one did, and fails here with what went wrong in it."""
-    if browser_visit is None:
-        pytest.skip(f"the userlist lacks {BROWSER_USER}, the browser check's own user")
-    try:
-        browser_visit.claim(VISIT_TIMEOUT_S)
-    finally:
-        timings.update(browser_visit.timings)
