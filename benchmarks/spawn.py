@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HUB_TARGET = 1.1  # hub p50 <= 1.1 x floor p50 (issue 12 §1)
 CAPACITY_TARGET = 1.25  # time to all ready <= 1.25 x the CPU-bound ideal (issue 12 §2)
 START_TIMEOUT = 900.0  # s, generous: a failure is reported, never a slow start
+KEEPALIVE = 30.0  # s between requests that keep the capacity run's servers active (inside any cull timeout)
 SERVER_PORT = 8888  # dockerspawner's port for the single-user server
 FLOOR_PREFIX = "cablab-bench-floor-"
 
@@ -257,6 +258,9 @@ class Report:
                 rows.append(f"  peak memory {node}: {f(mib)} MiB of {f(c.get('memory_mib', {}).get(node))}")
             extra = c.get("one_more")
             if extra:
+                running = c.get("running_before_one_more")
+                if running is not None:
+                    rows.append(f"  running before the one more: {len(running)} of {c.get('started')}")
                 rows.append(f"  one more ({extra.get('user')}): {extra.get('outcome')} in {f(extra.get('seconds'))} s: "
                             f"{extra.get('message', '')[:300]}")
         rows += [f"note: {n}" for n in self.notes]
@@ -690,12 +694,25 @@ class Bench:
         time.sleep(3)
         batch, extra = users[:count], users[count] if len(users) > count else None
         t0 = time.time()
+        # The ready servers are kept active (a request through the proxy every KEEPALIVE s) until the
+        # one more has been tried: the idle culler must not make room for it (the lab's culls after 180 s).
+        ready_users: list[str] = []
+        done = threading.Event()
+
+        def keepalive() -> None:
+            while not done.wait(KEEPALIVE):
+                for u in list(ready_users):
+                    self.answers(u)
+
+        threading.Thread(target=keepalive, name="capacity-keepalive", daemon=True).start()
 
         def one(user: str) -> tuple[str, Optional[float], str]:
             r = self.api("POST", f"/users/{user}/server")
             if r.status not in (201, 202):
                 return user, None, f"start: {r}"
             ready, why = self.wait_ready(user, interval=2.0)
+            if ready is not None:
+                ready_users.append(user)
             return user, ready, why
 
         try:
@@ -716,8 +733,11 @@ class Bench:
                 c["ideal_s"] = round(cpu_bound_ideal(report.hub.p50, len(batch), c["notebook_cpus"]), 1)
                 c["over_ideal"] = ratio(c["all_ready_s"], c["ideal_s"])
             if extra:
+                active = self.api("GET", "/users?state=active").json()
+                c["running_before_one_more"] = sorted(u["name"] for u in active if isinstance(u, dict))
                 c["one_more"] = self.one_more(extra)
         finally:
+            done.set()
             for h in hosts:
                 self.nodes.try_run(h, "touch %s", stop)
             for t in samplers:

@@ -135,6 +135,7 @@ def test_the_report_summarizes_prints_and_serializes():
                breakdown=spawn.timeline({"bench: start request sent": 0.0, "bench: ready through the proxy": 44.0}),
                capacity={"started": 10, "ready": 10, "failures": 0, "all_ready_s": 230.0, "ideal_s": 225.0,
                          "over_ideal": 1.022, "peak_memory_mib": {"node2": 2100.0}, "memory_mib": {"node2": 2980},
+                         "running_before_one_more": [f"bench{i:02}" for i in range(1, 10)],
                          "one_more": {"user": "bench11", "outcome": "refused", "seconds": 12.0,
                                       "message": "no notebook node"}})
     r.summarize()
@@ -143,6 +144,7 @@ def test_the_report_summarizes_prints_and_serializes():
     assert "hub p50 / floor p50: 1.1" in table and "target <= 1.1" in table
     assert "10 of 10 ready, 0 failed" in table and "bench11" in table and "2100.0 MiB of 2980" in table
     assert "+44.00  bench: ready through the proxy" in table
+    assert "running before the one more: 9 of 10" in table  # one culled: the one more had room
     data = json.loads(r.to_json())
     assert data["hub"]["p50"] == 45.0 and data["capacity"]["one_more"]["outcome"] == "refused"
 
