@@ -104,6 +104,22 @@ def host_steps(c: Cluster, h: Host) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+# What a host needs from a host before it, and the step there that makes it.
+_NEEDS = {"mounts its shares": "nfs_server", "joins its swarm": "swarm_init"}
+
+
+def _needs(c: Cluster, h: Host) -> list[tuple[Host, str]]:
+    """(earlier host, why) for each thing `h` needs from another host: the NFS server's exports
+    before it mounts, the first manager's swarm and tokens before it joins."""
+    server, first = c.nfs_server, c.first_manager
+    needs = []
+    if server is not None and h != server and c.shares:
+        needs.append((server, "mounts its shares"))
+    if h != first and (h.is_manager or h.is_worker):
+        needs.append((first, "joins its swarm"))
+    return needs
+
+
 def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
     """NFS server and first manager first; other managers; workers. Spec order within a rank."""
     server, first = c.nfs_server, c.first_manager
@@ -118,36 +134,19 @@ def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
 
     out = []
     for h in sorted(c.hosts, key=lambda h: (rank(h), c.hosts.index(h))):
-        after, why = [], []
-        if h != server and c.shares:
-            after.append(server.name)
-            why.append("mounts its shares")
-        if h != first and (h.is_manager or h.is_worker):
-            after.append(first.name)
-            why.append("joins its swarm")
-        out.append((h, tuple(dict.fromkeys(after)), " and ".join(why)))
+        needs = _needs(c, h)
+        out.append((h, tuple(dict.fromkeys(up.name for up, _ in needs)), " and ".join(why for _, why in needs)))
     return out
 
 
-# What a host waits for on the host it runs after: the step that makes what it needs.
-_GATE_STEPS = {"mounts its shares": "nfs_server", "joins its swarm": "swarm_init"}
-
-
 def _gates(c: Cluster, h: Host, steps: dict[str, tuple[Step, ...]]) -> tuple[Gate, ...]:
-    """The steps of earlier hosts `h` waits for: the NFS server's exports (before it mounts) and
-    the first manager's swarm with its join tokens (before it joins); () when one is missing."""
+    """The steps of earlier hosts `h` waits for (_needs); () when one of them is missing there."""
     gates = []
-    wanted = []
-    server = c.nfs_server
-    if server is not None and h != server and c.shares:
-        wanted.append((server.name, "mounts its shares"))
-    if h != c.first_manager and (h.is_manager or h.is_worker):
-        wanted.append((c.first_manager.name, "joins its swarm"))
-    for host, why in wanted:
-        step = next((s for s in steps[host] if s.kind == _GATE_STEPS[why]), None)
+    for up, why in _needs(c, h):
+        step = next((s for s in steps[up.name] if s.kind == _NEEDS[why]), None)
         if step is None:
             return ()
-        gates.append(Gate(host, step.kind, why))
+        gates.append(Gate(up.name, step.kind, why))
     return tuple(gates)
 
 

@@ -1580,8 +1580,8 @@ from aiohttp import ThreadedResolver
 from docker.errors import APIError
 from dockerspawner import SwarmSpawner
 from jupyterhub.proxy import ConfigurableHTTPProxy
-from sqlalchemy.orm import object_session
 from oauthenticator.github import GitHubOAuthenticator
+from sqlalchemy.orm import object_session
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 from traitlets import Dict, Float, Integer, List, Unicode
