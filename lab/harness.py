@@ -191,6 +191,26 @@ class Gates:
         self.ended[host].set()
 
 
+def stray_domains(domains: dict[str, str], own: dict[str, str | None], listed: str,
+                  volumes: str) -> list[tuple[str | None, str | None]]:
+    """(domain, None) for each lab VM name libvirt has under another id than this checkout's
+    vagrant state records; (None, volume) for each lab disk whose VM is gone."""
+    present = {}
+    for line in listed.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            present[parts[1]] = parts[0]
+    vols = {line.split()[0] for line in volumes.splitlines()[2:] if line.split()}
+    out: list[tuple[str | None, str | None]] = []
+    for host, domain in domains.items():
+        if domain in present:
+            if present[domain] != own.get(host):
+                out.append((domain, None))
+        elif f"{domain}.img" in vols:
+            out.append((None, f"{domain}.img"))
+    return out
+
+
 class Lab:
     def __init__(self, variant: str, flavour: str, box: str | None):
         self.variant = variant
@@ -291,8 +311,31 @@ class Lab:
                 f"{tarball.stat().st_size / 1e6:.0f} MB saved+gzip ({tarball.name})"
             self.images[key] = tarball
 
+    def domains(self) -> dict[str, str]:
+        """libvirt's name of each lab VM (the Vagrantfile's `cablab-<spec name>-` prefix)."""
+        return {h.name: f"cablab-{self.spec.name}-{h.name}" for h in self.spec.cluster.hosts}
+
+    def clear_strays(self) -> None:
+        """Remove this lab's VMs and disks that this checkout's vagrant state does not own
+        (another checkout's lab, or state lost): `vagrant up` would refuse their names."""
+        listed = sh(["virsh", "list", "--all", "--uuid", "--name"], capture=True).stdout
+        volumes = sh(["virsh", "vol-list", "default"], capture=True, check=False).stdout
+        own = {}
+        for host in self.domains():
+            id_file = self.state / "machines" / host / "libvirt" / "id"
+            own[host] = id_file.read_text().strip() if id_file.exists() else None
+        for domain, volume in stray_domains(self.domains(), own, listed, volumes):
+            if domain:
+                log(f"removing VM {domain}: another lab's, not this checkout's ({self.state})")
+                sh(["virsh", "destroy", domain], check=False, capture=True)
+                sh(["virsh", "undefine", domain, "--remove-all-storage"], capture=True)
+            elif volume:
+                log(f"removing disk {volume}: left by a lab VM that no longer exists")
+                sh(["virsh", "vol-delete", "--pool", "default", volume], capture=True)
+
     def up(self) -> None:
         sh(["vagrant", "validate"], env=self.env, cwd=ROOT, prefix="  vagrant| ")
+        self.clear_strays()
         for line in self.machines.up(provision=False, stream_output=True):
             print(f"  vagrant| {line}", end="" if line.endswith("\n") else "\n", flush=True)
         self.state.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cablab_cluster.plan import make_plan
 from cablab_cluster.spec import load_spec
-from lab.harness import PHASES, Gates, Report
+from lab.harness import PHASES, Gates, Report, stray_domains
 
 
 def test_the_budget_is_converge_idempotence_and_verify_only():
@@ -62,3 +62,29 @@ def test_a_first_manager_that_ended_well_lets_the_joiners_go_without_its_lines()
 
 def test_the_second_run_waits_for_nobody():
     assert _gates(gated=False).wait("node3", timeout=1) == []
+
+
+LISTED = """96bea6e7-b9c4-4edb-accf-ddbe812f5e90 cablab-lab-ubuntu-node1
+ef57219e-c3d0-478d-994b-915d600ecf5b cablab-lab-ubuntu-node2
+1111111e-c3d0-478d-994b-915d600ecf5b cablab-lab-centos-node1
+"""
+VOLUMES = """ Name                          Path
+------------------------------------------------
+ cablab-lab-ubuntu-node1.img   /var/lib/libvirt/images/cablab-lab-ubuntu-node1.img
+ cablab-lab-ubuntu-node3.img   /var/lib/libvirt/images/cablab-lab-ubuntu-node3.img
+"""
+DOMAINS = {f"node{i}": f"cablab-lab-ubuntu-node{i}" for i in (1, 2, 3)}
+
+
+def test_vms_this_checkout_does_not_own_are_strays_and_its_own_are_not():
+    """CI failed once on `vagrant up`: another checkout's lab VMs held the names."""
+    own = {"node1": "96bea6e7-b9c4-4edb-accf-ddbe812f5e90", "node2": None, "node3": None}
+    assert stray_domains(DOMAINS, own, LISTED, VOLUMES) == [
+        ("cablab-lab-ubuntu-node2", None),      # defined, but not by this checkout
+        (None, "cablab-lab-ubuntu-node3.img"),  # a disk whose VM is gone
+    ]
+
+
+def test_a_lab_of_another_variant_is_left_alone_and_owned_vms_are_kept():
+    owned = {"node1": "96bea6e7-b9c4-4edb-accf-ddbe812f5e90", "node2": "ef57219e-c3d0-478d-994b-915d600ecf5b"}
+    assert stray_domains(DOMAINS, owned, LISTED, "") == []  # cablab-lab-centos-node1 is not ubuntu's
