@@ -409,7 +409,7 @@ class Cluster:
         return proc.stdout
 
     def domain(self, host: str) -> str:
-        return domain_of(self.lab.state, host, f"cablab-{self.lab.spec.cluster.name}-{host}")
+        return domain_of(self.lab.state, host, self.lab.domain_name(host))
 
     def late_mounts(self, host: str) -> list[str]:
         """The share mount points this host's Docker did not wait for at its last boot."""

@@ -311,20 +311,18 @@ class Lab:
                 f"{tarball.stat().st_size / 1e6:.0f} MB saved+gzip ({tarball.name})"
             self.images[key] = tarball
 
-    def domains(self) -> dict[str, str]:
-        """libvirt's name of each lab VM (the Vagrantfile's `cablab-<spec name>-` prefix)."""
-        return {h.name: f"cablab-{self.spec.name}-{h.name}" for h in self.spec.cluster.hosts}
+    def domain_name(self, host: str) -> str:
+        """libvirt's name of a lab VM (the Vagrantfile's `cablab-<cluster name>-` prefix)."""
+        return f"cablab-{self.spec.cluster.name}-{host}"
 
     def clear_strays(self) -> None:
         """Remove this lab's VMs and disks that this checkout's vagrant state does not own
         (another checkout's lab, or state lost): `vagrant up` would refuse their names."""
         listed = sh(["virsh", "list", "--all", "--uuid", "--name"], capture=True).stdout
         volumes = sh(["virsh", "vol-list", "default"], capture=True, check=False).stdout
-        own = {}
-        for host in self.domains():
-            id_file = self.state / "machines" / host / "libvirt" / "id"
-            own[host] = id_file.read_text().strip() if id_file.exists() else None
-        for domain, volume in stray_domains(self.domains(), own, listed, volumes):
+        names = {h.name: self.domain_name(h.name) for h in self.spec.cluster.hosts}
+        own = {host: drills.domain_of(self.state, host, "") or None for host in names}
+        for domain, volume in stray_domains(names, own, listed, volumes):
             if domain:
                 log(f"removing VM {domain}: another lab's, not this checkout's ({self.state})")
                 sh(["virsh", "destroy", domain], check=False, capture=True)
