@@ -358,13 +358,84 @@ def test_a_start_pinned_to_a_down_node_is_refused_at_once(monkeypatch):
 ])
 def test_a_start_pinned_to_a_ready_node_goes_ahead_once(monkeypatch, nodes):
     async def started(self):
-        return "http://jupyter-alice:8888"
+        return ("jupyter-alice", 8888)
+
+    async def answering(url):
+        return True
 
     monkeypatch.setattr(SwarmSpawner, "start", started)
+    monkeypatch.setattr(cablab_hub, "answers", answering)
     sp = cablab_spawner(FakeDocker(nodes=nodes), {"node": "node3"})
-    assert asyncio.run(sp.start()) == "http://jupyter-alice:8888"
+    assert asyncio.run(sp.start()) == ("jupyter-alice", 8888)
     assert sp.user_options == {"node": "node3"}  # this start sees it (the hook pinned it)
     assert sp.orm_spawner.user_options == {}  # a restart without a body is placed freely
+
+
+def _server_answering(statuses: list[int]):
+    """A real HTTP server on loopback answering each request with the next status (the last
+    repeats); returns (start, seen paths). Closed port until started."""
+    from aiohttp import web as aioweb
+
+    seen: list[str] = []
+
+    async def handle(request):
+        seen.append(request.path)
+        return aioweb.Response(status=statuses.pop(0) if len(statuses) > 1 else statuses[0])
+
+    async def start():
+        app = aioweb.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        runner = aioweb.AppRunner(app)
+        await runner.setup()
+        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]
+
+    return start, seen
+
+
+def test_a_start_returns_once_the_server_answers_so_jupyterhubs_own_wait_finds_it_at_once(monkeypatch):
+    """JupyterHub's wait after start backs off up to 5 s at random: the spawner asks every
+    ready_check_interval s itself, for what JupyterHub asks (below 500 at <base_url>api)."""
+    serve, seen = _server_answering([503, 503, 404])
+
+    async def scenario():
+        runner, port = await serve()
+
+        async def started(self):
+            return ("127.0.0.1", port)
+
+        monkeypatch.setattr(SwarmSpawner, "start", started)
+        sp = cablab_spawner(FakeDocker(), ready_check_interval=0.01, http_timeout=30)
+        try:
+            return await asyncio.wait_for(sp.start(), 20)
+        finally:
+            await runner.cleanup()
+
+    port_back = asyncio.run(scenario())
+    assert port_back[0] == "127.0.0.1"
+    assert seen == ["/user/alice/api"] * 3  # two 503s were not ready; the 404 was
+
+
+def test_a_server_that_never_answers_fails_its_start_with_a_message(monkeypatch):
+    async def scenario():
+        import socket
+
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+
+        async def started(self):
+            return ("127.0.0.1", port)
+
+        monkeypatch.setattr(SwarmSpawner, "start", started)
+        sp = cablab_spawner(FakeDocker(), ready_check_interval=0.05, http_timeout=1)
+        await asyncio.wait_for(sp.start(), 20)
+
+    with pytest.raises(web.HTTPError) as failed:
+        asyncio.run(scenario())
+    assert failed.value.status_code == 500
+    assert "alice's server started but did not answer within 1 s" in failed.value.log_message
 
 
 def test_node_refusal_names_why():
