@@ -182,7 +182,8 @@ fi
 APT_UPDATED=0
 pkg_installed() {
   if [ "$FAMILY" = apt ]; then
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+    # "install ok installed", or "hold ok installed" once apt-mark holds it (a pinned docker.version)
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -qE '^(install|hold) ok installed$'
   else
     rpm -q "$1" >/dev/null 2>&1
   fi

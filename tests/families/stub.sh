@@ -21,7 +21,11 @@ args="$*"
 case "$name" in
   dpkg-query)  # -W -f=FORMAT NAME
     installed "$3" || exit 1
-    case "$2" in *Status*) echo "install ok installed" ;; *) cat "$S/pkg/$3" ;; esac ;;
+    # dpkg's want flag is "hold" for a held package (apt-mark hold), "install" otherwise
+    case "$2" in
+      *Status*) if grep -qxF "$3" "$S/holds" 2>/dev/null; then echo "hold ok installed"; else echo "install ok installed"; fi ;;
+      *) cat "$S/pkg/$3" ;;
+    esac ;;
   rpm)  # -q NAME | -q --qf FORMAT NAME
     if [ "$2" = --qf ]; then installed "$4" || exit 1; echo "0:$(cat "$S/pkg/$4")"; else installed "$2"; fi ;;
   dpkg) echo amd64 ;;
