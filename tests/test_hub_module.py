@@ -371,6 +371,14 @@ def test_a_start_pinned_to_a_ready_node_goes_ahead_once(monkeypatch, nodes):
     assert sp.orm_spawner.user_options == {}  # a restart without a body is placed freely
 
 
+async def _close_hub_http_client() -> None:
+    """JupyterHub's HTTP client is a process-wide singleton bound to the loop that made it:
+    close it with this test's loop, so that later tests get one of their own."""
+    from jupyterhub.httpclient import JupyterHubHTTPClient
+
+    await JupyterHubHTTPClient.loop_instance().close()
+
+
 def _server_answering(statuses: list[int]):
     """A real HTTP server on loopback answering each request with the next status (the last
     repeats); returns (start, seen paths). Closed port until started."""
@@ -411,6 +419,7 @@ def test_a_start_returns_once_the_server_answers_so_jupyterhubs_own_wait_finds_i
             return await asyncio.wait_for(sp.start(), 20)
         finally:
             await runner.cleanup()
+            await _close_hub_http_client()
 
     port_back = asyncio.run(scenario())
     assert port_back[0] == "127.0.0.1"
@@ -430,7 +439,10 @@ def test_a_server_that_never_answers_fails_its_start_with_a_message(monkeypatch)
 
         monkeypatch.setattr(SwarmSpawner, "start", started)
         sp = cablab_spawner(FakeDocker(), ready_check_interval=0.05, http_timeout=1)
-        await asyncio.wait_for(sp.start(), 20)
+        try:
+            await asyncio.wait_for(sp.start(), 20)
+        finally:
+            await _close_hub_http_client()
 
     with pytest.raises(web.HTTPError) as failed:
         asyncio.run(scenario())
