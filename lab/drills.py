@@ -98,15 +98,18 @@ def parse_domstate(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else "unknown"
 
 
-def domain_of(state_dir: Path, machine: str, fallback: str) -> str:
-    """The libvirt domain of a vagrant machine: the UUID vagrant-libvirt keeps in
-    `<state>/machines/<name>/libvirt/id` (virsh takes a UUID), else its default name."""
+def vagrant_id(state_dir: Path, machine: str) -> str | None:
+    """The libvirt domain UUID vagrant-libvirt keeps for a machine it made, in
+    `<state>/machines/<name>/libvirt/id`; None when this vagrant state has none."""
     id_file = state_dir / "machines" / machine / "libvirt" / "id"
     if id_file.is_file():
-        uid = id_file.read_text(encoding="utf-8").strip()
-        if uid:
-            return uid
-    return fallback
+        return id_file.read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def domain_of(state_dir: Path, machine: str, fallback: str) -> str:
+    """The libvirt domain of a vagrant machine: its UUID (virsh takes one), else its default name."""
+    return vagrant_id(state_dir, machine) or fallback
 
 
 def parse_nodes(text: str) -> dict[str, tuple[str, str]]:

@@ -321,7 +321,7 @@ class Lab:
         listed = sh(["virsh", "list", "--all", "--uuid", "--name"], capture=True).stdout
         volumes = sh(["virsh", "vol-list", "default"], capture=True, check=False).stdout
         names = {h.name: self.domain_name(h.name) for h in self.spec.cluster.hosts}
-        own = {host: drills.domain_of(self.state, host, "") or None for host in names}
+        own = {host: drills.vagrant_id(self.state, host) for host in names}
         for domain, volume in stray_domains(names, own, listed, volumes):
             if domain:
                 log(f"removing VM {domain}: another lab's, not this checkout's ({self.state})")
