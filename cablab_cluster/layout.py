@@ -30,6 +30,11 @@ STACK = "cablab"  # docker stack name of the hub
 # The swarm node label (`true`) that pins the hub and the proxy to the hub host: set by the hub
 # host's own run (a manager), not its hostname (cloud-init may restore the metadata hostname).
 HUB_LABEL = "cablab.hub"
+# Docker engine labels (daemon.json, written by each swarm host's own run, so a worker declares
+# itself): every swarm host's spec name, and `true` on the hosts that run users' servers. Users'
+# servers are placed by them, never by hostname.
+NODE_LABEL = "cablab.node"
+NOTEBOOKS_LABEL = "cablab.notebooks"
 CUBE_NAME = "esdc-8d-2deg-synthetic"  # the synthetic cube: <name>.zarr on the share, <name>.tar.gz input
 CUBE_TARBALL = SEED_DIR / f"{CUBE_NAME}.tar.gz"  # where the NFS server expects it (`cablab-cluster cube --tarball`)
 

@@ -34,6 +34,8 @@ from .layout import (
     HUB_IMAGE_RECORD,
     HUB_LABEL,
     IMAGE_DIR,
+    NODE_LABEL,
+    NOTEBOOKS_LABEL,
     PROVISION_LOG,
     PROVISIONER,
     RUN_SUMMARY,
@@ -138,14 +140,10 @@ CONTAINER_MOUNTS = PurePosixPath("/mnt/cablab")
 
 
 def notebook_placement(c: Cluster) -> list[str]:
-    """Swarm constraints that keep users' servers on the notebook hosts: their common swarm role, and
-    every other swarm host of that role by name (constraints are ANDed: no "one of these nodes")."""
-    roles = {h.swarm_role for h in c.notebook_hosts}
-    role = roles.pop() if len(roles) == 1 else None
-    out = [f"node.role == {role.value}"] if role is not None else []
-    out += [f"node.hostname != {h.name}" for h in c.swarm_hosts
-            if h not in c.notebook_hosts and (role is None or h.swarm_role is role)]
-    return out
+    """Swarm constraints that keep users' servers on the notebook hosts: the engine label each of them
+    declares in its own daemon.json (steps/docker_engine.py), not a hostname (cloud-init may restore
+    the metadata's) and not a list of the other hosts (constraints are ANDed: no "one of")."""
+    return [f"engine.labels.{NOTEBOOKS_LABEL} == true"]
 
 
 def user_mounts(c: Cluster) -> list[UserMountView]:
@@ -304,6 +302,7 @@ class Renderer:
                 "read_only_volumes": {m.host_path: m.container_path for m in mounts},
                 "home_links": {m.link: m.container_path for m in mounts if m.link},
                 "notebook_nodes": [h.name for h in c.notebook_hosts],
+                "node_label": NODE_LABEL,  # the engine label naming a node as the spec does
                 "placement": notebook_placement(c),
             },
             # jupyterhub-idle-culler's settings (seconds).

@@ -31,7 +31,8 @@ SPAWNER = {
                           "/srv/cablab/elsewhere": "/data/elsewhere"},
     "home_links": {"cube": "/mnt/cablab/cube", "samples": "/mnt/cablab/samples"},
     "notebook_nodes": ["node2", "node3"],
-    "placement": ["node.role == worker"],
+    "placement": ["engine.labels.cablab.notebooks == true"],
+    "node_label": "cablab.node",
 }
 
 
@@ -151,7 +152,8 @@ def test_pre_spawn_hook_makes_the_home_and_links_as_the_user_and_pins(homes):
     assert {p.name: os.readlink(p) for p in home.iterdir()} == {"cube": "/mnt/cablab/cube",
                                                                  "samples": "/mnt/cablab/samples"}
     assert all(p.lstat().st_uid == 20000 for p in home.iterdir())
-    assert sp.extra_placement_spec == {"constraints": ["node.role == worker", "node.hostname == node3"]}
+    assert sp.extra_placement_spec == {"constraints": ["engine.labels.cablab.notebooks == true",
+                                                       "engine.labels.cablab.node == node3"]}
     with pytest.raises(ValueError, match="does not run notebooks"):
         hook(FakeSpawner("alice", {"node": "node1"}))
 
@@ -171,7 +173,7 @@ def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(h
     assert os.readlink(home / "cube") == "/mnt/cablab/cube"
     assert (home / "samples").is_dir() and not (home / "samples").is_symlink()
     assert (home / "samples" / "mine.ipynb").read_text() == "{}" and (home / "notes.txt").read_text() == "mine"
-    assert sp.extra_placement_spec == {"constraints": ["node.role == worker"]}
+    assert sp.extra_placement_spec == {"constraints": ["engine.labels.cablab.notebooks == true"]}
 
 
 def test_homes_of_different_users_are_apart(homes):
@@ -221,8 +223,13 @@ from dockerspawner import SwarmSpawner  # noqa: E402
 from tornado import web  # noqa: E402
 
 
-def node(hostname: str, state: str = "ready", availability: str = "active", node_id: str | None = None) -> dict:
-    return {"ID": node_id or f"id-{hostname}", "Description": {"Hostname": hostname},
+def node(name: str, state: str = "ready", availability: str = "active", node_id: str | None = None,
+         hostname: str | None = None) -> dict:
+    """A swarm node as the API lists it: named `name` by its engine label, its hostname another
+    (cloud-init's) unless given."""
+    return {"ID": node_id or f"id-{name}",
+            "Description": {"Hostname": hostname or f"ip-10-0-0-{name[-1]}",
+                            "Engine": {"Labels": {"cablab.node": name}}},
             "Status": {"State": state}, "Spec": {"Availability": availability}}
 
 
@@ -293,7 +300,7 @@ def orm_spawner(options: dict):
 def cablab_spawner(fake: FakeDocker, options: dict | None = None, **traits) -> cablab_hub.CablabSwarmSpawner:
     user = type("User", (), {"name": "alice", "escaped_name": "alice", "url": "/user/alice/"})()
     sp = cablab_hub.CablabSwarmSpawner(user=user, orm_spawner=orm_spawner(dict(options or {})),
-                                       notebook_nodes=["node2", "node3"], **traits)
+                                       notebook_nodes=["node2", "node3"], node_label="cablab.node", **traits)
     sp.user_options = dict(options or {})
     sp.docker = fake  # the spawner's docker client, faked
     return sp
@@ -305,6 +312,7 @@ def test_configure_uses_the_node_aware_spawner_and_polls_often(secrets):
     assert issubclass(cablab_hub.CablabSwarmSpawner, SwarmSpawner)
     assert c.Spawner.poll_interval == 15  # swarm marks a node down in ~15 s: noticed well within 60 s
     assert c.CablabSwarmSpawner.notebook_nodes == ["node2", "node3"]
+    assert c.CablabSwarmSpawner.node_label == "cablab.node"
 
 
 @pytest.mark.parametrize(("tasks", "nodes", "dead"), [
@@ -451,11 +459,17 @@ def test_a_server_that_never_answers_fails_its_start_with_a_message(monkeypatch)
 
 
 def test_node_refusal_names_why():
-    assert cablab_hub.node_refusal("node2", [node("node2")], ["node2"]) is None
-    assert "drain" in cablab_hub.node_refusal("node2", [node("node2", availability="drain")], ["node2"])
-    assert "unknown" in cablab_hub.node_refusal("node2", [node("node2", state="unknown")], ["node2"])
-    missing = cablab_hub.node_refusal("node9", [node("node2")], ["node2", "node3"])
+    label = "cablab.node"
+    assert cablab_hub.node_refusal("node2", [node("node2")], ["node2"], label) is None
+    assert "drain" in cablab_hub.node_refusal("node2", [node("node2", availability="drain")], ["node2"], label)
+    assert "unknown" in cablab_hub.node_refusal("node2", [node("node2", state="unknown")], ["node2"], label)
+    missing = cablab_hub.node_refusal("node9", [node("node2")], ["node2", "node3"], label)
     assert "not in the swarm" in missing and "one of node2" in missing
+    # the engine label names the node, not the hostname the machine's metadata gave it
+    assert "not in the swarm" in cablab_hub.node_refusal("ip-10-0-0-2", [node("node2")], ["node2"], label)
+    unlabelled = {"ID": "x", "Description": {"Hostname": "node2"}, "Status": {"State": "ready"},
+                  "Spec": {"Availability": "active"}}
+    assert cablab_hub.node_refusal("node2", [unlabelled], ["node2"], label) is None  # not yet provisioned with it
 
 
 def test_unplaceable_reason():

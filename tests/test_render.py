@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
+from cablab_cluster.layout import NODE_LABEL, NOTEBOOKS_LABEL
 from cablab_cluster.plan import make_plan
 from cablab_cluster.render import MARKER, notebook_placement, render_plan, write_tree
 from cablab_cluster.spec import Role, load_spec
+from cablab_cluster.steps import docker_engine
 
 HERE = Path(__file__).parent
 SPECS = HERE / "fixtures" / "specs"
@@ -122,19 +124,28 @@ def test_fstab_mounts_are_netdev_and_cube_read_only():
 
 
 def test_users_servers_are_placed_on_the_notebook_hosts_only():
-    assert notebook_placement(load_spec(LAB / "ubuntu.yml").cluster) == ["node.role == worker"]
-    # three managers, notebooks on node2/node3: node1 (hub, NFS) is a manager too, left out by name
+    """By the engine label each notebook host declares in its own daemon.json: no hostname anywhere,
+    whatever the roles (three managers with the hub's among them, notebooks on a manager and a worker)."""
     centos = load_spec(LAB / "centos.yml").cluster
-    assert notebook_placement(centos) == ["node.role == manager", "node.hostname != node1"]
-    assert notebook_placement(load_spec(SPECS / "three-managers-devicemapper.yml").cluster) == ["node.role == worker"]
-    assert notebook_placement(load_spec(SPECS / "single-host.yml").cluster) == ["node.role == manager"]
-    # notebooks on a manager and a worker: no common role, every other swarm host left out by name
     mixed = tuple(h.model_copy(update={"roles": (*h.roles, Role.NOTEBOOKS)}) if h.name == "node2" else h
                   for h in centos.hosts)
     mixed = (*mixed[:2], mixed[2].model_copy(update={"roles": (Role.WORKER, Role.NOTEBOOKS)}))
-    assert notebook_placement(centos.model_copy(update={"hosts": mixed})) == ["node.hostname != node1"]
-    data = json.loads(rendered(LAB / "centos.yml")["hub/cablab.json"])["spawner"]
-    assert (data["notebook_nodes"], data["placement"]) == (["node2", "node3"], notebook_placement(centos))
+    clusters = [load_spec(LAB / "ubuntu.yml").cluster, centos, centos.model_copy(update={"hosts": mixed}),
+                load_spec(SPECS / "three-managers-devicemapper.yml").cluster,
+                load_spec(SPECS / "single-host.yml").cluster]
+    for c in clusters:
+        assert notebook_placement(c) == [f"engine.labels.{NOTEBOOKS_LABEL} == true"]
+        for h in c.swarm_hosts:
+            labels = json.loads(docker_engine.daemon_json(c.docker, docker_engine.engine_labels(c, h)))["labels"]
+            want = [f"{NODE_LABEL}={h.name}"] + ([f"{NOTEBOOKS_LABEL}=true"] if h in c.notebook_hosts else [])
+            assert labels == want, (c.name, h.name)
+    assert [h.name for h in mixed if Role.NOTEBOOKS in h.roles] == ["node2", "node3"]
+    out = rendered(LAB / "centos.yml")
+    data = json.loads(out["hub/cablab.json"])["spawner"]
+    assert (data["notebook_nodes"], data["placement"], data["node_label"]) == \
+        (["node2", "node3"], notebook_placement(centos), NODE_LABEL)
+    assert not any("hostname" in line for text in out.values() for line in text.splitlines()
+                   if "constraint" in line.lower() or "placement" in line.lower())
 
 
 def test_dockerfiles_take_the_base_as_a_build_arg():

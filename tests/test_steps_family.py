@@ -33,6 +33,7 @@ import pytest
 
 from cablab_cluster.layout import secrets_hub_reads
 from cablab_cluster.spec import Variant
+from cablab_cluster.steps.docker_engine import daemon_json
 from cablab_cluster.steps.preflight import DISTRIBUTIONS
 from cablab_cluster.plan import make_plan
 from cablab_cluster.render import render_plan
@@ -57,7 +58,7 @@ DEBIAN_12 = ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Lin
 
 # A call that changes the host: none may come from a second run.
 CHANGING = re.compile(r"^(apt-get install|dnf install|dnf versionlock (add|delete)|apt-mark (hold|unhold)|setsebool"
-                      r"|restorecon -R|systemctl (enable|start|restart|stop)|firewall-cmd .*--(add|new|remove)-"
+                      r"|restorecon -R|systemctl (enable|start|restart|reload|stop)|firewall-cmd .*--(add|new|remove)-"
                       r"|pvcreate|vgcreate|lvcreate|lvconvert|lvchange|mkfs|mount |docker (swarm (init|join) "
                       r"|network create|pull|build|load|stack deploy)\b|certbot|curl|exportfs -ra|hostname \S"
                       r"|dnf config-manager|subscription-manager)")
@@ -73,6 +74,7 @@ class Case:
     hosts: tuple[str, ...] = ()  # () = every host
     refused: bool = False  # the preflight refuses the host
     marks: tuple[str, ...] = ()  # what the host already has, in the stub's terms ("fs /dev/vdb")
+    files: tuple[tuple[str, str], ...] = ()  # files the host already has: (path, content)
 
 
 CASES = {
@@ -83,6 +85,17 @@ CASES = {
                                             firewall="firewalld", hosts=("vm4",)),
     # The centos lab: a Debian 12 box stands in for EL (lab: true), docker.io from Debian.
     "lab-centos.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",)),
+    # A running lab node provisioned by the release before engine labels: its daemon.json has none.
+    "lab-centos-labels.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
+                                  marks=("active docker", "enabled docker"),
+                                  files=(("/etc/docker/daemon.json", daemon_json(load_spec(LAB / "centos.yml")
+                                                                                 .cluster.docker) + "\n"),)),
+    # The same with another change besides (its log options): Docker restarts.
+    "lab-centos-restart.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
+                                   marks=("active docker", "enabled docker"),
+                                   files=(("/etc/docker/daemon.json", daemon_json(load_spec(LAB / "centos.yml")
+                                                                                  .cluster.docker)
+                                           .replace('"20m"', '"10m"') + "\n"),)),
     # An EL spec on a Debian host: refused by the preflight before anything changes.
     "el9-selinux-on-debian.apt": Case(SPECS / "el9-selinux.yml", "apt", DEBIAN_12, hosts=("w1",), refused=True),
 }
@@ -128,8 +141,14 @@ def sandbox_env(spec, host: str, case: Case) -> dict[str, str]:
     }
 
 
-def run_twice(script: str, env: dict[str, str], family: str) -> list[Run]:
-    with tempfile.TemporaryDirectory(prefix="cablab-family-") as work:
+def run_twice(script: str, env: dict[str, str], family: str, files: tuple[tuple[str, str], ...] = ()) -> list[Run]:
+    with tempfile.TemporaryDirectory(prefix="cablab-family-") as work, \
+            tempfile.TemporaryDirectory(prefix="cablab-family-pre-") as pre:
+        for name, text in files:
+            path = Path(pre) / name.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        env = {**env, "STUB_PRE": pre} if files else env
         path = Path(work) / "script.sh"
         path.write_text(instrument(script), encoding="utf-8")
         box = Path(work) / "box"
@@ -158,7 +177,8 @@ def results() -> dict[str, dict[str, list[Run]]]:
         spec = load_spec(case.spec)
         files = render_plan(make_plan(spec))
         hosts = case.hosts or tuple(h.name for h in spec.cluster.hosts)
-        out[name] = {h: run_twice(files[f"{h}.sh"], sandbox_env(spec, h, case), case.family) for h in hosts}
+        out[name] = {h: run_twice(files[f"{h}.sh"], sandbox_env(spec, h, case), case.family, case.files)
+                     for h in hosts}
     return out
 
 
@@ -295,3 +315,15 @@ def test_the_preflight_refuses_with_one_line_per_problem(name):
         assert f"ERROR in step preflight: preflight found {len(lines)} problem(s)" in run.output
         assert {step for step, _ in run.calls} <= {"preflight"}
         assert not [line for _, line in run.calls if CHANGING.match(line)]
+
+
+def test_a_change_of_engine_labels_alone_reloads_docker_and_keeps_its_containers(results):
+    """A node provisioned before engine labels: its daemon.json gains them with a reload (SIGHUP), so
+    every user's kernel on it keeps running; any other change to daemon.json still restarts Docker."""
+    labels = results["lab-centos-labels.apt"]["node2"]
+    engine = labels[0].by_step()["docker_engine"]
+    assert "systemctl reload docker" in engine and "systemctl restart docker" not in engine
+    notes = {s["name"]: s["notes"] for s in labels[0].summary["steps"]}
+    assert "reloaded docker for its engine labels" in notes["docker_engine"]
+    restart = results["lab-centos-restart.apt"]["node2"][0].by_step()["docker_engine"]
+    assert "systemctl restart docker" in restart and "systemctl reload docker" not in restart

@@ -74,3 +74,22 @@ def test_the_hub_label_is_on_the_hub_host_only(nodes, cluster):
         constraints = manager.check_output(
             f"docker service inspect --format '{{{{json .Spec.TaskTemplate.Placement.Constraints}}}}' {service}")
         assert f"node.labels.{HUB_LABEL} == true" in json.loads(constraints), f"{service}: {constraints}"
+
+
+def test_each_node_declares_its_engine_labels(nodes, cluster):
+    """Users' servers are placed by engine labels (steps/docker_engine.py: engine_labels), never by
+    hostname: each swarm node, found by its address, carries exactly its host's labels as the swarm
+    sees them (what the placement constraints read)."""
+    from cablab_cluster.steps.docker_engine import engine_labels
+
+    manager = nodes[cluster.first_manager]
+    ids = manager.check_output("docker node ls -q").split()
+    seen = {}
+    for node_id in ids:
+        addr, labels = manager.check_output(
+            f"docker node inspect --format '{{{{.Status.Addr}}}} {{{{json .Description.Engine.Labels}}}}' {node_id}"
+        ).split(" ", 1)
+        seen[addr] = json.loads(labels) or {}
+    for h in cluster.swarm_hosts:
+        want = dict(label.split("=", 1) for label in engine_labels(cluster, h))
+        assert seen.get(str(h.address)) == want, f"{h.name}: engine labels {seen.get(str(h.address))}, want {want}"

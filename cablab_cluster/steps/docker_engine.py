@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from ..spec import Docker, EngineSource, Role, StorageDriver
+from ..layout import NODE_LABEL, NOTEBOOKS_LABEL
+from ..spec import Cluster, Docker, EngineSource, Host, Role, StorageDriver
 from . import Packages, register
 
 if TYPE_CHECKING:
@@ -34,14 +35,25 @@ class Params:
     docker: Docker
     confine: bool  # SELinux hosts label containers (selinux-enabled); not the hub host, see daemon_json
     nfs: bool  # containers bind NFS mounts (the cluster has shares)
+    labels: tuple[str, ...]  # the engine's labels (KEY=VALUE): what places users' servers, see engine_labels
+
+
+def engine_labels(c: Cluster, h: Host) -> tuple[str, ...]:
+    """The host's spec name and, on notebook hosts, NOTEBOOKS_LABEL: swarm constraints on them place
+    users' servers (render.notebook_placement), whatever hostname the machine's metadata restores."""
+    out = [f"{NODE_LABEL}={h.name}"]
+    if h in c.notebook_hosts:
+        out.append(f"{NOTEBOOKS_LABEL}=true")
+    return tuple(out)
 
 
 def storage_driver(docker: Docker) -> str:
     return "devicemapper" if docker.storage.driver is StorageDriver.DEVICEMAPPER else "overlay2"
 
 
-def daemon_json(docker: Docker, selinux: bool = False) -> str:
-    """daemon.json; `selinux`: containers are confined (container_t, a category pair each). Only for
+def daemon_json(docker: Docker, labels: tuple[str, ...] = (), selinux: bool = False) -> str:
+    """daemon.json; `labels`: the engine's (a change of them alone is applied by a reload, the
+    containers keep running; see the template); `selinux`: containers are confined (container_t, a category pair each). Only for
     hosts with SELinux on, and never on the hub host: the hub talks to the docker socket, which SELinux
     denies a confined container (and a stack file cannot turn labelling off for one service)."""
     storage = docker.storage
@@ -50,6 +62,8 @@ def daemon_json(docker: Docker, selinux: bool = False) -> str:
         "log-opts": {"max-size": "20m", "max-file": "3"},
         "storage-driver": storage_driver(docker),
     }
+    if labels:
+        cfg["labels"] = list(labels)
     if storage.driver is StorageDriver.DEVICEMAPPER:
         cfg["storage-opts"] = [
             # device-mapper doubles a '-' inside a VG name: vg-a → /dev/mapper/vg--a-thinpool
@@ -63,7 +77,8 @@ def daemon_json(docker: Docker, selinux: bool = False) -> str:
 
 
 def context(r: Renderer, p: Params) -> Mapping[str, object]:
-    return {"daemon_json": daemon_json(p.docker), "daemon_json_selinux": daemon_json(p.docker, selinux=True),
+    return {"daemon_json": daemon_json(p.docker, p.labels),
+            "daemon_json_selinux": daemon_json(p.docker, p.labels, selinux=True),
             "storage_driver": storage_driver(p.docker), "hold_tools": HOLD_TOOLS,
             "unattended_never": UNATTENDED_NEVER, "nfs_booleans": NFS_BOOLEANS}
 
@@ -71,7 +86,8 @@ def context(r: Renderer, p: Params) -> Mapping[str, object]:
 STEP = register(
     __name__, kind="docker_engine", order=50, title="Docker engine, daemon.json, no TCP API",
     applies=lambda c, h: h.is_manager or h.is_worker,
-    params=lambda c, h: Params(docker=c.docker, confine=Role.HUB not in h.roles, nfs=bool(c.shares)),
+    params=lambda c, h: Params(docker=c.docker, confine=Role.HUB not in h.roles, nfs=bool(c.shares),
+                               labels=engine_labels(c, h)),
     packages=lambda p: REPO if p.docker.source is EngineSource.DOCKER_REPO else DISTRO,
     context=context,
 )

@@ -574,10 +574,18 @@ Unattended-Upgrade::Package-Blacklist {
 CABLAB_EOF
 fi
 # No TCP API (the seed exposed 2375 to the network): only the unix socket.
+# without_labels: daemon.json (as rendered: sorted keys, two-space indent) less its "labels" block.
+without_labels() { sed '/^  "labels": \[$/,/^  \],\{0,1\}$/d' /etc/docker/daemon.json; }
+old_rest=
+if [ -f /etc/docker/daemon.json ]; then old_rest=$(without_labels); fi
 if selinux_on; then
   # SELinux: containers run confined (container_t, a category pair each); see the README's SELinux section.
   install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
+  "labels": [
+    "cablab.node=node3",
+    "cablab.notebooks=true"
+  ],
   "log-driver": "json-file",
   "log-opts": {
     "max-file": "3",
@@ -596,6 +604,10 @@ else
   skipped "no SELinux here: daemon.json without selinux-enabled"
   install_file 0644 /etc/docker/daemon.json <<'CABLAB_EOF'
 {
+  "labels": [
+    "cablab.node=node3",
+    "cablab.notebooks=true"
+  ],
   "log-driver": "json-file",
   "log-opts": {
     "max-file": "3",
@@ -611,8 +623,15 @@ else
 CABLAB_EOF
 fi
 if [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet docker; then
-  run systemctl restart docker
-  changed "restarted docker for daemon.json"
+  if [ -n "$old_rest" ] && [ "$(without_labels)" = "$old_rest" ]; then
+    # Only the engine labels changed: dockerd reloads them on SIGHUP, and every container (every
+    # user's kernel here) keeps running; the swarm sees them at the node's next status report.
+    run systemctl reload docker
+    changed "reloaded docker for its engine labels"
+  else
+    run systemctl restart docker
+    changed "restarted docker for daemon.json"
+  fi
 fi
 ensure_service docker
 if selinux_on; then

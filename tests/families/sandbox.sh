@@ -42,6 +42,8 @@ while IFS= read -r f; do [ -z "$f" ] || { mkdir -p "$r$(dirname "$f")"; rm -f "$
 # What the host already has (stub state, as stub.sh keeps it), e.g. "fs /dev/vdb": a filesystem on the disk.
 mkdir -p "$r/var/lib/cablab-stub/mark"
 while IFS= read -r m; do [ -z "$m" ] || : >"$r/var/lib/cablab-stub/mark/$(printf '%s' "$m" | tr '/ ' '%_')"; done <<<"${STUB_MARKS:-}"
+# Files the host already has (STUB_PRE: a directory laid over the root), e.g. an older daemon.json.
+if [ -n "${STUB_PRE:-}" ]; then cp -a "$STUB_PRE/." "$r/"; fi
 cp "$script" "$r/provision.sh"
 for run in 1 2; do
   : >"$r/var/log/cablab-stub-calls"

@@ -71,7 +71,7 @@ case "$name" in
       is-enabled) has enabled "${@: -1}" ;;
       is-active) has active "${@: -1}" ;;
       enable) mark enabled "$2" ;;
-      start | restart) mark active "$2" ;;
+      start | restart | reload) mark active "$2" ;;
       stop) shift; for u in "$@"; do unmark active "$u"; done ;;
       cat) [ "$2" = certbot.timer ] && installed certbot ;;
     esac ;;

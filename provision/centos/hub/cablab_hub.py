@@ -210,6 +210,7 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
     links = dict(spawner_data["home_links"])
     nodes = list(spawner_data["notebook_nodes"])
     placement = list(spawner_data["placement"])
+    node_label = str(spawner_data["node_label"])
     gid = int(spawner_data["gid"])
     uid_of = uid_resolver(spawner_data)
 
@@ -227,7 +228,7 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
         if node:
             if node not in nodes:
                 raise ValueError(f"node {node!r} does not run notebooks; use one of {', '.join(nodes)}")
-            constraints.append(f"node.hostname == {node}")
+            constraints.append(f"engine.labels.{node_label} == {node}")
         spawner.extra_placement_spec = {"constraints": constraints}
 
     return pre_spawn_hook
@@ -276,9 +277,16 @@ def node_problem(node: Mapping[str, Any] | None, *, for_new_servers: bool = Fals
     return None
 
 
-def lost_reason(task: Mapping[str, Any] | None, node: Mapping[str, Any] | None) -> str | None:
+def node_name(node: Mapping[str, Any] | None, label: str) -> str | None:
+    """A swarm node's name as the spec has it: its engine label `label` (the host's own daemon.json),
+    else its hostname (an engine not yet provisioned with it)."""
+    description = (node or {}).get("Description") or {}
+    return ((description.get("Engine") or {}).get("Labels") or {}).get(label) or description.get("Hostname")
+
+
+def lost_reason(task: Mapping[str, Any] | None, node: Mapping[str, Any] | None, label: str) -> str | None:
     """Why a started server no longer serves (poll's answer), or None while its task
-    runs on a ready node. `node` is the task's node (None: not found)."""
+    runs on a ready node. `node` is the task's node (None: not found), named by its engine `label`."""
     if task is None:
         return "its swarm task is gone"
     state = task_state(task)
@@ -288,21 +296,23 @@ def lost_reason(task: Mapping[str, Any] | None, node: Mapping[str, Any] | None) 
         return f"its swarm task is {state}" + (f": {detail}" if detail else "")
     problem = node_problem(node)
     if problem:
-        name = ((node or {}).get("Description") or {}).get("Hostname") or task.get("NodeID") or "?"
+        name = node_name(node, label) or task.get("NodeID") or "?"
         return f"its node {name} is {problem}"
     return None
 
 
-def node_refusal(hostname: str, nodes: Sequence[Mapping[str, Any]], notebook_nodes: Sequence[str]) -> str | None:
-    """Why a new server may not be pinned to `hostname` (None: a node of that name is Ready and
-    Active). A node that left and joined again is listed twice (the old entry down): any will do."""
-    same = [n for n in nodes if (n.get("Description") or {}).get("Hostname") == hostname]
+def node_refusal(name: str, nodes: Sequence[Mapping[str, Any]], notebook_nodes: Sequence[str],
+                 label: str) -> str | None:
+    """Why a new server may not be pinned to the node `name` (its engine `label`; None: a node of that
+    name is Ready and Active). A node that left and joined again is listed twice (the old entry
+    down): any will do."""
+    same = [n for n in nodes if node_name(n, label) == name]
     problems = [node_problem(n, for_new_servers=True) for n in same] or ["not in the swarm"]
     if any(p is None for p in problems):
         return None
-    usable = sorted({(n.get("Description") or {}).get("Hostname") for n in nodes
+    usable = sorted({node_name(n, label) for n in nodes
                      if node_problem(n, for_new_servers=True) is None} & set(notebook_nodes))
-    return (f"node {hostname} cannot take a new server now: it is {problems[0]}. Start without the `node` "
+    return (f"node {name} cannot take a new server now: it is {problems[0]}. Start without the `node` "
             f"option to be placed on any ready node" + (f", or name one of {', '.join(usable)}" if usable else ""))
 
 
@@ -336,6 +346,7 @@ class CablabSwarmSpawner(SwarmSpawner):
     """dockerspawner's SwarmSpawner, aware of swarm nodes: see the section's comment."""
 
     notebook_nodes = List(Unicode(), config=True, help="Nodes that run notebooks (named in refusals).")
+    node_label = Unicode(config=True, help="The engine label that names a node as the spec does (cablab.json).")
     unplaceable_grace = Float(UNSCHEDULABLE_GRACE, config=True, help="""Seconds a start may stay unplaceable
         (swarm: "no suitable node": a node named that is down, no node with the reservation free) before it
         fails with swarm's reason, instead of waiting for start_timeout.""")
@@ -366,7 +377,7 @@ class CablabSwarmSpawner(SwarmSpawner):
             self.log.warning("Service %s not found", self.service_name)
             return 0
         node = await self.swarm_node(task.get("NodeID")) if task_state(task) == "running" else None
-        reason = lost_reason(task, node)
+        reason = lost_reason(task, node, self.node_label)
         if reason:
             # JupyterHub does not stop a server that poll calls dead: remove the service
             # here, or swarm restarts its task on another node, where nobody uses it.
@@ -382,7 +393,7 @@ class CablabSwarmSpawner(SwarmSpawner):
         node = (self.user_options or {}).get("node")
         forget_one_shot_options(self)
         if node:
-            refusal = node_refusal(str(node), await self.docker("nodes"), self.notebook_nodes)
+            refusal = node_refusal(str(node), await self.docker("nodes"), self.notebook_nodes, self.node_label)
             if refusal:
                 raise web.HTTPError(400, refusal)
         ip, port = await super().start()
@@ -527,6 +538,7 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     # poll_interval (+10 % jitter) after swarm marks the node down (~15 s): <= 60 s.
     c.Spawner.poll_interval = 15
     c.CablabSwarmSpawner.notebook_nodes = list(sp["notebook_nodes"])
+    c.CablabSwarmSpawner.node_label = str(sp["node_label"])
     configure_operations(c, data)
 
 
