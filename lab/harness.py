@@ -39,7 +39,7 @@ from cablab_cluster.layout import RUN_SUMMARY
 from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
-from cablab_cluster.spec import TLSMode, load_spec
+from cablab_cluster.spec import TLSMode, Variant, load_spec
 from lab import drills, pebble, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,10 @@ CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
 PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills", "bench", "upgrade")
 VARIANTS = ("ubuntu", "centos", "centos-dm")  # lab/<variant>.yml, provisioned with provision/<variant>/
+# What a variant's distribution runs out of the box and the Debian box does not: EL 9 runs firewalld
+# (the firewall step's firewalld branch then runs for real here); Ubuntu runs no firewall (ufw is
+# installed inactive). Baked into the box disabled (lab/boxes/build.sh), started at `up`.
+DISTRIBUTION_SERVICES = {Variant.CENTOS: ("firewalld",), Variant.UBUNTU: ()}
 
 
 def log(msg: str) -> None:
@@ -261,6 +265,8 @@ class Lab:
             for hp in make_plan(load_spec(LAB / f"{variant}.yml")).hosts:
                 for step in hp.steps:
                     names.update(step.packages.get("apt", ()))
+        for services in DISTRIBUTION_SERVICES.values():
+            names.update(services)  # the Debian package of each is named as its service
         return sorted(names)
 
     def build_box(self) -> None:
@@ -340,6 +346,29 @@ class Lab:
         cfg = self.machines.ssh_config()
         cfg = cfg.replace("LogLevel FATAL", "LogLevel ERROR")
         self.ssh_config.write_text(cfg + "\nHost *\n  ServerAliveInterval 30\n  ConnectTimeout 30\n")
+        self.distribution_services()
+
+    def distribution_services(self) -> None:
+        """Start what the variant's distribution runs by default (DISTRIBUTION_SERVICES), on every
+        VM at once; already running: nothing changes."""
+        services = DISTRIBUTION_SERVICES[self.spec.cluster.variant]
+        if not services:
+            return
+        command = "sudo systemctl enable --now " + " ".join(shlex.quote(s) for s in services)
+        results: dict[str, int] = {}
+
+        def start(host: str) -> None:
+            results[host] = self.ssh(host, command, capture=False, check=False, prefix=f"  {host}| ").returncode
+
+        threads = [threading.Thread(target=start, args=(h.name,)) for h in self.spec.cluster.hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failed = sorted(h for h, rc in results.items() if rc != 0)
+        if failed:
+            raise LabError(f"could not start {', '.join(services)} on {', '.join(failed)}")
+        log(f"{', '.join(services)} running on every VM, as {self.spec.cluster.variant.value}'s distribution has it")
 
     def cube_tarball(self) -> Path:
         """The synthetic cube as the operator makes it (`cablab-cluster cube --tarball`), cached

@@ -1,14 +1,18 @@
 """The hosts as the preflight found them and the engine as it is kept: the preflight's line in
 the provision log, the Docker pin held, unattended-upgrades kept off Docker (apt), and on SELinux
-hosts the confined combination (selinux-enabled off the hub host, the NFS boolean)."""
+hosts the confined combination (selinux-enabled off the hub host, the NFS boolean); where firewalld
+runs, the cluster's zone as the spec has it and a cluster-only port closed to the outside."""
 
 from __future__ import annotations
+
+import socket
 
 import pytest
 
 from cablab_cluster.layout import PROVISION_LOG
 from cablab_cluster.spec import Role
 from cablab_cluster.steps.docker_engine import NFS_BOOLEANS, UNATTENDED_NEVER
+from cablab_cluster.steps.firewall import ZONE, params
 from cablab_cluster.steps.preflight import DISTRIBUTIONS
 
 pytestmark = pytest.mark.cluster
@@ -58,3 +62,34 @@ def test_selinux_confines_containers_off_the_hub_host(swarm_host, nodes):
         assert "selinux" in options, f"containers on {swarm_host.name} are not confined: {options}"
     booleans = [nodes[swarm_host].run("getsebool %s", b) for b in NFS_BOOLEANS]
     assert any(r.rc == 0 for r in booleans) and all(r.stdout.strip().endswith("on") for r in booleans if r.rc == 0)
+
+
+def test_the_firewall_lets_only_the_cluster_reach_its_ports(any_host, nodes, cluster):
+    """With firewalld running (EL's default): the zone bound to the other hosts holds exactly them
+    and the step's ports, at run time as in the permanent configuration; and a cluster-only port
+    (swarm gossip, 7946/tcp, dockerd's own listener) answers another host of the cluster and not
+    this checker, which is outside the cluster."""
+    node = nodes[any_host]
+    if not node.exists("firewall-cmd") or node.run("firewall-cmd --state").rc != 0:
+        pytest.skip("firewalld is not running on this host")
+    want = params(cluster, any_host)
+    for where in ("firewall-cmd", "firewall-cmd --permanent"):  # run time, then what a reload keeps
+        listed = {kind: set(node.check_output(f"{where} --zone={ZONE} --list-{kind}").split())
+                  for kind in ("sources", "ports", "protocols")}
+        assert listed["sources"] == set(want.sources), f"{any_host.name}: {where} sources"
+        assert listed["ports"] == {p.word for p in want.ports if not p.public}, f"{any_host.name}: {where} ports"
+        assert listed["protocols"] == set(want.protocols), f"{any_host.name}: {where} protocols"
+    public = set(node.check_output("firewall-cmd --list-ports").split())
+    assert {p.word for p in want.ports if p.public} <= public, f"{any_host.name}: public ports {public}"
+    others = [h for h in cluster.swarm_hosts if h != any_host]
+    if not (any_host.is_manager or any_host.is_worker) or not others:
+        return
+    address, other = str(any_host.address), others[0]
+    probe = nodes[other].run("timeout 10 bash -c %s", f"</dev/tcp/{address}/7946")
+    assert probe.rc == 0, f"{other.name} cannot reach {address}:7946 (swarm gossip): {probe.stderr}"
+    try:
+        socket.create_connection((address, 7946), timeout=10).close()
+    except OSError:
+        pass  # rejected (or dropped): the checker is not one of the cluster's hosts
+    else:
+        pytest.fail(f"{address}:7946 (cluster only) answers this checker, a machine outside the cluster")

@@ -10,7 +10,9 @@
 # baked: bare + the packages the provisioners install (BAKED_PACKAGES), installed by chroot at
 #        build time (~30 s here instead of ~7 min of apt under TCG in every VM). Services are
 #        left as the Debian packages leave them (docker and nfs-server enabled, no swarm, no
-#        exports, no daemon.json, nothing on /dev/vdb), so the provisioners' steps still apply.
+#        exports, no daemon.json, nothing on /dev/vdb), so the provisioners' steps still apply;
+#        except CABLAB_BOX_DISABLED_UNITS (default firewalld.service: the harness starts it
+#        where the variant's distribution runs it, EL; Ubuntu and Debian run no firewall).
 #        With CABLAB_BAKED_IMAGES (docker save tarballs, .tar or .tar.gz), the images are loaded
 #        into the disk's /var/lib/docker at build time by a throwaway dockerd on this host
 #        (seconds here; `docker load` of the hub image took ~15 min inside a TCG VM): the
@@ -56,6 +58,7 @@ BASE_PACKAGES=(
 # cablab_cluster.plan.PACKAGES (CABLAB_BAKED_PACKAGES); this default is for running by hand.
 read -r -a BAKED_PACKAGES <<<"${CABLAB_BAKED_PACKAGES:-docker.io apparmor nfs-kernel-server nfs-common lvm2 xfsprogs thin-provisioning-tools}"
 read -r -a BAKED_IMAGES <<<"${CABLAB_BAKED_IMAGES:-}"
+read -r -a BOX_DISABLED_UNITS <<<"${CABLAB_BOX_DISABLED_UNITS:-firewalld.service}"
 packages=("${BASE_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] && packages+=("${BAKED_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] || BAKED_IMAGES=()
@@ -86,6 +89,7 @@ key=$({
   cat "$self"
   echo "flavour=$FLAVOUR suite=$SUITE"
   echo "packages=${packages[*]}"
+  echo "disabled=${BOX_DISABLED_UNITS[*]}"
   for tarball in "${BAKED_IMAGES[@]}"; do echo "image=$(basename "$tarball")"; done
   cat "$vagrant_pub"
 } | sha256sum | cut -c1-16)
@@ -141,6 +145,11 @@ build_box() {
     chroot_mounts
     in_root apt-get install -y -q --no-install-recommends "${BAKED_PACKAGES[@]}" >"$WORK/bake.log" 2>&1 ||
       { tail -n 30 "$WORK/bake.log" >&2; die "installing the baked packages failed"; }
+    # Services a distribution decides on are left off in the box; the harness turns on what the
+    # variant's distribution runs by default (firewalld on EL: lab/harness.py DISTRIBUTION_SERVICES).
+    for unit in "${BOX_DISABLED_UNITS[@]}"; do
+      if [[ -e $ROOT/lib/systemd/system/$unit ]]; then in_root systemctl disable "$unit" >/dev/null 2>&1; fi
+    done
     chroot_umounts
     phase_done bake "$t0" "${BAKED_PACKAGES[*]} ($(du -sh --one-file-system "$ROOT" | cut -f1))"
   fi
