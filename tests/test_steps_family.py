@@ -327,3 +327,4 @@ def test_a_change_of_engine_labels_alone_reloads_docker_and_keeps_its_containers
     assert "reloaded docker for its engine labels" in notes["docker_engine"]
     restart = results["lab-centos-restart.apt"]["node2"][0].by_step()["docker_engine"]
     assert "systemctl restart docker" in restart and "systemctl reload docker" not in restart
+

@@ -58,14 +58,14 @@ def test_esp_between_swarm_hosts_when_the_overlay_is_encrypted(write_spec):
     assert ("cablab 192.168.56.11 esp", ("allow", "from", "192.168.56.11", "to", "any", "proto", "esp")) \
         in on.ufw_rules()
     step = render_step(write_spec(lambda d: d["swarm"].update(encrypted=True)), "node2")
-    assert "  fw protocol=esp --zone=\"$zone\"  # IPsec of the encrypted overlay\n" in step
+    assert "  want_protocols=(esp)\n" in step
     assert "  ufw_rule 'cablab 192.168.56.11 esp' allow from 192.168.56.11 to any proto esp\n" in step
     assert "  want_protocols=(esp)\n" in step
 
 
 def test_both_families_render_ssh_to_the_cluster_only(write_spec):
     step = render_step(write_spec(), "node2")
-    assert "  fw port=22/tcp --zone=\"$zone\"  # ssh between the cluster's hosts (tokens, copies)\n" in step
+    assert "  want_ports=(22/tcp " in step and "  # 22/tcp: ssh between the cluster's hosts (tokens, copies)\n" in step
     assert "  ufw_rule 'cablab 192.168.56.11 22/tcp' allow from 192.168.56.11 to any port 22 proto tcp\n" in step
     assert "  want_sources=(192.168.56.11 192.168.56.13)\n" in step
 

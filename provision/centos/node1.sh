@@ -364,28 +364,41 @@ in_list() {
   return 1
 }
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  # Cluster-only ports live in a zone bound to the other hosts' addresses, and the zone
-  # holds only what the spec says: a host removed from the spec loses its access.
+  # Cluster-only ports live in a zone bound to the other hosts' addresses.
   zone=cablab
   want_sources=(192.168.57.12 192.168.57.13)
   want_ports=(22/tcp 7946/tcp 7946/udp 4789/udp 2377/tcp 2049/tcp)
   want_protocols=(esp)
-  fw() {  # fw WHAT=VALUE ARGS...: query, add if missing
-    local what=$1
-    shift
-    if ! firewall-cmd --permanent "$@" "--query-$what" >/dev/null 2>&1; then
-      run firewall-cmd --permanent "$@" "--add-$what"
-      changed "firewalld $* $what"
+  # 22/tcp: ssh between the cluster's hosts (tokens, copies)
+  # 7946/tcp: swarm gossip
+  # 7946/udp: swarm gossip
+  # 4789/udp: overlay network (VXLAN)
+  # 2377/tcp: swarm management (mutual TLS)
+  # 2049/tcp: NFS
+  # esp: IPsec of the encrypted overlay
+  public_ports=(443/tcp 80/tcp)
+  # 443/tcp (public): JupyterHub (HTTPS)
+  # 80/tcp (public): ACME http-01 challenge
+  # firewall-cmd is a Python client (seconds a call on a slow host): each list is read once, and
+  # only what is missing or unwanted costs a call of its own.
+  fw_sync() {  # fw_sync KIND ZONE_ARG PRUNE WANTED...: add the wanted KINDs (source, port, protocol)
+    #            missing from the zone; with PRUNE=prune also remove those not wanted
+    local kind=$1 zone_arg=$2 prune=$3 listed x where
+    shift 3
+    where=${zone_arg:-"(default zone)"}
+    read -ra listed <<<"$(firewall-cmd --permanent ${zone_arg:+"$zone_arg"} "--list-${kind}s")"
+    if [ "$prune" = prune ]; then
+      for x in ${listed[@]+"${listed[@]}"}; do
+        if ! in_list "$x" "$@"; then
+          run firewall-cmd --permanent "$zone_arg" "--remove-$kind=$x"
+          changed "firewalld $where removed $kind $x"
+        fi
+      done
     fi
-  }
-  fw_prune() {  # fw_prune KIND WANTED...: remove the zone's KINDs (source, port, protocol) not wanted
-    local kind=$1 listed x
-    shift
-    read -ra listed <<<"$(firewall-cmd --permanent --zone="$zone" "--list-${kind}s")"
-    for x in "${listed[@]}"; do
-      if ! in_list "$x" "$@"; then
-        run firewall-cmd --permanent --zone="$zone" "--remove-$kind=$x"
-        changed "firewalld --zone=$zone removed $kind $x"
+    for x in "$@"; do
+      if ! in_list "$x" ${listed[@]+"${listed[@]}"}; then
+        run firewall-cmd --permanent ${zone_arg:+"$zone_arg"} "--add-$kind=$x"
+        changed "firewalld $where $kind=$x"
       fi
     done
   }
@@ -393,20 +406,12 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
     run firewall-cmd --permanent --new-zone="$zone"
     changed "firewalld zone $zone"
   fi
-  fw_prune source ${want_sources[@]+"${want_sources[@]}"}
-  fw_prune port ${want_ports[@]+"${want_ports[@]}"}
-  fw_prune protocol ${want_protocols[@]+"${want_protocols[@]}"}
-  fw source=192.168.57.12 --zone="$zone"
-  fw source=192.168.57.13 --zone="$zone"
-  fw port=22/tcp --zone="$zone"  # ssh between the cluster's hosts (tokens, copies)
-  fw port=7946/tcp --zone="$zone"  # swarm gossip
-  fw port=7946/udp --zone="$zone"  # swarm gossip
-  fw port=4789/udp --zone="$zone"  # overlay network (VXLAN)
-  fw port=2377/tcp --zone="$zone"  # swarm management (mutual TLS)
-  fw port=2049/tcp --zone="$zone"  # NFS
-  fw protocol=esp --zone="$zone"  # IPsec of the encrypted overlay
-  fw port=443/tcp  # JupyterHub (HTTPS)
-  fw port=80/tcp  # ACME http-01 challenge
+  # The zone holds only what the spec says: a host removed from the spec loses its access.
+  fw_sync source "--zone=$zone" prune ${want_sources[@]+"${want_sources[@]}"}
+  fw_sync port "--zone=$zone" prune ${want_ports[@]+"${want_ports[@]}"}
+  fw_sync protocol "--zone=$zone" prune ${want_protocols[@]+"${want_protocols[@]}"}
+  # Public ports in the default zone, which is the distribution's: added, never pruned.
+  fw_sync port "" keep ${public_ports[@]+"${public_ports[@]}"}
   if [ ${#STEP_NOTES[@]} -gt 0 ]; then
     run firewall-cmd --reload
   fi

@@ -120,9 +120,25 @@ case "$name" in
       --state) [ "${STUB_FW:-none}" = firewalld ] || exit 1 ;;
       *--get-zones*) echo "public $(cat "$S/zones" 2>/dev/null || true)" ;;
       *--new-zone=*) echo "${args##*--new-zone=}" >>"$S/zones" ;;
-      *--query-*) has fw "${args/--query-/}" ;;
-      *--add-*) mark fw "${args/--add-/}" ;;
-      *--remove-*) unmark fw "${args/--remove-/}" ;;
+      *--list-* | *--add-* | *--remove-*)
+        # firewalld's permanent configuration: $S/fw/<zone>.<kind>, one item a line (zone default: public)
+        zone=public op= kind= value=
+        for a in "$@"; do
+          case $a in
+            --zone=*) zone=${a#--zone=} ;;
+            --list-*) op=list kind=${a#--list-} kind=${kind%s} ;;
+            --add-*=*) op=add kind=${a#--add-} value=${a#*=} kind=${kind%%=*} ;;
+            --remove-*=*) op=remove kind=${a#--remove-} value=${a#*=} kind=${kind%%=*} ;;
+          esac
+        done
+        f=$S/fw/$zone.$kind
+        mkdir -p "$S/fw"
+        touch "$f"
+        case $op in
+          list) tr '\n' ' ' <"$f"; echo ;;
+          add) grep -qxF "$value" "$f" || echo "$value" >>"$f" ;;
+          remove) grep -vxF "$value" "$f" >"$f.new" || true; mv "$f.new" "$f" ;;
+        esac ;;
     esac ;;
   ufw) exit 1 ;;
   hostname) if [ $# -eq 0 ]; then cat "$S/hostname" 2>/dev/null || echo localhost; else echo "$1" >"$S/hostname"; fi ;;
