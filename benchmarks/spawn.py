@@ -132,6 +132,21 @@ def first_event(events: Iterable[DockerEvent], type_: str, action: str) -> Optio
     return next((e.time for e in events if e.type == type_ and e.action.split(":")[0] == action), None)
 
 
+def node_state_changes(events: Iterable[DockerEvent], t0: float) -> list[str]:
+    """The swarm's node events that changed a node's state or availability (Docker's attributes
+    `state.old`/`state.new`, `availability.old`/`availability.new`), as `+SECONDS NAME: ready -> down`."""
+    out = []
+    for e in sorted(events, key=lambda e: e.time):
+        if e.type != "node":
+            continue
+        a = e.attributes
+        changes = [f"{key} {a[key + '.old']} -> {a[key + '.new']}" for key in ("state", "availability")
+                   if key + ".new" in a and a.get(key + ".old") != a[key + ".new"]]
+        if changes:
+            out.append(f"+{e.time - t0:.1f} s {a.get('name', e.actor[:12])}: {', '.join(changes)}")
+    return out
+
+
 def parse_probe(text: str) -> dict[str, Any]:
     """The node probe's output: `running <epoch>`, `answer <epoch> <status line>`, then its events."""
     out: dict[str, Any] = {"events": parse_events(text)}
@@ -256,6 +271,9 @@ class Report:
                         f"(ratio {f(c.get('over_ideal'))}, target <= {CAPACITY_TARGET})")
             for node, mib in (c.get("peak_memory_mib") or {}).items():
                 rows.append(f"  peak memory {node}: {f(mib)} MiB of {f(c.get('memory_mib', {}).get(node))}")
+            changes = c.get("node_changes")
+            if changes is not None:
+                rows.append(f"  node state changes while they started: {'; '.join(changes) or 'none'}")
             extra = c.get("one_more")
             if extra:
                 running = c.get("running_before_one_more")
@@ -732,6 +750,13 @@ class Bench:
             if report.hub and report.hub.p50 and c["notebook_cpus"]:
                 c["ideal_s"] = round(cpu_bound_ideal(report.hub.p50, len(batch), c["notebook_cpus"]), 1)
                 c["over_ideal"] = ratio(c["all_ready_s"], c["ideal_s"])
+            # Did a node go down under the load (its tasks then go back to pending elsewhere)? The
+            # swarm's own node events over the whole start, on the manager's clock.
+            until = int(time.time() + self.offset(self.manager).seconds) + 2
+            raw = self.docker.client.events(since=int(t0 + self.offset(self.manager).seconds) - 1, until=until,
+                                            filters={"type": "node"}, decode=True)
+            c["node_changes"] = node_state_changes((DockerEvent.of(e) for e in raw),
+                                                   t0 + self.offset(self.manager).seconds)
             if extra:
                 active = self.api("GET", "/users?state=active").json()
                 c["running_before_one_more"] = sorted(u["name"] for u in active if isinstance(u, dict))

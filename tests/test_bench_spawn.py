@@ -54,6 +54,21 @@ def test_docker_events_are_parsed_in_time_order_from_json_lines():
     assert DockerEvent.of({"Type": "service", "Action": "create", "timeNano": 2_000_000_000}).time == 2.0
 
 
+def test_node_state_changes_name_the_node_and_the_change():
+    def ev(t, **attrs):
+        return DockerEvent.of({"Type": "node", "Action": "update", "Actor": {"ID": "abcdef0123456789",
+                                                                          "Attributes": attrs}, "time": t})
+    events = [ev(130, name="node3", **{"state.old": "down", "state.new": "ready"}),
+              ev(110, name="node3", **{"state.old": "ready", "state.new": "down"}),
+              ev(105, name="node2", **{"role.old": "worker", "role.new": "manager"}),  # not a state change
+              ev(120, **{"availability.old": "active", "availability.new": "drain"}),
+              DockerEvent("service", "update", "x", {"state.old": "a", "state.new": "b"}, 111)]
+    assert spawn.node_state_changes(events, 100.0) == [
+        "+10.0 s node3: state ready -> down", "+20.0 s abcdef012345: availability active -> drain",
+        "+30.0 s node3: state down -> ready"]
+    assert spawn.node_state_changes([], 0.0) == []
+
+
 def test_the_probe_output_gives_running_answer_and_events():
     out = spawn.parse_probe("running 1700000010.100000 abc\nanswer 1700000020.250000 HTTP/1.1 403 Forbidden\n"
                             + json.dumps({"Type": "container", "Action": "start", "timeNano": 1700000010_000000000}))
