@@ -62,3 +62,14 @@ def test_service_names_escape_users_as_dockerspawner_does():
     for name in ("alice", "Bob.Smith", "ünïcode-user", "a_b-c"):
         assert escaped_username(name) == DockerSpawner._escape(name)
     assert service_name("bob.smith") == "jupyter-bob-2esmith"
+
+
+def test_firewalld_zone_listing_is_read_by_key():
+    from cablab_cluster.checks.test_host_os import zone_listing
+
+    text = ("cablab (active)\n  target: default\n  interfaces: \n  sources: 192.168.57.12 192.168.57.13\n"
+            "  services: \n  ports: 22/tcp 7946/tcp 7946/udp\n  protocols: esp\n  rich rules: \n")
+    got = zone_listing(text)
+    assert got["sources"] == ["192.168.57.12", "192.168.57.13"]
+    assert got["ports"] == ["22/tcp", "7946/tcp", "7946/udp"] and got["protocols"] == ["esp"]
+    assert got["interfaces"] == [] and got["rich rules"] == []

@@ -13,7 +13,8 @@ chain of our own per family:
   same ports of the node itself are refused.
 
 The rules are an installed script, re-applied by a systemd unit started with docker (after
-a reboot, and after every restart of docker). Each chain carries a stamp of its rules: the
+a reboot, and after every restart of docker), and where firewalld runs, after each of its
+reloads (WATCH_UNIT). Each chain carries a stamp of its rules: the
 script refills a chain only when its rendered rules changed, so a second run changes nothing.
 Traffic between containers of one overlay never passes these chains: the proxy's API lives
 on a network the users' servers are not on (render.stack).
@@ -31,6 +32,10 @@ from . import register
 
 SCRIPT = PurePosixPath("/usr/local/sbin/cablab-container-firewall")
 UNIT = "cablab-container-firewall.service"
+# Where firewalld runs: its reload flushes iptables rules it did not make (measured in the centos
+# lab: every chain and jump of this step gone after `firewall-cmd --reload`); this unit watches
+# firewalld's Reloaded signal on D-Bus (dbus-monitor) and applies the script again.
+WATCH_UNIT = "cablab-container-firewall-watch.service"
 BRIDGES = ("docker_gwbridge", "docker0")  # where containers' traffic enters a node
 FORWARD_CHAIN = "CABLAB-CONTAINERS"
 INPUT_CHAIN = "CABLAB-CONTAINERS-IN"
@@ -78,7 +83,8 @@ def params(c: Cluster, h: Host) -> Params:
 STEP = register(
     __name__, kind="container_firewall", order=55, title="containers cannot reach the cluster's control ports",
     applies=lambda c, h: h.is_manager or h.is_worker, params=params,
-    context=lambda r, p: {"script": SCRIPT, "unit": UNIT, "bridges": BRIDGES, "forward_chain": FORWARD_CHAIN,
+    context=lambda r, p: {"script": SCRIPT, "unit": UNIT, "watch_unit": WATCH_UNIT, "bridges": BRIDGES, "forward_chain": FORWARD_CHAIN,
                           "input_chain": INPUT_CHAIN, "tcp_ports": TCP, "udp_ports": UDP},
-    packages={"apt": ("iptables",), "dnf": ("iptables-nft",)},
+    # dbus-monitor for the watch: Debian's dbus-bin comes with firewalld's dbus; EL has it in dbus-tools.
+    packages={"apt": ("iptables",), "dnf": ("iptables-nft", "dbus-tools")},
 )

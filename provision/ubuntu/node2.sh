@@ -367,38 +367,50 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
   public_ports=()
   # firewall-cmd is a Python client (seconds a call on a slow host): each list is read once, and
   # only what is missing or unwanted costs a call of its own.
+  # No reload once the zone exists: firewalld's reload flushes the iptables rules it did not make,
+  # and Docker (20.10 here) does not put back those of the encrypted overlay (its IPsec marks):
+  # a node's users' servers would be unreachable until Docker restarts (measured in the centos
+  # lab). So each change is made at run time and in the permanent configuration alike.
+  new_zone=0
+  fw_change() {  # fw_change ZONE_ARG OPTION: at run time (unless the zone is new) and permanently
+    if [ "$new_zone" = 0 ]; then run firewall-cmd "$1" "$2"; fi
+    run firewall-cmd --permanent "$1" "$2"
+  }
   fw_sync() {  # fw_sync KIND ZONE_ARG PRUNE WANTED...: add the wanted KINDs (source, port, protocol)
     #            missing from the zone; with PRUNE=prune also remove those not wanted
-    local kind=$1 zone_arg=$2 prune=$3 listed x where
+    local kind=$1 zone_arg=$2 prune=$3 listed x
     shift 3
-    where=${zone_arg:-"(default zone)"}
-    read -ra listed <<<"$(firewall-cmd --permanent ${zone_arg:+"$zone_arg"} "--list-${kind}s")"
+    read -ra listed <<<"$(firewall-cmd --permanent "$zone_arg" "--list-${kind}s")"
     if [ "$prune" = prune ]; then
       for x in ${listed[@]+"${listed[@]}"}; do
         if ! in_list "$x" "$@"; then
-          run firewall-cmd --permanent "$zone_arg" "--remove-$kind=$x"
-          changed "firewalld $where removed $kind $x"
+          fw_change "$zone_arg" "--remove-$kind=$x"
+          changed "firewalld $zone_arg removed $kind $x"
         fi
       done
     fi
     for x in "$@"; do
       if ! in_list "$x" ${listed[@]+"${listed[@]}"}; then
-        run firewall-cmd --permanent ${zone_arg:+"$zone_arg"} "--add-$kind=$x"
-        changed "firewalld $where $kind=$x"
+        fw_change "$zone_arg" "--add-$kind=$x"
+        changed "firewalld $zone_arg $kind=$x"
       fi
     done
   }
   if ! firewall-cmd --permanent --get-zones | tr ' ' '\n' | grep -qxF "$zone"; then
+    # A new zone exists at run time only after a reload: the first run, before the swarm's networks.
     run firewall-cmd --permanent --new-zone="$zone"
     changed "firewalld zone $zone"
+    new_zone=1
   fi
   # The zone holds only what the spec says: a host removed from the spec loses its access.
   fw_sync source "--zone=$zone" prune ${want_sources[@]+"${want_sources[@]}"}
   fw_sync port "--zone=$zone" prune ${want_ports[@]+"${want_ports[@]}"}
   fw_sync protocol "--zone=$zone" prune ${want_protocols[@]+"${want_protocols[@]}"}
-  # Public ports in the default zone, which is the distribution's: added, never pruned.
-  fw_sync port "" keep ${public_ports[@]+"${public_ports[@]}"}
-  if [ ${#STEP_NOTES[@]} -gt 0 ]; then
+  # Public ports in the default zone, which is the distribution's: added, never pruned. Named
+  # explicitly: without --zone, firewall-cmd may print a warning on stdout before the list.
+  default_zone=$(firewall-cmd --get-default-zone)
+  fw_sync port "--zone=$default_zone" keep ${public_ports[@]+"${public_ports[@]}"}
+  if [ "$new_zone" = 1 ]; then
     run firewall-cmd --reload
   fi
 elif command -v ufw >/dev/null 2>&1 && ufw status | grep -q 'Status: active'; then
@@ -541,7 +553,7 @@ if ss -Hltn | awk '{print $4}' | grep -Eq ':(2375|2376)$'; then
 fi
 
 step container_firewall
-ensure_packages apt=iptables dnf=iptables-nft
+ensure_packages apt=iptables 'dnf=iptables-nft dbus-tools'
 install_file 0755 /usr/local/sbin/cablab-container-firewall <<'CABLAB_EOF'
 #!/bin/bash
 # Containers cannot reach the cluster's control ports: rendered by cablab-cluster from ubuntu.yml,
@@ -561,7 +573,24 @@ install_file 0755 /usr/local/sbin/cablab-container-firewall <<'CABLAB_EOF'
 #   udp 7946 (swarm gossip)
 # to every cluster host (DOCKER-USER → CABLAB-CONTAINERS) and to this host itself
 # (INPUT → CABLAB-CONTAINERS-IN). Prints one line per change; a second run prints nothing.
+#
+# With --watch (the unit cablab-container-firewall-watch.service, where firewalld runs): firewalld's reload
+# (`firewall-cmd --reload`) flushes the iptables rules it did not make, these among them; the watch
+# applies them again after every reload, as Docker does for its own chains.
 set -euo pipefail
+if [ "${1:-}" = --watch ]; then
+  again() { local wait; for wait in 2 10; do sleep "$wait"; "$0" || echo "re-applying failed"; done; }
+  again  # firewalld (re)started: it flushed them too
+  dbus-monitor --system "type='signal',interface='org.fedoraproject.FirewallD1',member='Reloaded'" |
+    while IFS= read -r line; do
+      case $line in
+        *member=Reloaded*) echo "firewalld reloaded: re-applying"; again ;;
+      esac
+    done
+  exit 1  # dbus-monitor ended: systemd starts the watch again
+fi
+exec 9>/run/cablab-container-firewall.lock
+flock 9  # one at a time: the watch, the unit at docker's start, the provisioner
 stamp=f08f802c3841
 # refill IPT CHAIN: true when CHAIN must be filled again (then it is empty but for the stamp)
 # (called as a condition: errexit is off inside, hence the explicit exits)
@@ -634,6 +663,40 @@ while IFS= read -r line; do
   [ -z "$line" ] || changed "$line"
 done <<<"$out"
 ensure_service cablab-container-firewall.service
+install_file 0644 /etc/systemd/system/cablab-container-firewall-watch.service <<'CABLAB_EOF'
+[Unit]
+Description=cablab: the container firewall applied again after every firewalld reload
+After=firewalld.service docker.service
+# Stopped and restarted with firewalld (whose start flushes the rules too: the watch applies them first).
+PartOf=firewalld.service
+
+[Service]
+ExecStart=/usr/local/sbin/cablab-container-firewall --watch
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=firewalld.service
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then
+  run systemctl daemon-reload
+fi
+if command -v firewall-cmd >/dev/null 2>&1; then
+  # Enabled where firewalld is installed (it starts with firewalld), running while firewalld runs.
+  if ! systemctl is-enabled --quiet cablab-container-firewall-watch.service; then
+    run systemctl enable cablab-container-firewall-watch.service
+    changed "enabled cablab-container-firewall-watch.service"
+  fi
+  if firewall-cmd --state >/dev/null 2>&1 && ! systemctl is-active --quiet cablab-container-firewall-watch.service; then
+    run systemctl start cablab-container-firewall-watch.service
+    changed "started cablab-container-firewall-watch.service"
+  elif [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet cablab-container-firewall-watch.service; then
+    run systemctl restart cablab-container-firewall-watch.service
+    changed "restarted cablab-container-firewall-watch.service"
+  fi
+else
+  skipped "no firewalld: no watch for its reloads"
+fi
 
 step nfs_mounts
 ensure_packages apt=nfs-common dnf=nfs-utils

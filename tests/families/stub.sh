@@ -119,6 +119,7 @@ case "$name" in
     case "$args" in
       --state) [ "${STUB_FW:-none}" = firewalld ] || exit 1 ;;
       *--get-zones*) echo "public $(cat "$S/zones" 2>/dev/null || true)" ;;
+      --get-default-zone) echo public ;;
       *--new-zone=*) echo "${args##*--new-zone=}" >>"$S/zones" ;;
       *--list-* | *--add-* | *--remove-*)
         # firewalld's permanent configuration: $S/fw/<zone>.<kind>, one item a line (zone default: public)
