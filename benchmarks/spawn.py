@@ -582,10 +582,10 @@ class Bench:
         time.sleep(1.0)  # the probe is polling before anything is started
         return t, out
 
-    def manager_events(self, service: str, since: float) -> list[DockerEvent]:
+    def manager_events(self, since: float, **filters: str) -> list[DockerEvent]:
+        """The manager's Docker events from `since` (its clock) until now, e.g. type="node"."""
         until = int(time.time() + self.offset(self.manager).seconds) + 2
-        raw = self.docker.client.events(since=int(since) - 1, until=until,
-                                        filters={"type": "service", "service": service}, decode=True)
+        raw = self.docker.client.events(since=int(since) - 1, until=until, filters=filters, decode=True)
         return sorted((DockerEvent.of(e) for e in raw), key=lambda e: e.time)
 
     # -- §1 and §3 ---------------------------------------------------------------------------
@@ -607,8 +607,8 @@ class Bench:
         template = {}
         if ready:
             template = self.docker.client.api.inspect_service(service)["Spec"]["TaskTemplate"]
-            created = first_event(self.manager_events(service, t0 + self.offset(self.manager).seconds),
-                                  "service", "create")
+            created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
+                                                      type="service", service=service), "service", "create")
             answer = self.local(node, probe.get("answer"))
             created_here = self.local(self.manager, created)
             if answer and created_here:
@@ -642,8 +642,8 @@ class Bench:
             labels={"cablab.bench": "floor"})
         thread.join(timeout=START_TIMEOUT + 60)
         try:
-            created = first_event(self.manager_events(service, t0 + self.offset(self.manager).seconds),
-                                  "service", "create")
+            created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
+                                                      type="service", service=service), "service", "create")
             answer, started = probe.get("answer"), first_event(probe.get("events", []), "container", "start")
             result: dict[str, Any] = {"status_line": probe.get("status_line")}
             c_here, a_here = self.local(self.manager, created), self.local(node, answer)
@@ -752,11 +752,8 @@ class Bench:
                 c["over_ideal"] = ratio(c["all_ready_s"], c["ideal_s"])
             # Did a node go down under the load (its tasks then go back to pending elsewhere)? The
             # swarm's own node events over the whole start, on the manager's clock.
-            until = int(time.time() + self.offset(self.manager).seconds) + 2
-            raw = self.docker.client.events(since=int(t0 + self.offset(self.manager).seconds) - 1, until=until,
-                                            filters={"type": "node"}, decode=True)
-            c["node_changes"] = node_state_changes((DockerEvent.of(e) for e in raw),
-                                                   t0 + self.offset(self.manager).seconds)
+            start = t0 + self.offset(self.manager).seconds
+            c["node_changes"] = node_state_changes(self.manager_events(start, type="node"), start)
             if extra:
                 active = self.api("GET", "/users?state=active").json()
                 c["running_before_one_more"] = sorted(u["name"] for u in active if isinstance(u, dict))

@@ -77,6 +77,9 @@ class Case:
     files: tuple[tuple[str, str], ...] = ()  # files the host already has: (path, content)
 
 
+# daemon.json as the release before engine labels wrote it on the centos lab's nodes.
+CENTOS_DAEMON_JSON_UNLABELLED = daemon_json(load_spec(LAB / "centos.yml").cluster.docker) + "\n"
+
 CASES = {
     "el9-selinux.dnf": Case(SPECS / "el9-selinux.yml", "dnf", ROCKY_9, firewall="firewalld"),
     "letsencrypt-docker-repo.apt": Case(SPECS / "letsencrypt-docker-repo.yml", "apt", DEBIAN_12),
@@ -88,14 +91,12 @@ CASES = {
     # A running lab node provisioned by the release before engine labels: its daemon.json has none.
     "lab-centos-labels.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
                                   marks=("active docker", "enabled docker"),
-                                  files=(("/etc/docker/daemon.json", daemon_json(load_spec(LAB / "centos.yml")
-                                                                                 .cluster.docker) + "\n"),)),
+                                  files=(("/etc/docker/daemon.json", CENTOS_DAEMON_JSON_UNLABELLED),)),
     # The same with another change besides (its log options): Docker restarts.
     "lab-centos-restart.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
                                    marks=("active docker", "enabled docker"),
-                                   files=(("/etc/docker/daemon.json", daemon_json(load_spec(LAB / "centos.yml")
-                                                                                  .cluster.docker)
-                                           .replace('"20m"', '"10m"') + "\n"),)),
+                                   files=(("/etc/docker/daemon.json",
+                                           CENTOS_DAEMON_JSON_UNLABELLED.replace('"20m"', '"10m"')),)),
     # An EL spec on a Debian host: refused by the preflight before anything changes.
     "el9-selinux-on-debian.apt": Case(SPECS / "el9-selinux.yml", "apt", DEBIAN_12, hosts=("w1",), refused=True),
 }

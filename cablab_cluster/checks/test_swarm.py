@@ -82,14 +82,8 @@ def test_each_node_declares_its_engine_labels(nodes, cluster):
     sees them (what the placement constraints read)."""
     from cablab_cluster.steps.docker_engine import engine_labels
 
-    manager = nodes[cluster.first_manager]
-    ids = manager.check_output("docker node ls -q").split()
-    seen = {}
-    for node_id in ids:
-        addr, labels = manager.check_output(
-            f"docker node inspect --format '{{{{.Status.Addr}}}} {{{{json .Description.Engine.Labels}}}}' {node_id}"
-        ).split(" ", 1)
-        seen[addr] = json.loads(labels) or {}
+    listed = json.loads(nodes[cluster.first_manager].check_output("docker node inspect $(docker node ls -q)"))
+    seen = {n["Status"]["Addr"]: n["Description"]["Engine"].get("Labels") or {} for n in listed}
     for h in cluster.swarm_hosts:
         want = dict(label.split("=", 1) for label in engine_labels(cluster, h))
         assert seen.get(str(h.address)) == want, f"{h.name}: engine labels {seen.get(str(h.address))}, want {want}"

@@ -215,15 +215,21 @@ ensure_packages() {
   fi
 }
 # ensure_service NAME: enabled at boot and running now.
-ensure_service() {
+ensure_enabled() {
   if ! systemctl is-enabled --quiet "$1" 2>/dev/null; then
     run systemctl enable "$1"
     changed "enabled $1"
   fi
+}
+ensure_started() {
   if ! systemctl is-active --quiet "$1"; then
     run systemctl start "$1"
     changed "started $1"
   fi
+}
+ensure_service() {
+  ensure_enabled "$1"
+  ensure_started "$1"
 }
 # Docker's Go templates, all here (their braces are Jinja's too, so this is the one raw block):
 # the steps ask Docker through these.
@@ -801,16 +807,13 @@ if [ "$LAST_CHANGED" = 1 ]; then
 fi
 if command -v firewall-cmd >/dev/null 2>&1; then
   # Enabled where firewalld is installed (it starts with firewalld), running while firewalld runs.
-  if ! systemctl is-enabled --quiet cablab-container-firewall-watch.service; then
-    run systemctl enable cablab-container-firewall-watch.service
-    changed "enabled cablab-container-firewall-watch.service"
-  fi
-  if firewall-cmd --state >/dev/null 2>&1 && ! systemctl is-active --quiet cablab-container-firewall-watch.service; then
-    run systemctl start cablab-container-firewall-watch.service
-    changed "started cablab-container-firewall-watch.service"
-  elif [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet cablab-container-firewall-watch.service; then
-    run systemctl restart cablab-container-firewall-watch.service
-    changed "restarted cablab-container-firewall-watch.service"
+  ensure_enabled cablab-container-firewall-watch.service
+  if firewall-cmd --state >/dev/null 2>&1; then
+    if [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet cablab-container-firewall-watch.service; then
+      run systemctl restart cablab-container-firewall-watch.service
+      changed "restarted cablab-container-firewall-watch.service"
+    fi
+    ensure_started cablab-container-firewall-watch.service
   fi
 else
   skipped "no firewalld: no watch for its reloads"
