@@ -720,3 +720,101 @@ def test_the_forgotten_node_option_survives_a_request_finishing_during_the_spawn
     db.rollback()  # what BaseHandler.finish does with dirty objects
     db.expire_all()
     assert db.query(orm.Spawner).one().user_options == {"profile": "small"}
+
+
+# -- starts, at most one per notebook CPU at a time ----------------------------------
+
+def cpu_node(name: str, cpus: float, **kw) -> dict:
+    n = node(name, **kw)
+    n["Description"]["Resources"] = {"NanoCPUs": int(cpus * 1e9), "MemoryBytes": 3 << 30}
+    return n
+
+
+def test_start_slots_are_the_whole_cpus_of_the_ready_notebook_nodes():
+    nodes = [cpu_node("node1", 4), cpu_node("node2", 1), cpu_node("node3", 1.5), cpu_node("node4", 8, state="down")]
+    assert cablab_hub.start_slots(nodes, ["node2", "node3", "node4"], "cablab.node") == 2  # not node1's, nor down node4's
+    assert cablab_hub.start_slots([], ["node2"], "cablab.node") == 1
+    assert cablab_hub.start_slots([cpu_node("node2", 0.5)], ["node2"], "cablab.node") == 1
+
+
+def test_the_queue_runs_limit_starts_at_once_in_order_of_arrival():
+    async def scenario():
+        q = cablab_hub.StartQueue()
+        running, peak, order, waits = [], [0], [], []
+
+        async def one(name: str, hold: float):
+            async with q.slot(2, on_wait=lambda turn: waits.append((name, q.ahead(turn)))):
+                running.append(name)
+                order.append(name)
+                peak[0] = max(peak[0], len(running))
+                await asyncio.sleep(hold)
+                running.remove(name)
+
+        await asyncio.gather(*(one(f"u{i}", 0.05) for i in range(6)))
+        return peak[0], order, waits, q.running, list(q.waiting)
+
+    peak, order, waits, left, waiting = asyncio.run(scenario())
+    assert peak == 2
+    assert order == [f"u{i}" for i in range(6)]
+    assert waits == [("u2", 2), ("u3", 3), ("u4", 4), ("u5", 5)]  # 2 running + those queued before
+    assert (left, waiting) == (0, [])
+
+
+def test_a_start_that_fails_or_is_cancelled_gives_its_place_to_the_next():
+    async def scenario():
+        q = cablab_hub.StartQueue()
+        got = []
+
+        async def failing():
+            async with q.slot(1):
+                await asyncio.sleep(0.02)
+                raise RuntimeError("swarm said no")
+
+        async def queued(name):
+            async with q.slot(1):
+                got.append(name)
+
+        first = asyncio.ensure_future(failing())
+        await asyncio.sleep(0)
+        cancelled = asyncio.ensure_future(queued("cancelled"))
+        later = asyncio.ensure_future(queued("later"))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        results = await asyncio.gather(first, cancelled, later, return_exceptions=True)
+        return got, results, q.running, list(q.waiting)
+
+    got, results, running, waiting = asyncio.run(scenario())
+    assert got == ["later"]
+    assert isinstance(results[0], RuntimeError) and isinstance(results[1], asyncio.CancelledError)
+    assert (running, waiting) == (0, [])
+
+
+def test_a_start_whose_turn_does_not_come_is_refused_with_the_reason(monkeypatch):
+    async def never(self):
+        raise AssertionError("started without its turn")
+
+    monkeypatch.setattr(SwarmSpawner, "start", never)
+
+    async def scenario():
+        sp = cablab_spawner(FakeDocker(nodes=[cpu_node("node2", 1), cpu_node("node3", 1)]))
+        sp.start_queue = cablab_hub.StartQueue()
+        sp.start_queue.running = 2  # two other starts hold the cluster's two CPUs
+        sp.turn_timeout = 0.1
+        messages = []
+
+        async def watch():
+            async for event in sp.progress():
+                messages.append(event["message"])
+
+        watcher = asyncio.ensure_future(watch())
+        with pytest.raises(web.HTTPError) as refused:
+            await sp.start()
+        await asyncio.wait_for(watcher, 5)
+        return refused.value, messages, list(sp.start_queue.waiting)
+
+    refused, messages, waiting = asyncio.run(scenario())
+    assert refused.status_code == 503
+    assert "busy starting other servers (2 at a time)" in refused.log_message
+    assert "alice's did not get its turn within 0.1 s" in refused.log_message
+    assert messages[0] == "Waiting for 2 other servers to start first (the cluster starts a few at a time)"
+    assert waiting == []

@@ -137,6 +137,46 @@ def test_the_hub_host_labels_itself_and_no_other_node_keeps_the_label(tmp_path):
     assert again.stdout.splitlines()[-1] == "[cablab node1] done: 1 steps, 0 changed"
 
 
+# -- the heartbeat period -------------------------------------------------------
+
+def init_script(r: Renderer, tmp: Path) -> Path:
+    body = step_text(r, "node1", "swarm_init").replace("/etc/cablab/swarm", str(tmp / "swarm"))
+    return script(r, "node1", body, tmp)
+
+
+@needs_root
+def test_a_new_swarm_starts_with_the_specs_heartbeat(tmp_path):
+    r = lab()
+    assert r.c.swarm.heartbeat == 10
+    proc = run(init_script(r, tmp_path), tmp_path, {"swarm": "inactive"})
+    assert proc.returncode == 0, proc.stderr
+    assert docker_state(tmp_path)["heartbeat_ns"] == 10_000_000_000
+    assert "swarm update" not in (tmp_path / "state" / "calls").read_text()
+
+
+@needs_root
+def test_a_swarm_with_another_heartbeat_gets_the_specs_once(tmp_path):
+    path = init_script(lab(), tmp_path)
+    proc = run(path, tmp_path, {"swarm": "active"})  # made before the key: dockerd's 5 s
+    assert proc.returncode == 0, proc.stderr
+    assert "heartbeat period set to 10 s" in proc.stdout + (tmp_path / "log").read_text()
+    assert docker_state(tmp_path)["heartbeat_ns"] == 10_000_000_000
+    again = run(path, tmp_path)
+    assert again.stdout.splitlines()[-1] == "[cablab node1] done: 1 steps, 0 changed"
+
+
+def test_the_heartbeat_keeps_a_lost_server_noticed_within_a_minute(write_spec):
+    from cablab_cluster.spec import SpecError
+
+    assert load_spec(write_spec(lambda d: d["swarm"].pop("heartbeat", None))).cluster.swarm.heartbeat == 5
+    with pytest.raises(SpecError) as e:
+        load_spec(write_spec(lambda d: d["swarm"].update(heartbeat=15)))
+    assert "swarm.heartbeat: Input should be less than or equal to 14 (hint: write 14 or less: three missed " \
+        "heartbeats mark a node down" in str(e.value)
+    with pytest.raises(SpecError):
+        load_spec(write_spec(lambda d: d["swarm"].update(heartbeat="10; reboot")))
+
+
 # -- the join token ------------------------------------------------------------
 
 def join_script(tmp: Path) -> Path:

@@ -184,6 +184,11 @@ class Host(Strict):
         return Role.MANAGER if self.is_manager else Role.WORKER if self.is_worker else None
 
 
+# 3 missed heartbeats mark a node down; the hub's poll (15 s + 10 % jitter) then finds the lost
+# server: 3 x 14 + 16.5 <= 60 s, the bound the operations issue sets for noticing a lost server.
+HEARTBEAT_MAX = 14
+
+
 class Swarm(Strict):
     network: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "swarmnet"
     """the attachable overlay network of the hub and the users' servers."""
@@ -192,6 +197,12 @@ class Swarm(Strict):
     encrypted: bool = True
     """IPsec-encrypt the overlay's traffic between nodes (ESP, opened between the hosts by the firewall step).
     Changing it on a running cluster recreates the network: the run stops and names the commands."""
+    heartbeat: Annotated[int, Field(ge=1, le=HEARTBEAT_MAX)] = 5
+    """seconds between a node's heartbeats to the managers (Docker's default: 5). A node that misses three
+    is marked down, and swarm moves its tasks, users' servers included, to other nodes. A longer period
+    spares a CPU-starved node (many servers starting at once on few cores, or emulated VMs) from being
+    marked down while alive; a lost node is then noticed later: 3 x heartbeat + the hub's poll (<= 60 s
+    in all, so at most 14)."""
 
 
 class EngineSource(str, Enum):

@@ -164,6 +164,15 @@ HINTS = {
 }
 
 
+BOUNDS = {"less_than_equal": "write {} or less", "less_than": "write less than {}",
+          "greater_than_equal": "write {} or more", "greater_than": "write more than {}"}
+# Why a key's bound is what it is, where the number alone does not say.
+BOUND_WHY = {
+    ("heartbeat", "less_than_equal"): "three missed heartbeats mark a node down, and a server lost with its node must be noticed "
+                 "within 60 s",
+}
+
+
 def _from_pydantic(err: dict, data: object) -> Problem:
     loc = tuple(err["loc"])
     # Drop pydantic's union branch names (e.g. 'IPv4Address') from the location.
@@ -191,6 +200,10 @@ def _from_pydantic(err: dict, data: object) -> Problem:
     elif kind == "literal_error":
         message = f"{quoted(err.get('input'))} is not allowed"
         hint = f"use one of: {err['ctx']['expected']}"
+    elif kind in BOUNDS and "ctx" in err:
+        hint = BOUNDS[kind].format(next(iter(err["ctx"].values())))
+        why = BOUND_WHY.get((str(loc[-1]), kind))
+        hint = f"{hint}: {why}" if why else hint
     elif kind == "value_error":
         message = str(err["ctx"]["error"]) if "ctx" in err else message
     return Problem(_path(loc), message, hint, _line(data, loc))

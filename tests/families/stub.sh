@@ -14,6 +14,12 @@ mkdir -p "$S"/pkg "$S"/on "$S"/mark
 key() { printf '%s' "$*" | tr '/ ' '%_'; }
 has() { [ -e "$S/mark/$(key "$@")" ]; }
 mark() { : >"$S/mark/$(key "$@")"; }
+# heartbeat ARGS: the swarm keeps --dispatcher-heartbeat Ns from `swarm init|update`, as ns.
+heartbeat() {
+  case "$1" in *"--dispatcher-heartbeat "*) ;; *) return 0 ;; esac
+  local s=${1#*--dispatcher-heartbeat }; s=${s%% *}; s=${s%s}
+  echo "$((s * 1000000000))" >"$S/heartbeat"
+}
 unmark() { rm -f "$S/mark/$(key "$@")"; }
 installed() { [ -e "$S/pkg/$1" ]; }
 install_pkg() { printf '%s\n' "$2" >"$S/pkg/$1"; }
@@ -81,7 +87,11 @@ case "$name" in
       "info --format {{.Swarm.ControlAvailable}}") echo "${STUB_CONTROL:-true}" ;;
       "info --format {{.Driver}}") echo "${STUB_DRIVER:-overlay2}" ;;
       "version --format {{.Server.Version}}") echo "${STUB_PIN}.0" ;;
-      "swarm init"* | "swarm join"*) mark swarm ;;
+      "swarm init"* | "swarm join"*) mark swarm; heartbeat "$args" ;;
+      "swarm update"*) heartbeat "$args" ;;
+      # dockerd's own default (5 s) until init or update sets one, in ns as `docker info` prints it
+      "info --format {{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}")
+        cat "$S/heartbeat" 2>/dev/null || echo 5000000000 ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
       "network inspect"*) has network "${@: -1}" || exit 1; cat "$S/mark/$(key network "${@: -1}")" ;;
       "network create"*)

@@ -16,8 +16,10 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, AsyncIterator, Mapping, Optional, Sequence
 
 from aiohttp import ClientError, ClientTimeout, ThreadedResolver
 from docker.errors import APIError
@@ -328,6 +330,78 @@ async def answers(url: str) -> bool:
     return response.status < 500
 
 
+# --- Starts, at most one per notebook CPU at a time ------------------------------
+# A server's start is CPU-bound (one Python process importing JupyterLab and JupyterHub's client). N
+# starts at once on a node with fewer CPUs each take N/CPUs times as long, so all of them are late: ten
+# started at once on the lab's two one-CPU workers ran past the 300 s answer timeout (spawn bench,
+# capacity). The hub runs as many starts at once as the ready notebook nodes have CPUs; the others wait
+# their turn in order of arrival (within start_timeout, before their own http_timeout starts), told
+# how many are ahead. Swarm spreads the starts that run at once over the nodes (fewest tasks first).
+
+def start_slots(nodes: Sequence[Mapping[str, Any]], notebook_nodes: Sequence[str], label: str) -> int:
+    """How many starts may run at once: the whole CPUs of the ready notebook nodes, at least 1."""
+    nano = sum(((n.get("Description") or {}).get("Resources") or {}).get("NanoCPUs") or 0 for n in nodes
+               if node_problem(n, for_new_servers=True) is None and node_name(n, label) in notebook_nodes)
+    return max(1, int(nano // 1_000_000_000))
+
+
+class NoTurn(Exception):
+    """A start's turn did not come in time."""
+
+
+class StartQueue:
+    """At most `limit` starts at once (the limit as the latest start saw it), the rest first come, first
+    served. One per hub (a class attribute of the spawner): every user's start passes through it."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.limit = 1
+        self.waiting: deque[asyncio.Future] = deque()
+
+    def ahead(self, turn: asyncio.Future) -> int:
+        """Starts before this waiting one: those running and those queued earlier."""
+        return self.running + (self.waiting.index(turn) if turn in self.waiting else 0)
+
+    @asynccontextmanager
+    async def slot(self, limit: int, on_wait: Any = None, timeout: float | None = None) -> AsyncIterator[None]:
+        """Hold one of the `limit` slots for the block; `on_wait(turn)` is called if this start must wait,
+        NoTurn raised if its turn has not come within `timeout` s."""
+        self.limit = max(1, limit)
+        self._wake()
+        if self.running < self.limit and not self.waiting:
+            self.running += 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            self.waiting.append(turn)
+            if on_wait is not None:
+                on_wait(turn)
+            try:
+                await asyncio.wait_for(turn, timeout)
+            except (asyncio.CancelledError, asyncio.TimeoutError) as e:
+                if turn.done() and not turn.cancelled():
+                    self._leave()  # its turn had come: give it to the next
+                elif turn in self.waiting:
+                    self.waiting.remove(turn)
+                if isinstance(e, asyncio.TimeoutError):
+                    raise NoTurn() from None
+                raise
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        self.running -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiting and self.running < self.limit:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                self.running += 1
+                turn.set_result(None)
+
+
 def forget_one_shot_options(spawner: Any) -> None:
     """Drop the one-shot options from the options JupyterHub keeps for the next start
     (a start without a body reuses them): this start still sees them. Committed at once: the hub's
@@ -351,6 +425,11 @@ class CablabSwarmSpawner(SwarmSpawner):
         (swarm: "no suitable node": a node named that is down, no node with the reservation free) before it
         fails with swarm's reason, instead of waiting for start_timeout.""")
     resources = Dict(config=True, help="{'default': {limits, reservations}, 'users': {name: {...}}} from cablab.json")
+
+    turn_timeout = Float(300.0, config=True, help="""Seconds a start may wait for its turn in the start queue
+        (half of start_timeout: the other half is the start's own).""")
+    start_queue = StartQueue()  # one per hub: see "Starts, at most one per notebook CPU at a time"
+    _turn: asyncio.Future | None = None
 
     def user_resources(self) -> Mapping[str, Any]:
         return (self.resources.get("users") or {}).get(self.user.name) or self.resources.get("default") or {}
@@ -392,14 +471,41 @@ class CablabSwarmSpawner(SwarmSpawner):
         apply_resources(self, self.user_resources())
         node = (self.user_options or {}).get("node")
         forget_one_shot_options(self)
+        nodes = await self.docker("nodes")
         if node:
-            refusal = node_refusal(str(node), await self.docker("nodes"), self.notebook_nodes, self.node_label)
+            refusal = node_refusal(str(node), nodes, self.notebook_nodes, self.node_label)
             if refusal:
                 raise web.HTTPError(400, refusal)
-        ip, port = await super().start()
-        base_url = self.server.base_url if self.server else self.user.url
-        await self.wait_until_answering(f"http://{ip}:{port}{base_url}api")
+        limit = start_slots(nodes, self.notebook_nodes, self.node_label)
+
+        def waiting(turn: asyncio.Future) -> None:
+            self._turn = turn
+            self.log.info("%s's start waits for %d other(s) (%d at once)", self.user.name,
+                          self.start_queue.ahead(turn), limit)
+
+        try:
+            async with self.start_queue.slot(limit, on_wait=waiting, timeout=self.turn_timeout):
+                self._turn = None
+                ip, port = await super().start()
+                base_url = self.server.base_url if self.server else self.user.url
+                await self.wait_until_answering(f"http://{ip}:{port}{base_url}api")
+        except NoTurn:
+            raise web.HTTPError(503, f"the cluster is busy starting other servers ({limit} at a time) and "
+                                     f"{self.user.name}'s did not get its turn within {self.turn_timeout:g} s; "
+                                     "try again in a few minutes") from None
+        finally:
+            self._turn = None
         return ip, port
+
+    async def progress(self):
+        """The spawn page's messages: the place in the queue while this start waits its turn."""
+        await asyncio.sleep(0)  # start() runs first and queues itself
+        while self._turn is not None and not self._turn.done():
+            ahead = self.start_queue.ahead(self._turn)
+            yield {"progress": 10, "message": f"Waiting for {ahead} other server{'s' if ahead != 1 else ''} "
+                                              "to start first (the cluster starts a few at a time)"}
+            await asyncio.sleep(2)
+        yield {"progress": 50, "message": "Starting your server on the cluster..."}
 
     async def wait_until_answering(self, url: str) -> None:
         """Return once the server at `url` answers below 500 (what JupyterHub's own wait asks),
@@ -535,7 +641,7 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.Spawner.pre_spawn_hook = make_pre_spawn_hook(sp)
 
     # Faults (CablabSwarmSpawner): a server lost with its node is noticed within
-    # poll_interval (+10 % jitter) after swarm marks the node down (~15 s): <= 60 s.
+    # poll_interval (+10 % jitter) after swarm marks the node down (3 x swarm.heartbeat): <= 60 s.
     c.Spawner.poll_interval = 15
     c.CablabSwarmSpawner.notebook_nodes = list(sp["notebook_nodes"])
     c.CablabSwarmSpawner.node_label = str(sp["node_label"])
