@@ -18,7 +18,7 @@ class Params:
 
     @property
     def heartbeat_ns(self) -> int:
-        """The period as `docker info` prints it (Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod)."""
+        """The period as `docker info` prints it in JSON (Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod, ns)."""
         return self.swarm.heartbeat * NS
 
 

@@ -1548,7 +1548,8 @@ if [ "$state" != active ]; then
 fi
 [ "$(docker_info Swarm.ControlAvailable)" = true ] || die "this host is in a swarm but not a manager"
 # Swarm-wide, kept by raft: a swarm made before the spec's period (or with another) gets it.
-if [ "$(docker_info Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod)" != 10000000000 ]; then
+# As JSON the period is in ns (the plain format prints a Go duration: 10s, 1m0s).
+if [ "$(docker info --format '{{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}')" != 10000000000 ]; then
   run docker swarm update --dispatcher-heartbeat "${heartbeat}s"
   changed "heartbeat period set to ${heartbeat} s"
 fi

@@ -90,7 +90,7 @@ case "$name" in
       "swarm init"* | "swarm join"*) mark swarm; heartbeat "$args" ;;
       "swarm update"*) heartbeat "$args" ;;
       # dockerd's own default (5 s) until init or update sets one, in ns as `docker info` prints it
-      "info --format {{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}")
+      "info --format {{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}")
         cat "$S/heartbeat" 2>/dev/null || echo 5000000000 ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
       "network inspect"*) has network "${@: -1}" || exit 1; cat "$S/mark/$(key network "${@: -1}")" ;;
