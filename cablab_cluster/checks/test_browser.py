@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -60,7 +61,11 @@ def test_a_person_signs_in_and_runs_a_sample_notebook(cluster, hub_client, brows
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
             page = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900}).new_page()
-            page.goto(f"{base}/hub/login")
+            # JupyterLab restores the user's last workspace (an open notebook, the file browser in
+            # samples/ from an earlier visit): the sign-in leads to the default one (?reset), the file
+            # browser at home, through the spawn page. One JupyterLab load, not two (~1 min each here).
+            lab = f"/user/{browser_user}/lab?reset"
+            page.goto(f"{base}/hub/login?" + urlencode({"next": "/hub/spawn?" + urlencode({"next": lab})}))
             expect(page.get_by_role("button", name="Sign in with GitHub")).to_be_visible()  # a link styled as a button
             expect(page.locator("#login_submit")).to_be_visible()  # the lab form beside it
             page.screenshot(path=str(screenshots / "1-login.png"))
@@ -70,9 +75,6 @@ def test_a_person_signs_in_and_runs_a_sample_notebook(cluster, hub_client, brows
             page.fill("#password_input", password)
             page.click("#login_submit")
             page.wait_for_url(f"**/user/{browser_user}/lab**", timeout=START_TIMEOUT_MS)
-            # JupyterLab restores the user's last workspace (an open notebook, the file browser in
-            # samples/ from an earlier visit): start from the default one, the file browser at home.
-            page.goto(f"{base}/user/{browser_user}/lab?reset")
             files = page.locator(".jp-DirListing-item", has_text="samples")
             files.wait_for(timeout=START_TIMEOUT_MS)
             timings["browser: sign in -> JupyterLab usable"] = round(time.monotonic() - t0, 1)
