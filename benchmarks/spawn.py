@@ -57,6 +57,20 @@ FLOOR_PREFIX = "cablab-bench-floor-"
 # --- Pure parts (tests/test_bench_spawn.py) --------------------------------------------
 
 
+def busy_cpu_seconds(proc_stat: str, ticks_per_s: float) -> float:
+    """CPU time spent busy on this machine (all CPUs) from /proc/stat's first line: user, nice,
+    system, irq, softirq and steal (not idle, not iowait; guest time is already in user)."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise ValueError("not /proc/stat")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / ticks_per_s
+
+
+def host_busy() -> float:
+    return busy_cpu_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
 @dataclass(frozen=True)
 class Summary:
     """p50/p95 (inclusive quantiles, as numpy's `linear`) of some durations in seconds."""
@@ -244,7 +258,11 @@ class Report:
     clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    host_cpu_per_spawn: Optional[Summary] = None  # --vms-here: this machine's CPU-seconds per hub spawn
+
     def summarize(self) -> None:
+        cpu = [s["host_cpu_s"] for s in self.spawns if s.get("host_cpu_s") is not None and s.get("hub_s")]
+        self.host_cpu_per_spawn = Summary.of(cpu) if cpu else None
         self.hub = Summary.of(s["hub_s"] for s in self.spawns if s.get("hub_s") is not None)
         self.floor = Summary.of(s["floor_s"] for s in self.spawns if s.get("floor_s") is not None)
         self.hub_over_floor_p50 = ratio(self.hub.p50, self.floor.p50)
@@ -261,6 +279,9 @@ class Report:
             if s is not None:
                 rows.append(f"{name:<23} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}")
         rows.append(f"hub p50 / floor p50: {f(self.hub_over_floor_p50)} (target <= {HUB_TARGET})")
+        if self.host_cpu_per_spawn:
+            rows.append(f"this machine's CPU per hub spawn (the VMs run here): p50 {f(self.host_cpu_per_spawn.p50)} "
+                        f"CPU-s over {f(self.hub.p50 if self.hub else None)} s, of {os.cpu_count()} CPUs")
         if self.breakdown:
             rows.append("one spawn, where the time goes (s):")
             rows += [f"  {b['at_s']:>7.2f}  +{b['step_s']:<6.2f} {b['milestone']}" for b in self.breakdown]
@@ -269,6 +290,11 @@ class Report:
             rows.append(f"capacity: {c.get('ready')} of {c.get('started')} ready, {c.get('failures')} failed; "
                         f"all ready in {f(c.get('all_ready_s'))} s, CPU-bound ideal {f(c.get('ideal_s'))} s "
                         f"(ratio {f(c.get('over_ideal'))}, target <= {CAPACITY_TARGET})")
+            if c.get("host_ideal_s") is not None:
+                rows.append(f"  bound by this machine's CPUs (the VMs run here): ideal {f(c.get('host_ideal_s'))} s "
+                            f"({c.get('started')} x {f(c.get('host_cpu_per_spawn_s'))} CPU-s / {c.get('host_cpus')} CPUs; "
+                            f"ratio {c.get('over_host_ideal') or '—'}); this machine's CPUs busy "
+                            f"{c.get('host_busy_share') or 0:.0%} of the time until all were ready")
             for node, mib in (c.get("peak_memory_mib") or {}).items():
                 rows.append(f"  peak memory {node}: {f(mib)} MiB of {f(c.get('memory_mib', {}).get(node))}")
             changes = c.get("node_changes")
@@ -423,7 +449,9 @@ def log(msg: str) -> None:
 
 
 class Bench:
-    def __init__(self, spec_path: str, ssh_config: str, secrets: Optional[str], token_file: Optional[str]):
+    def __init__(self, spec_path: str, ssh_config: str, secrets: Optional[str], token_file: Optional[str],
+                 vms_here: bool = False):
+        self.vms_here = vms_here
         from cablab_cluster.checks.hosts import Nodes, missing_from_ssh_config
         from cablab_cluster.secretstore import secrets_dir
         from cablab_cluster.spec import load_spec
@@ -680,8 +708,11 @@ class Bench:
         for i, user in enumerate(users):
             node = hosts[i % len(hosts)]
             log(f"{user} on {node}: through the hub")
+            busy = host_busy() if self.vms_here else None
             try:
                 result, template = self.hub_spawn(user, node, breakdown=not report.breakdown)
+                if busy is not None:
+                    result["host_cpu_s"] = round(host_busy() - busy, 1)
             finally:
                 self.stop(user, node)
             report.breakdown = report.breakdown or result.pop("breakdown", [])
@@ -711,6 +742,8 @@ class Bench:
             t.start()
         time.sleep(3)
         batch, extra = users[:count], users[count] if len(users) > count else None
+        busy_at_ready: dict[float, float] = {}  # --vms-here: this machine's busy CPU-s when each got ready
+        busy0 = host_busy() if self.vms_here else None
         t0 = time.time()
         # The ready servers are kept active (a request through the proxy every KEEPALIVE s) until the
         # one more has been tried: the idle culler must not make room for it (the lab's culls after 180 s).
@@ -731,12 +764,15 @@ class Bench:
             ready, why = self.wait_ready(user, interval=2.0)
             if ready is not None:
                 ready_users.append(user)
+                if busy0 is not None:
+                    busy_at_ready[ready] = host_busy()
             return user, ready, why
 
         try:
             with ThreadPoolExecutor(len(batch)) as pool:
                 results = list(pool.map(one, batch))
             ready = [r for _, r, _ in results if r is not None]
+            busy_last = busy_at_ready.get(max(ready)) if ready else None
             c = report.capacity
             c |= {"started": len(batch), "ready": len(ready), "failures": len(batch) - len(ready),
                   "errors": {u: why for u, r, why in results if r is None},
@@ -750,6 +786,16 @@ class Bench:
             if report.hub and report.hub.p50 and c["notebook_cpus"]:
                 c["ideal_s"] = round(cpu_bound_ideal(report.hub.p50, len(batch), c["notebook_cpus"]), 1)
                 c["over_ideal"] = ratio(c["all_ready_s"], c["ideal_s"])
+            if report.host_cpu_per_spawn and report.host_cpu_per_spawn.p50 and busy0 is not None:
+                # The lab's VMs share this machine's CPUs: the workers' CPUs are not independent of
+                # the manager's (or of each other), and this is the ideal they can reach together.
+                cpus = os.cpu_count() or 1
+                c |= {"host_cpus": cpus, "host_cpu_per_spawn_s": report.host_cpu_per_spawn.p50,
+                      "host_ideal_s": round(cpu_bound_ideal(report.host_cpu_per_spawn.p50, len(batch), cpus), 1)}
+                c["over_host_ideal"] = ratio(c["all_ready_s"], c["host_ideal_s"])
+                last = max(ready) if ready else time.time()
+                if busy_last is not None and last > t0:
+                    c["host_busy_share"] = round((busy_last - busy0) / cpus / (last - t0), 3)
             # Did a node go down under the load (its tasks then go back to pending elsewhere)? The
             # swarm's own node events over the whole start, on the manager's clock.
             start = t0 + self.offset(self.manager).seconds
@@ -795,9 +841,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--capacity", type=int, default=10,
                     help="servers started at once, then one more (default 10; 0 skips; needs as many free users + 1)")
     ap.add_argument("--report", help="JSON report (default: lab/reports/spawn-<cluster name>.json)")
+    ap.add_argument("--vms-here", action="store_true",
+                    help="the cluster's VMs run on this machine (the lab): also this machine's CPU-seconds per "
+                         "spawn, and the capacity ideal its CPUs allow")
     args = ap.parse_args(argv)
 
-    bench = Bench(args.spec, args.ssh_config, args.secrets, args.token_file)
+    bench = Bench(args.spec, args.ssh_config, args.secrets, args.token_file, vms_here=args.vms_here)
     report = Report(bench.cluster.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     out = Path(args.report or ROOT / "lab" / "reports" / f"spawn-{bench.cluster.name}.json")
     try:

@@ -489,12 +489,13 @@ class Lab:
         out.unlink(missing_ok=True)
         try:
             sh([sys.executable, str(ROOT / "benchmarks" / "spawn.py"), str(self.spec_path), "--ssh-config",
-                str(self.ssh_config), "--report", str(out)], prefix="  bench| ")
+                str(self.ssh_config), "--report", str(out), "--vms-here"], prefix="  bench| ")
         finally:
             if out.exists():
                 got = json.loads(out.read_text())
                 self.report.notes["spawn benchmark"] = {
-                    k: got.get(k) for k in ("hub", "floor", "hub_over_floor_p50", "breakdown", "capacity")}
+                    k: got.get(k) for k in ("hub", "floor", "hub_over_floor_p50", "host_cpu_per_spawn", "breakdown",
+                                             "capacity")}
 
     def destroy(self) -> None:
         self.machines.destroy()

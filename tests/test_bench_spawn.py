@@ -38,6 +38,31 @@ def test_cpu_bound_ideal_spreads_the_spawns_over_the_cpus():
         spawn.cpu_bound_ideal(40.0, 10, 0)
 
 
+def test_busy_cpu_time_counts_everything_but_idle_and_iowait():
+    stat = "cpu  100 20 30 1000 50 5 6 7 3 0\ncpu0 50 10 15 500 25 2 3 3 0 0\n"
+    assert spawn.busy_cpu_seconds(stat, 100) == pytest.approx((100 + 20 + 30 + 5 + 6 + 7) / 100)
+    with pytest.raises(ValueError):
+        spawn.busy_cpu_seconds("intr 1 2 3\n", 100)
+    assert spawn.host_busy() > 0  # this machine's own /proc/stat
+
+
+def test_the_host_cpu_per_spawn_and_its_ideal_are_printed_when_the_vms_run_here():
+    r = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": 50.0, "host_cpu_s": 90.0},
+                                            {"user": "b", "hub_s": 52.0, "host_cpu_s": 94.0},
+                                            {"user": "c", "hub_s": None, "host_cpu_s": 300.0}],
+               capacity={"started": 10, "ready": 10, "failures": 0, "all_ready_s": 500.0, "ideal_s": 255.0,
+                         "host_cpus": 2, "host_cpu_per_spawn_s": 92.0, "host_ideal_s": 460.0,
+                         "over_host_ideal": 1.087, "host_busy_share": 0.97})
+    r.summarize()
+    assert r.host_cpu_per_spawn.p50 == 92.0  # the failed spawn's CPU is left out
+    table = r.table()
+    assert "this machine's CPU per hub spawn (the VMs run here): p50 92.0 CPU-s over 51.0 s" in table
+    assert "ideal 460.0 s (10 x 92.0 CPU-s / 2 CPUs; ratio 1.087" in table and "busy 97% of the time" in table
+    plain = Report("real", "now", spawns=[{"user": "a", "hub_s": 50.0}])
+    plain.summarize()
+    assert plain.host_cpu_per_spawn is None and "this machine" not in plain.table()
+
+
 def test_docker_events_are_parsed_in_time_order_from_json_lines():
     text = "\n".join([
         json.dumps({"Type": "container", "Action": "start", "Actor": {"ID": "c1", "Attributes": {"name": "x"}},
