@@ -818,3 +818,9 @@ def test_a_start_whose_turn_does_not_come_is_refused_with_the_reason(monkeypatch
     assert "alice's did not get its turn within 0.1 s" in refused.log_message
     assert messages[0] == "Waiting for 2 other servers to start first (the cluster starts a few at a time)"
     assert waiting == []
+
+
+def test_a_start_may_wait_its_turn_for_the_start_timeout_less_its_own_start(secrets):
+    sp = cablab_spawner(FakeDocker())
+    sp.start_timeout = 600
+    assert sp.turn_timeout == 600 - cablab_hub.OWN_START_S == 450

@@ -235,6 +235,8 @@ ensure_service() {
 # the steps ask Docker through these.
 
 docker_info() { docker info --format "{{.$1}}"; }  # docker_info Driver | Swarm.NodeID | ...
+# docker_info_json FIELD: as JSON (a duration in ns where the plain format prints a Go duration: 10s).
+docker_info_json() { docker info --format "{{json .$1}}"; }
 swarm_state() { docker_info Swarm.LocalNodeState 2>/dev/null || echo unknown; }
 docker_server_version() { docker version --format '{{.Server.Version}}'; }
 # node_label NODE LABEL / image_label REF LABEL: a label's value ("" when unset; an absent image: "").
