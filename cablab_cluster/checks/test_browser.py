@@ -63,7 +63,7 @@ def test_a_person_signs_in_and_runs_a_sample_notebook(cluster, hub_client, brows
             page = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900}).new_page()
             # JupyterLab restores the user's last workspace (an open notebook, the file browser in
             # samples/ from an earlier visit): the sign-in leads to the default one (?reset), the file
-            # browser at home, through the spawn page. One JupyterLab load, not two (~1 min each here).
+            # browser at home, through the spawn page: one JupyterLab load, not two.
             lab = f"/user/{browser_user}/lab?reset"
             page.goto(f"{base}/hub/login?" + urlencode({"next": "/hub/spawn?" + urlencode({"next": lab})}))
             expect(page.get_by_role("button", name="Sign in with GitHub")).to_be_visible()  # a link styled as a button
