@@ -742,7 +742,7 @@ class Bench:
             t.start()
         time.sleep(3)
         batch, extra = users[:count], users[count] if len(users) > count else None
-        busy_at_ready: dict[float, float] = {}  # --vms-here: this machine's busy CPU-s when each got ready
+        busy_at_ready: list[tuple[float, float]] = []  # --vms-here: (ready, this machine's busy CPU-s then)
         busy0 = host_busy() if self.vms_here else None
         t0 = time.time()
         # The ready servers are kept active (a request through the proxy every KEEPALIVE s) until the
@@ -765,14 +765,13 @@ class Bench:
             if ready is not None:
                 ready_users.append(user)
                 if busy0 is not None:
-                    busy_at_ready[ready] = host_busy()
+                    busy_at_ready.append((ready, host_busy()))
             return user, ready, why
 
         try:
             with ThreadPoolExecutor(len(batch)) as pool:
                 results = list(pool.map(one, batch))
             ready = [r for _, r, _ in results if r is not None]
-            busy_last = busy_at_ready.get(max(ready)) if ready else None
             c = report.capacity
             c |= {"started": len(batch), "ready": len(ready), "failures": len(batch) - len(ready),
                   "errors": {u: why for u, r, why in results if r is None},
@@ -793,8 +792,8 @@ class Bench:
                 c |= {"host_cpus": cpus, "host_cpu_per_spawn_s": report.host_cpu_per_spawn.p50,
                       "host_ideal_s": round(cpu_bound_ideal(report.host_cpu_per_spawn.p50, len(batch), cpus), 1)}
                 c["over_host_ideal"] = ratio(c["all_ready_s"], c["host_ideal_s"])
-                last = max(ready) if ready else time.time()
-                if busy_last is not None and last > t0:
+                if busy_at_ready:
+                    last, busy_last = max(busy_at_ready)
                     c["host_busy_share"] = round((busy_last - busy0) / cpus / (last - t0), 3)
             # Did a node go down under the load (its tasks then go back to pending elsewhere)? The
             # swarm's own node events over the whole start, on the manager's clock.

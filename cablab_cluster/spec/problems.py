@@ -168,8 +168,8 @@ BOUNDS = {"less_than_equal": "write {} or less", "less_than": "write less than {
           "greater_than_equal": "write {} or more", "greater_than": "write more than {}"}
 # Why a key's bound is what it is, where the number alone does not say.
 BOUND_WHY = {
-    ("heartbeat", "less_than_equal"): "three missed heartbeats mark a node down, and a server lost with its node must be noticed "
-                 "within 60 s",
+    ("heartbeat", "less_than_equal"): "three missed heartbeats mark a node down, and a server lost with its "
+                                      "node must be noticed within 60 s",
 }
 
 

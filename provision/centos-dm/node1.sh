@@ -214,7 +214,7 @@ ensure_packages() {
     changed "installed ${missing[*]}"
   fi
 }
-# ensure_service NAME: enabled at boot and running now.
+# ensure_enabled NAME: enabled at boot. ensure_started NAME: running now.
 ensure_enabled() {
   if ! systemctl is-enabled --quiet "$1" 2>/dev/null; then
     run systemctl enable "$1"
@@ -227,6 +227,7 @@ ensure_started() {
     changed "started $1"
   fi
 }
+# ensure_service NAME: enabled at boot and running now.
 ensure_service() {
   ensure_enabled "$1"
   ensure_started "$1"
@@ -2146,7 +2147,6 @@ class CablabSwarmSpawner(SwarmSpawner):
 
         try:
             async with self.start_queue.slot(limit, on_wait=waiting, timeout=self.turn_timeout):
-                self._turn = None
                 ip, port = await super().start()
                 base_url = self.server.base_url if self.server else self.user.url
                 await self.wait_until_answering(f"http://{ip}:{port}{base_url}api")

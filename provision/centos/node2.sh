@@ -214,7 +214,7 @@ ensure_packages() {
     changed "installed ${missing[*]}"
   fi
 }
-# ensure_service NAME: enabled at boot and running now.
+# ensure_enabled NAME: enabled at boot. ensure_started NAME: running now.
 ensure_enabled() {
   if ! systemctl is-enabled --quiet "$1" 2>/dev/null; then
     run systemctl enable "$1"
@@ -227,6 +227,7 @@ ensure_started() {
     changed "started $1"
   fi
 }
+# ensure_service NAME: enabled at boot and running now.
 ensure_service() {
   ensure_enabled "$1"
   ensure_started "$1"

@@ -495,7 +495,6 @@ class CablabSwarmSpawner(SwarmSpawner):
 
         try:
             async with self.start_queue.slot(limit, on_wait=waiting, timeout=self.turn_timeout):
-                self._turn = None
                 ip, port = await super().start()
                 base_url = self.server.base_url if self.server else self.user.url
                 await self.wait_until_answering(f"http://{ip}:{port}{base_url}api")
