@@ -33,7 +33,7 @@ import pytest
 
 from cablab_cluster.layout import secrets_hub_reads
 from cablab_cluster.spec import Variant
-from cablab_cluster.steps.docker_engine import daemon_json
+from cablab_cluster.steps.docker_engine import OFFLINE_DROPIN, OFFLINE_DROPIN_TEXT, daemon_json, engine_labels
 from cablab_cluster.steps.preflight import DISTRIBUTIONS
 from cablab_cluster.plan import make_plan
 from cablab_cluster.render import render_plan
@@ -79,6 +79,8 @@ class Case:
 
 # daemon.json as the release before engine labels wrote it on the centos lab's nodes.
 CENTOS_DAEMON_JSON_UNLABELLED = daemon_json(load_spec(LAB / "centos.yml").cluster.docker) + "\n"
+_centos = load_spec(LAB / "centos.yml").cluster
+CENTOS_DAEMON_JSON_LABELLED = daemon_json(_centos.docker, engine_labels(_centos, _centos.host("node2"))) + "\n"
 
 CASES = {
     "el9-selinux.dnf": Case(SPECS / "el9-selinux.yml", "dnf", ROCKY_9, firewall="firewalld"),
@@ -91,7 +93,12 @@ CASES = {
     # A running lab node provisioned by the release before engine labels: its daemon.json has none.
     "lab-centos-labels.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
                                   marks=("active docker", "enabled docker"),
-                                  files=(("/etc/docker/daemon.json", CENTOS_DAEMON_JSON_UNLABELLED),)),
+                                  files=(("/etc/docker/daemon.json", CENTOS_DAEMON_JSON_UNLABELLED),
+                                         (OFFLINE_DROPIN, OFFLINE_DROPIN_TEXT + "\n"))),
+    # A running node provisioned before the offline-image drop-in (daemon.json as now): Docker restarts.
+    "lab-centos-offline.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
+                                   marks=("active docker", "enabled docker"),
+                                   files=(("/etc/docker/daemon.json", CENTOS_DAEMON_JSON_LABELLED),)),
     # The same with another change besides (its log options): Docker restarts.
     "lab-centos-restart.apt": Case(LAB / "centos.yml", "apt", DEBIAN_12, hosts=("node2",),
                                    marks=("active docker", "enabled docker"),
@@ -328,4 +335,17 @@ def test_a_change_of_engine_labels_alone_reloads_docker_and_keeps_its_containers
     assert "reloaded docker for its engine labels" in notes["docker_engine"]
     restart = results["lab-centos-restart.apt"]["node2"][0].by_step()["docker_engine"]
     assert "systemctl restart docker" in restart and "systemctl reload docker" not in restart
+
+
+def test_swarm_tasks_never_pull_and_the_drop_in_that_says_so_restarts_docker_once(results):
+    """Every node's Docker runs with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 (a drop-in of docker.service):
+    a node provisioned before it restarts Docker once for it, and a second run changes nothing."""
+    first, second = results["lab-centos-offline.apt"]["node2"]
+    engine = first.by_step()["docker_engine"]
+    assert engine.index("systemctl daemon-reload") < engine.index("systemctl restart docker")
+    assert "systemctl reload docker" not in engine
+    notes = {s["name"]: s["notes"] for s in first.summary["steps"]}
+    assert f"wrote {OFFLINE_DROPIN}" in notes["docker_engine"]
+    assert "restarted docker for cablab-images.conf" in notes["docker_engine"]
+    assert "systemctl restart docker" not in second.by_step().get("docker_engine", [])
 

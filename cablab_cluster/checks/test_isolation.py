@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -47,24 +48,35 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def servers(hub_client, password, spec, cluster, nodes, wait_until):
-    """alice's and bob's servers, running on the last notebook node; stopped afterwards."""
+    """alice's server on the last notebook node and bob's on the first (another, with two or more),
+    started at once; stopped afterwards. name -> (its host, its container)."""
     names = {u.name for u in spec.userlist.users}
     if not {ALICE, BOB} <= names:
         pytest.skip(f"the userlist lacks {ALICE} or {BOB}")
     if not cluster.hub.auth.lab_password:
         pytest.skip("hub.auth.lab_password is off: the checks cannot log users in")
-    node = cluster.notebook_hosts[-1]
-    running = {}
-    for name in (ALICE, BOB):
+    where = {ALICE: cluster.notebook_hosts[-1], BOB: cluster.notebook_hosts[0]}
+
+    def start(name: str) -> UserServer:
         browser = hub_client()
         assert browser.login(name, password).status == 302, f"logging in as {name}"
         server = UserServer(browser, name, wait_until)
         server.stop()
-        server.start(node.name)
-        running[name] = server
-    yield node, {name: container(nodes, node, name) for name in running}
-    for server in running.values():
-        server.stop()
+        server.start(where[name].name)
+        return server
+
+    # Two nodes start one server each, side by side (each start is bound by its node's CPU).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(start, name) for name in where}
+    running = {}
+    try:
+        for name, future in futures.items():
+            running[name] = future.result()
+        yield {name: (where[name], container(nodes, where[name], name)) for name in running}
+    finally:
+        for future in futures.values():
+            if future.exception() is None:
+                future.result().stop()
 
 
 def probe(nodes, node, cid: str, targets: list[str]) -> dict[str, str]:
@@ -72,15 +84,14 @@ def probe(nodes, node, cid: str, targets: list[str]) -> dict[str, str]:
 
 
 def test_alices_server_runs_as_her_own_uid(servers, nodes, cluster):
-    node, cids = servers
     uids = deployed_uids(nodes, cluster)
-    for name, cid in cids.items():
+    for name, (node, cid) in servers.items():
         got = nodes[node].check_output("docker exec %s id -u", cid)
         assert got == str(uids[name]) and got != str(cluster.hub.users.uid), f"{name}'s server runs as uid {got}"
 
 
 def test_alice_reaches_no_control_port(servers, nodes, cluster):
-    node, cids = servers
+    node, cid = servers[ALICE]
     nfs = cluster.nfs_server
     refused = [f"{nfs.address}:2049", f"{nfs.address}:111", f"{STACK}_proxy:{PROXY_API_PORT}",
                f"{PROXY_API_ALIAS}:{PROXY_API_PORT}", "gateway:22", "gateway:7946"]
@@ -91,25 +102,25 @@ def test_alice_reaches_no_control_port(servers, nodes, cluster):
     if nfs == node:
         refused.append("gateway:2049")
     needed = [f"{STACK}_hub:8081"]  # the hub's API: her server reports to it (and proves the probe can connect)
-    got = probe(nodes, node, cids[ALICE], refused + needed)
+    got = probe(nodes, node, cid, refused + needed)
     assert got[needed[0]] == "open", f"alice's server cannot reach the hub's API: {got[needed[0]]}"
     reached = {t: r for t, r in got.items() if t in refused and r == "open"}
     assert not reached, f"alice's server reached {sorted(reached)}"
-    assert nodes[node].run("docker exec %s test -e /var/run/docker.sock", cids[ALICE]).rc != 0, \
+    assert nodes[node].run("docker exec %s test -e /var/run/docker.sock", cid).rc != 0, \
         "the Docker socket is in alice's container"
 
 
 def test_alice_cannot_list_or_read_bobs_home(servers, nodes, cluster):
-    node, cids = servers
+    (node, alice), (bob_node, bob) = servers[ALICE], servers[BOB]
     users = cluster.hub.users
     home = cluster.share(users.home_share)
     uids = deployed_uids(nodes, cluster)
     note = f".cablab-check-{uuid.uuid4().hex}"
-    nodes[node].check_output("docker exec %s sh -c %s", cids[BOB], f"echo secret > {users.home_target}/{note}")
+    nodes[bob_node].check_output("docker exec %s sh -c %s", bob, f"echo secret > {users.home_target}/{note}")
     # In her container: the home share appears only as her own home.
-    mountinfo = nodes[node].check_output("docker exec %s cat /proc/self/mountinfo", cids[ALICE])
+    mountinfo = nodes[node].check_output("docker exec %s cat /proc/self/mountinfo", alice)
     assert f"/{BOB}" not in mountinfo and str(home.mount) not in mountinfo, mountinfo
-    # Through the node's NFS mount as her uid (what a user could do with AUTH_SYS, were NFS reachable).
+    # Through her node's NFS mount as her uid (what a user could do with AUTH_SYS, were NFS reachable).
     who = setpriv(uids[ALICE], users.gid)
     for path in (f"{home.mount}/{BOB}", f"{home.mount}/{BOB}/{note}", str(home.mount)):
         for verb in ("ls", "cat"):
@@ -118,11 +129,11 @@ def test_alice_cannot_list_or_read_bobs_home(servers, nodes, cluster):
 
 
 def test_bobs_files_belong_to_bobs_uid(servers, nodes, cluster):
-    node, cids = servers
+    node, cid = servers[BOB]
     users = cluster.hub.users
     home = cluster.share(users.home_share)
     uid = deployed_uids(nodes, cluster)[BOB]
-    nodes[node].check_output("docker exec %s sh -c %s", cids[BOB],
+    nodes[node].check_output("docker exec %s sh -c %s", cid,
                              f"mkdir -p {users.home_target}/.cablab-check && touch {users.home_target}/.cablab-check/f")
     where = f"{home.path}/{BOB}"
     server = nodes[cluster.nfs_server]

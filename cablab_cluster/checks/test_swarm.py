@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from cablab_cluster.steps.docker_engine import OFFLINE_ENV
+
 pytestmark = pytest.mark.cluster
 
 
@@ -87,3 +89,15 @@ def test_each_node_declares_its_engine_labels(nodes, cluster):
     for h in cluster.swarm_hosts:
         want = dict(label.split("=", 1) for label in engine_labels(cluster, h))
         assert seen.get(str(h.address)) == want, f"{h.name}: engine labels {seen.get(str(h.address))}, want {want}"
+
+
+def test_swarm_tasks_start_from_the_nodes_own_images(swarm_host, nodes):
+    """No task's start asks a registry for its image first (step docker_engine's drop-in): dockerd runs
+    with OFFLINE_ENV, and has logged no pull attempt since it started (the hub's and the proxy's tasks
+    on the hub host, users' servers on the notebook hosts: this check runs after the checks that spawn)."""
+    host = nodes[swarm_host]
+    pid = host.check_output("systemctl show -p MainPID --value docker")
+    environ = host.check_output("tr '\\0' '\\n' < /proc/%s/environ", pid).splitlines()
+    assert OFFLINE_ENV in environ, f"dockerd (pid {pid}) runs without {OFFLINE_ENV}: restart Docker"
+    pulls = host.check_output("journalctl -q --no-pager -o cat _PID=%s | grep -F 'pulling image failed' || true", pid)
+    assert pulls == "", f"dockerd tried a registry for a task's image:\n{pulls[:1000]}"

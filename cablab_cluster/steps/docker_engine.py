@@ -28,6 +28,12 @@ UNATTENDED_NEVER = ("docker.io", "docker-ce", "docker-ce-cli", "containerd", "co
 # SELinux booleans that let confined containers use NFS mounts (the homes), whichever the policy has:
 # container-selinux reads virt_use_nfs; newer policies call it container_use_nfs.
 NFS_BOOLEANS = ("container_use_nfs", "virt_use_nfs")
+# dockerd's swarm executor tries a registry pull before each task's start unless this is set (moby:
+# daemon/cluster/executor/container/controller.go); set in a drop-in of docker.service.
+OFFLINE_ENV = "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1"
+OFFLINE_DROPIN = "/etc/systemd/system/docker.service.d/cablab-images.conf"
+OFFLINE_DROPIN_TEXT = ("# Written by cablab-cluster (step docker_engine): swarm tasks start from the node's own images.\n"
+                       f"[Service]\nEnvironment={OFFLINE_ENV}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,8 @@ def context(r: Renderer, p: Params) -> Mapping[str, object]:
     return {"daemon_json": daemon_json(p.docker, p.labels),
             "daemon_json_selinux": daemon_json(p.docker, p.labels, selinux=True),
             "storage_driver": storage_driver(p.docker), "hold_tools": HOLD_TOOLS,
-            "unattended_never": UNATTENDED_NEVER, "nfs_booleans": NFS_BOOLEANS}
+            "unattended_never": UNATTENDED_NEVER, "nfs_booleans": NFS_BOOLEANS,
+            "offline_dropin": OFFLINE_DROPIN, "offline_dropin_text": OFFLINE_DROPIN_TEXT}
 
 
 STEP = register(

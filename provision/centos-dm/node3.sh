@@ -648,15 +648,33 @@ else
 }
 CABLAB_EOF
 fi
-if [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet docker; then
-  if [ -n "$old_rest" ] && [ "$(without_labels)" = "$old_rest" ]; then
+reason=
+if [ "$LAST_CHANGED" = 1 ]; then
+  if [ -n "$old_rest" ] && [ "$(without_labels)" = "$old_rest" ]; then reason=labels; else reason=daemon.json; fi
+fi
+# Swarm tasks start from the image on the node, never from a registry first: the image steps put
+# every image on every node that runs it (loaded, built or pulled there). Without this, each task's
+# start asks the registry for its tag: time lost at every user's start (a firewalled registry: its
+# TCP timeout), and an image under that name on Docker Hub would run instead of the node's own.
+dropin=/etc/systemd/system/docker.service.d/cablab-images.conf
+install_file 0644 "$dropin" <<'CABLAB_EOF'
+# Written by cablab-cluster (step docker_engine): swarm tasks start from the node's own images.
+[Service]
+Environment=DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then
+  reason="$reason${reason:+ and }${dropin##*/}"
+  if [ -d /run/systemd/system ]; then run systemctl daemon-reload; fi
+fi
+if [ -n "$reason" ] && systemctl is-active --quiet docker; then
+  if [ "$reason" = labels ]; then
     # Only the engine labels changed: dockerd reloads them on SIGHUP, and every container (every
     # user's kernel here) keeps running; the swarm sees them at the node's next status report.
     run systemctl reload docker
     changed "reloaded docker for its engine labels"
   else
     run systemctl restart docker
-    changed "restarted docker for daemon.json"
+    changed "restarted docker for ${reason#labels and }"
   fi
 fi
 ensure_service docker

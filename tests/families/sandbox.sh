@@ -16,6 +16,7 @@ for d in null zero urandom random; do : >"$r/dev/$d"; mount --bind "/dev/$d" "$r
 ln -s /proc/self/fd "$r/dev/fd"
 mount -t proc proc "$r/proc"
 mount -t tmpfs run "$r/run"
+mkdir -p "$r/run/systemd/system"  # a systemd host (the scripts reload units they change)
 mount -t tmpfs tmp "$r/tmp"
 mount -t tmpfs docker "$r/var/lib/docker"
 rm -rf "$r/var/lib/cablab" "$r/var/lib/cablab-stub" "$r/etc/cablab" "$r/var/log/cablab-provision.log"
