@@ -393,9 +393,13 @@ class Lab:
             return self.cube_tarball()
         raise LabError(f"no local source for {item.kind.value} inputs ({item.path})")
 
-    def _inputs(self, host: str) -> None:
-        """What the operator copies by hand on a real cluster: the plan's inputs of the host."""
+    def _inputs(self, host: str, relayed: bool) -> None:
+        """What the operator copies by hand on a real cluster: the plan's inputs of the host, those
+        from this machine (relayed=False: any time) or those relayed from another host (relayed=True:
+        once that host has made them, e.g. the first manager's swarm tokens)."""
         for item in self.plan.for_host(host).inputs:
+            if bool(item.from_host) != relayed:
+                continue
             if item.unless and self.ssh(host, f"sudo sh -c {shlex.quote(item.unless)}", check=False).returncode == 0:
                 log(f"{host}: {item.path} not needed ({item.unless})")  # e.g. an image baked into the box
             elif item.from_host:
@@ -407,8 +411,7 @@ class Lab:
                         on_line: Callable[[str], None] | None = None) -> None:
         t0 = time.monotonic()
         if upload:
-            self._inputs(host)
-            self.upload(host, self.rendered / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
+            self._inputs(host, relayed=True)
         out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
                        prefix=f"  {host}| ", on_line=on_line)
         # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
@@ -457,6 +460,9 @@ class Lab:
 
     def _provision_gated(self, host: str, gates: Gates, results: dict, upload: bool) -> None:
         try:
+            if upload:  # while it waits: its script and what needs no other host (measured: ~35 s a worker)
+                self._inputs(host, relayed=False)
+                self.upload(host, self.rendered / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
             waited = gates.wait(host)
             if waited is None:
                 results[host] = {"rc": None, "result": "not run", "error": "a host it waits for failed"}

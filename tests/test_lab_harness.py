@@ -88,3 +88,40 @@ def test_vms_this_checkout_does_not_own_are_strays_and_its_own_are_not():
 def test_a_lab_of_another_variant_is_left_alone_and_owned_vms_are_kept():
     owned = {"node1": "96bea6e7-b9c4-4edb-accf-ddbe812f5e90", "node2": "ef57219e-c3d0-478d-994b-915d600ecf5b"}
     assert stray_domains(DOMAINS, owned, LISTED, "") == []  # cablab-lab-centos-node1 is not ubuntu's
+
+
+def test_a_joiner_gets_its_own_inputs_and_script_while_it_waits_and_the_tokens_after(tmp_path):
+    """The first provision: a worker's image and script go up while the first manager runs; the
+    worker token, relayed from the manager, only once its swarm_init has logged; then its script runs."""
+    import time
+    from types import SimpleNamespace
+
+    from lab.harness import Lab
+
+    plan = make_plan(load_spec(LAB / "ubuntu.yml"))
+    lab = Lab.__new__(Lab)
+    lab.plan, lab.rendered = plan, tmp_path
+    events: list[tuple[str, str]] = []
+
+    def ssh(host, command, **kwargs):
+        if "cablab-provision" in command:
+            events.append(("run", host))
+        return SimpleNamespace(returncode=1 if "sh -c" in command else 0, stdout="{}")  # nothing baked
+
+    lab.ssh = ssh
+    lab.upload = lambda host, local, path, mode: events.append(("upload", path))
+    lab.relay = lambda source, host, path, mode: events.append(("relay", path))
+    lab._local = lambda item: tmp_path / item.path.name
+    gates = Gates(plan)
+    t = threading.Thread(target=lab._provision_gated, args=("node2", gates, {}, True))
+    t.start()
+    deadline = time.monotonic() + 10
+    while ("upload", "/usr/local/sbin/cablab-provision") not in events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert events == [("upload", "/var/cache/cablab/images/singleuser.tar.gz"),
+                      ("upload", "/usr/local/sbin/cablab-provision")]  # node1 has not got far yet
+    on_line = gates.watcher("node1")
+    on_line("[cablab node1] step 6/12 nfs_server: changed (created /srv/nfs/homes) in 3.6 s\n")
+    on_line("[cablab node1] step 9/12 swarm_init: changed (swarm initialised) in 11.2 s\n")
+    t.join(10)
+    assert events[2:] == [("relay", "/etc/cablab/swarm/worker.token"), ("run", "node2")]
