@@ -113,15 +113,20 @@ def test_a_joiner_gets_its_own_inputs_and_script_while_it_waits_and_the_tokens_a
     lab.relay = lambda source, host, path, mode: events.append(("relay", path))
     lab._local = lambda item: tmp_path / item.path.name
     gates = Gates(plan)
-    t = threading.Thread(target=lab._provision_gated, args=("node2", gates, {}, True))
+    t = threading.Thread(target=lab._provision_gated, args=("node2", gates, {}, True), daemon=True)
     t.start()
-    deadline = time.monotonic() + 10
-    while ("upload", "/usr/local/sbin/cablab-provision") not in events and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert events == [("upload", "/var/cache/cablab/images/singleuser.tar.gz"),
-                      ("upload", "/usr/local/sbin/cablab-provision")]  # node1 has not got far yet
-    on_line = gates.watcher("node1")
-    on_line("[cablab node1] step 6/12 nfs_server: changed (created /srv/nfs/homes) in 3.6 s\n")
-    on_line("[cablab node1] step 9/12 swarm_init: changed (swarm initialised) in 11.2 s\n")
-    t.join(10)
-    assert events[2:] == [("relay", "/etc/cablab/swarm/worker.token"), ("run", "node2")]
+    try:
+        deadline = time.monotonic() + 10
+        while ("upload", "/usr/local/sbin/cablab-provision") not in events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert events == [("upload", "/var/cache/cablab/images/singleuser.tar.gz"),
+                          ("upload", "/usr/local/sbin/cablab-provision")]  # node1 has not got far yet
+        on_line = gates.watcher("node1")
+        on_line("[cablab node1] step 6/12 nfs_server: changed (created /srv/nfs/homes) in 3.6 s\n")
+        on_line("[cablab node1] step 9/12 swarm_init: changed (swarm initialised) in 11.2 s\n")
+        t.join(10)
+        assert not t.is_alive()
+        assert events[2:] == [("relay", "/etc/cablab/swarm/worker.token"), ("run", "node2")]
+    finally:
+        gates.finished("node1", False)  # a thread still waiting gives up at once
+        t.join(10)

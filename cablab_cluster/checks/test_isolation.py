@@ -56,27 +56,33 @@ def servers(hub_client, password, spec, cluster, nodes, wait_until):
     if not cluster.hub.auth.lab_password:
         pytest.skip("hub.auth.lab_password is off: the checks cannot log users in")
     where = {ALICE: cluster.notebook_hosts[-1], BOB: cluster.notebook_hosts[0]}
-
-    def start(name: str) -> UserServer:
+    servers = {}
+    for name in where:
         browser = hub_client()
         assert browser.login(name, password).status == 302, f"logging in as {name}"
-        server = UserServer(browser, name, wait_until)
-        server.stop()
-        server.start(where[name].name)
-        return server
+        servers[name] = UserServer(browser, name, wait_until)
 
-    # Two nodes start one server each, side by side (each start is bound by its node's CPU).
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(start, name) for name in where}
-    running = {}
+    def start(name: str) -> None:
+        servers[name].stop()
+        servers[name].start(where[name].name)
+
     try:
-        for name, future in futures.items():
-            running[name] = future.result()
-        yield {name: (where[name], container(nodes, where[name], name)) for name in running}
+        # Two nodes start one server each, side by side (each start is bound by its node's CPU).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(start, name) for name in where]
+        for future in futures:
+            future.result()
+        yield {name: (where[name], container(nodes, where[name], name)) for name in where}
     finally:
-        for future in futures.values():
-            if future.exception() is None:
-                future.result().stop()
+        # Every server, started or not (a start that timed out may still be spawning): each stop tried.
+        errors = []
+        for server in servers.values():
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001  # the other server is stopped first; raised below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def probe(nodes, node, cid: str, targets: list[str]) -> dict[str, str]:
