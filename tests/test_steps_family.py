@@ -78,8 +78,8 @@ class Case:
 
 
 # daemon.json as the release before engine labels wrote it on the centos lab's nodes.
-CENTOS_DAEMON_JSON_UNLABELLED = daemon_json(load_spec(LAB / "centos.yml").cluster.docker) + "\n"
 _centos = load_spec(LAB / "centos.yml").cluster
+CENTOS_DAEMON_JSON_UNLABELLED = daemon_json(_centos.docker) + "\n"
 CENTOS_DAEMON_JSON_LABELLED = daemon_json(_centos.docker, engine_labels(_centos, _centos.host("node2"))) + "\n"
 
 CASES = {

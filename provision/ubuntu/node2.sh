@@ -532,9 +532,10 @@ else
 }
 CABLAB_EOF
 fi
-reason=
+# What Docker must do for the files below: a reload (engine labels alone) or a restart (for what).
+reload=0 restart=
 if [ "$LAST_CHANGED" = 1 ]; then
-  if [ -n "$old_rest" ] && [ "$(without_labels)" = "$old_rest" ]; then reason=labels; else reason=daemon.json; fi
+  if [ -n "$old_rest" ] && [ "$(without_labels)" = "$old_rest" ]; then reload=1; else restart=daemon.json; fi
 fi
 # Swarm tasks start from the image on the node, never from a registry first: the image steps put
 # every image on every node that runs it (loaded, built or pulled there). Without this, each task's
@@ -547,18 +548,18 @@ install_file 0644 "$dropin" <<'CABLAB_EOF'
 Environment=DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 CABLAB_EOF
 if [ "$LAST_CHANGED" = 1 ]; then
-  reason="$reason${reason:+ and }${dropin##*/}"
+  restart="$restart${restart:+ and }${dropin##*/}"
   if [ -d /run/systemd/system ]; then run systemctl daemon-reload; fi
 fi
-if [ -n "$reason" ] && systemctl is-active --quiet docker; then
-  if [ "$reason" = labels ]; then
+if { [ -n "$restart" ] || [ "$reload" = 1 ]; } && systemctl is-active --quiet docker; then
+  if [ -n "$restart" ]; then
+    run systemctl restart docker
+    changed "restarted docker for $restart"
+  elif [ "$reload" = 1 ]; then
     # Only the engine labels changed: dockerd reloads them on SIGHUP, and every container (every
     # user's kernel here) keeps running; the swarm sees them at the node's next status report.
     run systemctl reload docker
     changed "reloaded docker for its engine labels"
-  else
-    run systemctl restart docker
-    changed "restarted docker for ${reason#labels and }"
   fi
 fi
 ensure_service docker
