@@ -62,6 +62,8 @@ INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme responder (published as 80)
 ACME_RESPONDER = "acme_responder.py"  # letsencrypt: port 80's challenge + redirect (bundle/, a swarm config)
 NOBODY = "65534:65534"
+ANCHOR_SERVICE = "anchor"  # in the stack: cablab_anchor, one task per notebook host (Renderer.anchor_service)
+ANCHOR_MEMORY = "16M"  # tini and sleep: ~1 MiB
 PROXY_API_PORT = 8001
 # The hub ↔ proxy API network: the users' servers are not on it (traffic between containers of
 # one overlay never passes a host's firewall, so the API must not be on theirs). Its own alias:
@@ -344,6 +346,31 @@ class Renderer:
             "deploy": dict(deploy),
         }
 
+    def anchor_service(self) -> dict[str, Any]:
+        """Holds the users' network open on every notebook host. Docker builds an attachable overlay's
+        sandbox on a node (namespace, VXLAN, bridge, encryption keys) only when a container there
+        joins it, and takes it down when the last one leaves: every first server on an idle node
+        waited for that (~9 s of its start in the lab). This task only sleeps, as nobody, with no
+        capability, a read-only root and no mount; it reserves nothing (the servers' capacity is
+        unchanged). From the single-user image, which every notebook host has; a new one rolls it
+        (its identity in the environment), so the old image is not kept alive by it."""
+        return {
+            "image": self.c.hub.images.singleuser.name,
+            "command": ["sleep", "infinity"],  # under the image's entrypoint (tini), which passes it SIGTERM
+            "user": NOBODY,
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "environment": {"CABLAB_SINGLEUSER_IDENTITY": self.singleuser_identity()},
+            "networks": [self.c.swarm.network],
+            "deploy": {
+                "mode": "global",
+                "endpoint_mode": "dnsrr",  # nothing to balance: no virtual IP
+                "placement": {"constraints": notebook_placement(self.c)},
+                "resources": {"limits": {"memory": ANCHOR_MEMORY, "cpus": "0.05"}},
+                "restart_policy": {"condition": "any", "delay": "10s"},
+            },
+        }
+
     def stack(self) -> str:
         """The hub's stack file, built as data and written by a YAML emitter."""
         c = self.c
@@ -359,7 +386,6 @@ class Renderer:
         # where the acme service answers the ACME http-01 challenge there and redirects the rest.
         letsencrypt = c.hub.tls.mode is TLSMode.LETSENCRYPT
         redirect = not letsencrypt and c.hub.port == 443
-        redirect = c.hub.tls.mode is not TLSMode.LETSENCRYPT and c.hub.port == 443
         # The API listens on the proxy's address on the internal network only (its alias resolves there
         # alone; dnsrr: to the task's own address, not a virtual IP), so the users' servers cannot reach it.
         proxy_cmd = " ".join([
@@ -409,6 +435,7 @@ class Renderer:
                     "deploy": deploy,
                 },
                 **({"acme": self.acme_service(deploy)} if letsencrypt else {}),
+                ANCHOR_SERVICE: self.anchor_service(),
             },
             "networks": {net: {"external": True},
                          INTERNAL_NETWORK: {"driver": "overlay", "internal": True, "attachable": False,

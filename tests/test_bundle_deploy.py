@@ -141,7 +141,8 @@ def test_configs_and_secrets_no_service_uses_are_removed(renderer):
 def test_the_stack_carries_the_image_identities(renderer, tmp_path):
     stack = renderer.stack()
     assert stack.count("CABLAB_HUB_IMAGE_ID: ${CABLAB_HUB_IMAGE_ID}") == 2  # hub and proxy
-    assert f"CABLAB_SINGLEUSER_IDENTITY: {renderer.singleuser_identity()}" in stack
+    # the hub's (a new users' image rolls the hub) and the anchor's (it runs that image)
+    assert stack.count(f"CABLAB_SINGLEUSER_IDENTITY: {renderer.singleuser_identity()}") == 2
     # a changed single-user package is a new identity, so a new stack file and a roll
     text = (LAB / "ubuntu.yml").read_text()
     for name in ("userlist.lab", "github-client-secret.lab"):

@@ -343,7 +343,7 @@ def matrix() -> Matrix:
 def check_stack(text: str, r: Result) -> None:
     stack = YAML(typ="safe").load(text)
     assert set(stack) == {"version", "services", "networks", "configs", "secrets"}
-    assert set(stack["services"]) == {"proxy", "hub", "acme"}  # the base spec is in letsencrypt mode
+    assert set(stack["services"]) == {"proxy", "hub", "acme", "anchor"}  # the base spec is in letsencrypt mode
     assert stack["services"]["acme"]["volumes"] == ["/var/lib/cablab/acme:/srv/acme/webroot:ro"]
     command = stack["services"]["acme"]["command"]
     assert command[command.index("--public-url") + 1] == r.public_url  # one argument, whatever the host

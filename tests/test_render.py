@@ -521,3 +521,25 @@ def test_deploy_prunes_the_secrets_and_configs_of_earlier_deploys():
     assert "docker \"$kind\" ls --filter label=com.docker.stack.namespace=cablab --format '{{.Name}}'" in deploy
     assert 'docker "$kind" rm "$name"' in deploy
     assert deploy.index("docker stack deploy") < deploy.index('docker "$kind" rm')
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_the_anchor_holds_the_users_network_on_every_notebook_host_and_nothing_more(spec):
+    """One sleeping task per notebook host in the users' network (Renderer.anchor_service): placed
+    as the users' servers are, reserving nothing (the servers' capacity is the spec's), as nobody,
+    no capability, a read-only root, no mount, no port, no secret."""
+    from ruamel.yaml import YAML
+
+    from cablab_cluster.render import NOBODY
+
+    loaded = load_spec(spec)
+    c = loaded.cluster
+    stack = YAML(typ="safe").load(render_plan(make_plan(loaded))["hub/stack.yml"])
+    anchor = stack["services"]["anchor"]
+    assert anchor["image"] == c.hub.images.singleuser.name and anchor["command"] == ["sleep", "infinity"]
+    assert anchor["networks"] == [c.swarm.network]
+    deploy = anchor["deploy"]
+    assert deploy["mode"] == "global" and deploy["placement"] == {"constraints": notebook_placement(c)}
+    assert "reservations" not in deploy["resources"] and deploy["resources"]["limits"]["memory"] == "16M"
+    assert anchor["user"] == NOBODY and anchor["read_only"] is True and anchor["cap_drop"] == ["ALL"]
+    assert not {"volumes", "ports", "secrets", "configs", "cap_add", "privileged"} & set(anchor)

@@ -106,3 +106,29 @@ def test_swarm_tasks_start_from_the_nodes_own_images(swarm_host, nodes):
     assert log, f"no log of dockerd's invocation {invocation} in the journal"
     pulls = [line for line in log if "pulling image failed" in line]
     assert not pulls, "dockerd tried a registry for a task's image:\n" + "\n".join(pulls[:5])
+
+
+def test_the_users_network_is_held_open_on_each_notebook_host(notebook_host, nodes, cluster):
+    """The stack's anchor (render.Renderer.anchor_service) runs on every notebook host, so the users'
+    network is there before any server starts (no user waits for Docker to build it): one running
+    task of it on the host, in the spec's network, and nothing more than a sleeping process — as
+    nobody, no capability, a read-only root, no mount."""
+    from cablab_cluster.layout import STACK
+    from cablab_cluster.render import ANCHOR_SERVICE, NOBODY
+
+    host = nodes[notebook_host]
+    service = f"{STACK}_{ANCHOR_SERVICE}"
+    ids = host.check_output("docker ps -q --filter label=com.docker.swarm.service.name=%s --filter status=running",
+                            service).split()
+    assert len(ids) == 1, f"{len(ids)} running tasks of {service} on {notebook_host.name} (want 1)"
+    container = json.loads(host.check_output("docker inspect %s", ids[0]))[0]
+    config, limits = container["Config"], container["HostConfig"]
+    assert config["User"] == NOBODY and limits["ReadonlyRootfs"] is True, (config["User"], limits["ReadonlyRootfs"])
+    assert [c.upper() for c in limits.get("CapDrop") or []] in (["ALL"], ["CAP_ALL"]), limits.get("CapDrop")
+    assert not limits.get("CapAdd") and not container["Mounts"], (limits.get("CapAdd"), container["Mounts"])
+    assert config["Cmd"] == ["sleep", "infinity"], config["Cmd"]
+    networks = set(container["NetworkSettings"]["Networks"])
+    assert networks == {cluster.swarm.network}, f"{service} on {notebook_host.name} is in {sorted(networks)}"
+    # The network is instantiated on the host itself (a swarm network shows on a worker only then).
+    assert host.run("docker network inspect --format '{{.Name}}' %s", cluster.swarm.network).rc == 0, \
+        f"the users' network {cluster.swarm.network} is not on {notebook_host.name}"

@@ -2927,6 +2927,32 @@ services:
       restart_policy:
         condition: any
         delay: 5s
+  anchor:
+    image: cablab/singleuser:lab
+    command:
+    - sleep
+    - infinity
+    user: 65534:65534
+    read_only: true
+    cap_drop:
+    - ALL
+    environment:
+      CABLAB_SINGLEUSER_IDENTITY: a1aa28e17853
+    networks:
+    - swarmnet
+    deploy:
+      mode: global
+      endpoint_mode: dnsrr
+      placement:
+        constraints:
+        - engine.labels.cablab.notebooks == true
+      resources:
+        limits:
+          memory: 16M
+          cpus: '0.05'
+      restart_policy:
+        condition: any
+        delay: 10s
 networks:
   swarmnet:
     external: true
