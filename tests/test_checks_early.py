@@ -78,3 +78,31 @@ def test_a_failed_start_fails_the_check_that_claims_it():
     with pytest.raises(AssertionError, match="erin's server, started at the session's start: no node"):
         starts.claim("erin")
 
+
+
+def test_a_borrowed_server_stays_kept_active_for_the_check_that_claims_it(monkeypatch):
+    """borrow: the server once ready, its keepalive going on (a borrowing check neither stops nor
+    restarts it); the culler's servers are never lent; a failed start raises for the borrower too."""
+    monkeypatch.setattr(early_mod, "KEEPALIVE_EVERY", 0.01)
+    starts = EarlyStarts(start_timeout=30)
+    servers = {name: FakeServer(name) for name in ("bob", "carol", "dave", "erin")}
+    pings = {name: threading.Event() for name in servers}
+    for planned in (Planned("bob", "node2", Role.DAY_ONE), Planned("carol", "node2", Role.IDLE),
+                    Planned("dave", "node3", Role.BUSY), Planned("erin", "node3", Role.MEMORY)):
+        starts.start(planned, servers.__getitem__, lambda s: pings[s.name].set())
+    assert starts.borrowable("node2") == ["bob"] and starts.borrowable("node3") == ["erin"]
+    assert starts.borrowable("node9") == []
+    got = starts.borrow("bob")
+    assert got.server is servers["bob"] and got.ready_at is not None
+    pings["bob"].clear()
+    assert pings["bob"].wait(5) and got.thread.is_alive()  # still kept active
+    assert starts.claim("bob") is got
+    got.thread.join(5)
+    assert not got.thread.is_alive()
+    assert starts.borrow("nobody") is None
+    starts.close()
+
+    failing = EarlyStarts(start_timeout=30)
+    failing.start(Planned("erin", "node3", Role.MEMORY), lambda name: FakeServer(name, fail="no node"), None)
+    with pytest.raises(AssertionError, match="erin's server, started at the session's start: no node"):
+        failing.borrow("erin")

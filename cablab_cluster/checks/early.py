@@ -83,6 +83,7 @@ class EarlyStarts:
     def __init__(self, start_timeout: float):
         self.start_timeout = start_timeout
         self.started: dict[str, Started] = {}
+        self.planned: dict[str, Planned] = {}
 
     def start(self, planned: Planned, make_server: Callable[[str], Any],
               keepalive: Optional[Callable[[Any], None]], then: Optional[Callable[[Started], None]] = None) -> None:
@@ -107,7 +108,33 @@ class EarlyStarts:
 
         entry.thread = threading.Thread(target=run, name=f"early-{planned.user}", daemon=True)
         self.started[planned.user] = entry
+        self.planned[planned.user] = planned
         entry.thread.start()
+
+    def _ready(self, user: str, entry: Started) -> None:
+        deadline = time.monotonic() + self.start_timeout + 120
+        while entry.error is None and entry.ready_at is None and entry.thread.is_alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user}'s early start did not end in {self.start_timeout:.0f} s")
+            time.sleep(1)
+
+    def borrowable(self, node: str) -> list[str]:
+        """The users whose early server is planned on `node` and may be lent: not the culler's
+        (the idle one must see no use at all, the busy one's kernel is the check)."""
+        return [user for user, planned in self.planned.items()
+                if planned.node == node and planned.role not in (Role.IDLE, Role.BUSY)]
+
+    def borrow(self, user: str) -> Optional[Started]:
+        """The user's early start once its server is ready, for a check that only looks inside it
+        (docker exec, the files of its home) and neither stops nor restarts it: it stays kept
+        active for the check that claims it. None: not started early; a failed start raises."""
+        entry = self.started.get(user)
+        if entry is None:
+            return None
+        self._ready(user, entry)
+        if entry.error is not None:
+            raise AssertionError(f"{user}'s server, started at the session's start: {entry.error}") from entry.error
+        return entry
 
     def claim(self, user: str, wait_for_follow_up: bool = False) -> Optional[Started]:
         """The user's early start once its server is ready (None: not started early). With
@@ -115,11 +142,7 @@ class EarlyStarts:
         entry = self.started.get(user)
         if entry is None:
             return None
-        deadline = time.monotonic() + self.start_timeout + 120
-        while entry.error is None and entry.ready_at is None and entry.thread.is_alive():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{user}'s early start did not end in {self.start_timeout:.0f} s")
-            time.sleep(1)
+        self._ready(user, entry)
         entry.claimed.set()
         if wait_for_follow_up:
             entry.thread.join(self.start_timeout + 3600)

@@ -1,14 +1,18 @@
-"""Users are apart (issue 8 A): from inside alice's server, the NFS server, rpcbind, the Docker API,
-the swarm's control ports, ssh and the proxy's API cannot be reached (the container firewall and
-the network split), while the hub's API, which her server needs, can; alice's uid cannot list or
-read bob's home by any path; bob's files belong to bob's uid. alice and bob are lab/userlist.lab's
-users; lab clusters only (`hub.auth.lab_password`), as every check that logs a user in."""
+"""Users are apart (issue 8 A): from inside one user's server, the NFS server, rpcbind, the Docker
+API, the swarm's control ports, ssh and the proxy's API cannot be reached (the container firewall
+and the network split), while the hub's API, which the server needs, can; that user's uid cannot
+list or read another user's home by any path; a user's files belong to their uid. The two servers
+are borrowed from those started at the session's start when there are (`early`), else alice's and
+bob's (lab/userlist.lab) are started; lab clusters only (`hub.auth.lab_password`), as every check
+that logs a user in."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -21,7 +25,8 @@ from .test_user import UserServer, container
 
 pytestmark = pytest.mark.cluster
 
-ALICE, BOB = "alice", "bob"
+ALICE, BOB = "alice", "bob"  # the pair this check starts when it can borrow none
+THEM, OTHER = "them", "other"  # the user looking around, and the user whose home they look for
 
 # Run in alice's container as her server runs (docker exec: the service's user, her uid): each
 # target as `host:port`, "gateway" meaning her node itself (through docker_gwbridge's gateway: the
@@ -46,35 +51,56 @@ print(json.dumps(out))
 """
 
 
+@dataclass(frozen=True)
+class Placed:
+    name: str  # the user
+    host: Any  # spec Host the server runs on
+    cid: str  # its container there
+
+
 @pytest.fixture(scope="module")
-def servers(hub_client, password, spec, cluster, nodes, wait_until):
-    """alice's server on the last notebook node and bob's on the first (another, with two or more),
-    started at once; stopped afterwards. name -> (its host, its container)."""
-    names = {u.name for u in spec.userlist.users}
-    if not {ALICE, BOB} <= names:
-        pytest.skip(f"the userlist lacks {ALICE} or {BOB}")
+def servers(hub_client, password, spec, cluster, nodes, early, wait_until):
+    """Two users' servers on two notebook nodes (one, with a single notebook host): THEM on the last,
+    OTHER on the first. Servers already started at the session's start (conftest.py: `early`) are
+    borrowed: these checks only look inside them (docker exec, the home's files) and neither stop
+    nor restart them. Else alice's and bob's (lab/userlist.lab) are started at once and stopped
+    afterwards. role -> Placed."""
     if not cluster.hub.auth.lab_password:
         pytest.skip("hub.auth.lab_password is off: the checks cannot log users in")
-    where = {ALICE: cluster.notebook_hosts[-1], BOB: cluster.notebook_hosts[0]}
+    where = {THEM: cluster.notebook_hosts[-1], OTHER: cluster.notebook_hosts[0]}
+    borrowed: dict[str, str] = {}
+    for role, host in where.items():
+        lent = [u for u in early.borrowable(host.name) if u not in borrowed.values()]
+        if lent:
+            borrowed[role] = lent[0]
+    if len(borrowed) < len(where):
+        borrowed = {}  # both or none: two users the check starts itself are one pair, at once
+    for user in borrowed.values():
+        early.borrow(user)  # ready (a failed start raises, with its error)
+    names = borrowed or {THEM: ALICE, OTHER: BOB}
+    if not borrowed and not {ALICE, BOB} <= {u.name for u in spec.userlist.users}:
+        pytest.skip(f"the userlist lacks {ALICE} or {BOB}, and no server started early can be borrowed")
     servers = {}
-    for name in where:
-        browser = hub_client()
-        assert browser.login(name, password).status == 302, f"logging in as {name}"
-        servers[name] = UserServer(browser, name, wait_until)
+    if not borrowed:
+        for role, name in names.items():
+            browser = hub_client()
+            assert browser.login(name, password).status == 302, f"logging in as {name}"
+            servers[role] = UserServer(browser, name, wait_until)
 
-    def start(name: str) -> None:
-        servers[name].stop()
-        servers[name].start(where[name].name)
+    def start(role: str) -> None:
+        servers[role].stop()
+        servers[role].start(where[role].name)
 
     try:
         # Two nodes start one server each, side by side (each start is bound by its node's CPU).
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(start, name) for name in where]
+            futures = [pool.submit(start, role) for role in servers]
         for future in futures:
             future.result()
-        yield {name: (where[name], container(nodes, where[name], name)) for name in where}
+        yield {role: Placed(names[role], where[role], container(nodes, where[role], names[role])) for role in where}
     finally:
-        # Every server, started or not (a start that timed out may still be spawning): each stop tried.
+        # Every server this check started, started or not (a start that timed out may still be
+        # spawning): each stop tried. Borrowed servers stay for the checks that claim them.
         errors = []
         for server in servers.values():
             try:
@@ -89,15 +115,17 @@ def probe(nodes, node, cid: str, targets: list[str]) -> dict[str, str]:
     return json.loads(nodes[node].check_output("docker exec %s python3 -c %s %s", cid, PROBE, json.dumps(targets)))
 
 
-def test_alices_server_runs_as_her_own_uid(servers, nodes, cluster):
+def test_each_server_runs_as_its_users_own_uid(servers, nodes, cluster):
     uids = deployed_uids(nodes, cluster)
-    for name, (node, cid) in servers.items():
-        got = nodes[node].check_output("docker exec %s id -u", cid)
-        assert got == str(uids[name]) and got != str(cluster.hub.users.uid), f"{name}'s server runs as uid {got}"
+    for placed in servers.values():
+        got = nodes[placed.host].check_output("docker exec %s id -u", placed.cid)
+        assert got == str(uids[placed.name]) and got != str(cluster.hub.users.uid), \
+            f"{placed.name}'s server runs as uid {got}"
 
 
-def test_alice_reaches_no_control_port(servers, nodes, cluster):
-    node, cid = servers[ALICE]
+def test_a_users_server_reaches_no_control_port(servers, nodes, cluster):
+    them = servers[THEM]
+    node = them.host
     nfs = cluster.nfs_server
     refused = [f"{nfs.address}:2049", f"{nfs.address}:111", f"{STACK}_proxy:{PROXY_API_PORT}",
                f"{PROXY_API_ALIAS}:{PROXY_API_PORT}", "gateway:22", "gateway:7946"]
@@ -107,43 +135,46 @@ def test_alice_reaches_no_control_port(servers, nodes, cluster):
             refused.append(f"{h.address}:2377")
     if nfs == node:
         refused.append("gateway:2049")
-    needed = [f"{STACK}_hub:8081"]  # the hub's API: her server reports to it (and proves the probe can connect)
-    got = probe(nodes, node, cid, refused + needed)
-    assert got[needed[0]] == "open", f"alice's server cannot reach the hub's API: {got[needed[0]]}"
+    needed = [f"{STACK}_hub:8081"]  # the hub's API: the server reports to it (and proves the probe can connect)
+    got = probe(nodes, node, them.cid, refused + needed)
+    assert got[needed[0]] == "open", f"{them.name}'s server cannot reach the hub's API: {got[needed[0]]}"
     reached = {t: r for t, r in got.items() if t in refused and r == "open"}
-    assert not reached, f"alice's server reached {sorted(reached)}"
-    assert nodes[node].run("docker exec %s test -e /var/run/docker.sock", cid).rc != 0, \
-        "the Docker socket is in alice's container"
+    assert not reached, f"{them.name}'s server reached {sorted(reached)}"
+    assert nodes[node].run("docker exec %s test -e /var/run/docker.sock", them.cid).rc != 0, \
+        f"the Docker socket is in {them.name}'s container"
 
 
-def test_alice_cannot_list_or_read_bobs_home(servers, nodes, cluster):
-    (node, alice), (bob_node, bob) = servers[ALICE], servers[BOB]
+def test_a_user_cannot_list_or_read_another_users_home(servers, nodes, cluster):
+    them, other = servers[THEM], servers[OTHER]
     users = cluster.hub.users
     home = cluster.share(users.home_share)
     uids = deployed_uids(nodes, cluster)
     note = f".cablab-check-{uuid.uuid4().hex}"
-    nodes[bob_node].check_output("docker exec %s sh -c %s", bob, f"echo secret > {users.home_target}/{note}")
-    # In her container: the home share appears only as her own home.
-    mountinfo = nodes[node].check_output("docker exec %s cat /proc/self/mountinfo", alice)
-    assert f"/{BOB}" not in mountinfo and str(home.mount) not in mountinfo, mountinfo
-    # Through her node's NFS mount as her uid (what a user could do with AUTH_SYS, were NFS reachable).
-    who = setpriv(uids[ALICE], users.gid)
-    for path in (f"{home.mount}/{BOB}", f"{home.mount}/{BOB}/{note}", str(home.mount)):
-        for verb in ("ls", "cat"):
-            result = nodes[node].run(f"{who} {verb} %s", path)
-            assert result.rc != 0, f"alice's uid could {verb} {path}: {result.stdout[:200]}"
+    nodes[other.host].check_output("docker exec %s sh -c %s", other.cid, f"echo secret > {users.home_target}/{note}")
+    try:
+        # In their container: the home share appears only as their own home.
+        mountinfo = nodes[them.host].check_output("docker exec %s cat /proc/self/mountinfo", them.cid)
+        assert f"/{other.name}" not in mountinfo and str(home.mount) not in mountinfo, mountinfo
+        # Through their node's NFS mount as their uid (what a user could do with AUTH_SYS, were NFS reachable).
+        who = setpriv(uids[them.name], users.gid)
+        for path in (f"{home.mount}/{other.name}", f"{home.mount}/{other.name}/{note}", str(home.mount)):
+            for verb in ("ls", "cat"):
+                result = nodes[them.host].run(f"{who} {verb} %s", path)
+                assert result.rc != 0, f"{them.name}'s uid could {verb} {path}: {result.stdout[:200]}"
+    finally:
+        nodes[other.host].run("docker exec %s rm -f %s", other.cid, f"{users.home_target}/{note}")
 
 
-def test_bobs_files_belong_to_bobs_uid(servers, nodes, cluster):
-    node, cid = servers[BOB]
+def test_a_users_files_belong_to_their_uid(servers, nodes, cluster):
+    other = servers[OTHER]
     users = cluster.hub.users
     home = cluster.share(users.home_share)
-    uid = deployed_uids(nodes, cluster)[BOB]
-    nodes[node].check_output("docker exec %s sh -c %s", cid,
-                             f"mkdir -p {users.home_target}/.cablab-check && touch {users.home_target}/.cablab-check/f")
-    where = f"{home.path}/{BOB}"
+    uid = deployed_uids(nodes, cluster)[other.name]
+    nodes[other.host].check_output("docker exec %s sh -c %s", other.cid,
+                                   f"mkdir -p {users.home_target}/.cablab-check && touch {users.home_target}/.cablab-check/f")
+    where = f"{home.path}/{other.name}"
     server = nodes[cluster.nfs_server]
     assert server.check_output("stat -c %%u:%%a %s", where) == f"{uid}:700"
     foreign = server.check_output("find %s -xdev ! -uid %s", where, str(uid))
-    assert foreign == "", f"files in {where} not owned by bob's uid {uid}:\n{foreign}"
+    assert foreign == "", f"files in {where} not owned by {other.name}'s uid {uid}:\n{foreign}"
     assert server.check_output("stat -c %%a %s", str(home.path)) == "1733", "the homes directory lists its homes"
