@@ -4,7 +4,9 @@ A cold spawn is most of a server check's time, and the culler check mostly waits
 cull timeout: started together at the beginning (the `early` fixture, conftest.py), these
 waits overlap the other checks instead of adding up. Each check then claims its server and
 still checks everything it did (where the server runs, what it mounts, what the hub says);
-a start that failed fails the check that claims it, with the start's own error.
+a start that failed fails the check that claims it, with the start's own error. A check that only
+looks inside a server (the isolation checks: docker exec, the home's files) borrows one before
+its claimer (`borrow`), and neither stops nor restarts it.
 
 Until a check claims it, a server is kept active (a request through the proxy every 30 s:
 the idle culler would stop it) — except the culler check's idle server, which nobody touches,
