@@ -66,10 +66,11 @@ def early_plan(cluster: Cluster, userlist: set[str], default_user: str, selected
 
 @dataclass
 class Started:
-    """A server started early: its UserServer (the starting thread's own session), the spawn's
-    seconds (REST start → ready, alongside the other early spawns), when it was ready
-    (time.monotonic()), and what the role's follow-up recorded."""
+    """A server started early: what was planned (user, node, role), its UserServer (the starting
+    thread's own session), the spawn's seconds (REST start → ready, alongside the other early
+    spawns), when it was ready (time.monotonic()), and what the role's follow-up recorded."""
 
+    planned: Optional[Planned] = None
     server: Any = None
     seconds: Optional[float] = None
     ready_at: Optional[float] = None
@@ -85,13 +86,12 @@ class EarlyStarts:
     def __init__(self, start_timeout: float):
         self.start_timeout = start_timeout
         self.started: dict[str, Started] = {}
-        self.planned: dict[str, Planned] = {}
 
     def start(self, planned: Planned, make_server: Callable[[str], Any],
               keepalive: Optional[Callable[[Any], None]], then: Optional[Callable[[Started], None]] = None) -> None:
         """Start `planned.user`'s server on `planned.node` in the background: make_server(user) -> a
         UserServer (logged in), its start, then `then(started)`; while unclaimed, `keepalive(server)`."""
-        entry = Started()
+        entry = Started(planned=planned)
 
         def run() -> None:
             try:
@@ -110,7 +110,6 @@ class EarlyStarts:
 
         entry.thread = threading.Thread(target=run, name=f"early-{planned.user}", daemon=True)
         self.started[planned.user] = entry
-        self.planned[planned.user] = planned
         entry.thread.start()
 
     def _ready(self, user: str, entry: Started) -> None:
@@ -123,8 +122,8 @@ class EarlyStarts:
     def borrowable(self, node: str) -> list[str]:
         """The users whose early server is planned on `node` and may be lent: not the culler's
         (the idle one must see no use at all, the busy one's kernel is the check)."""
-        return [user for user, planned in self.planned.items()
-                if planned.node == node and planned.role not in (Role.IDLE, Role.BUSY)]
+        return [user for user, entry in self.started.items()
+                if entry.planned.node == node and entry.planned.role not in (Role.IDLE, Role.BUSY)]
 
     def borrow(self, user: str) -> Optional[Started]:
         """The user's early start once its server is ready, for a check that only looks inside it

@@ -12,12 +12,12 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from cablab_cluster.plan import STACK
 from cablab_cluster.render import PROXY_API_ALIAS, PROXY_API_PORT
+from cablab_cluster.spec import Host
 
 from .spawner import deployed_uids
 from .test_nfs import setpriv
@@ -54,7 +54,7 @@ print(json.dumps(out))
 @dataclass(frozen=True)
 class Placed:
     name: str  # the user
-    host: Any  # spec Host the server runs on
+    host: Host  # the server runs there
     cid: str  # its container there
 
 
@@ -68,24 +68,29 @@ def servers(hub_client, password, spec, cluster, nodes, early, wait_until):
     if not cluster.hub.auth.lab_password:
         pytest.skip("hub.auth.lab_password is off: the checks cannot log users in")
     where = {THEM: cluster.notebook_hosts[-1], OTHER: cluster.notebook_hosts[0]}
+
+    def placed(names: dict[str, str]) -> dict[str, Placed]:
+        return {role: Placed(names[role], where[role], container(nodes, where[role], names[role])) for role in where}
+
     borrowed: dict[str, str] = {}
     for role, host in where.items():
         lent = [u for u in early.borrowable(host.name) if u not in borrowed.values()]
         if lent:
             borrowed[role] = lent[0]
-    if len(borrowed) < len(where):
-        borrowed = {}  # both or none: two users the check starts itself are one pair, at once
-    for user in borrowed.values():
-        early.borrow(user)  # ready (a failed start raises, with its error)
-    names = borrowed or {THEM: ALICE, OTHER: BOB}
-    if not borrowed and not {ALICE, BOB} <= {u.name for u in spec.userlist.users}:
+    if len(borrowed) == len(where):  # both or none: two users the check starts itself are one pair, at once
+        for user in borrowed.values():
+            early.borrow(user)  # ready (a failed start raises, with its error)
+        yield placed(borrowed)
+        return
+
+    names = {THEM: ALICE, OTHER: BOB}
+    if not set(names.values()) <= {u.name for u in spec.userlist.users}:
         pytest.skip(f"the userlist lacks {ALICE} or {BOB}, and no server started early can be borrowed")
     servers = {}
-    if not borrowed:
-        for role, name in names.items():
-            browser = hub_client()
-            assert browser.login(name, password).status == 302, f"logging in as {name}"
-            servers[role] = UserServer(browser, name, wait_until)
+    for role, name in names.items():
+        browser = hub_client()
+        assert browser.login(name, password).status == 302, f"logging in as {name}"
+        servers[role] = UserServer(browser, name, wait_until)
 
     def start(role: str) -> None:
         servers[role].stop()
@@ -97,10 +102,9 @@ def servers(hub_client, password, spec, cluster, nodes, early, wait_until):
             futures = [pool.submit(start, role) for role in servers]
         for future in futures:
             future.result()
-        yield {role: Placed(names[role], where[role], container(nodes, where[role], names[role])) for role in where}
+        yield placed(names)
     finally:
-        # Every server this check started, started or not (a start that timed out may still be
-        # spawning): each stop tried. Borrowed servers stay for the checks that claim them.
+        # Every server started, or not (a start that timed out may still be spawning): each stop tried.
         errors = []
         for server in servers.values():
             try:

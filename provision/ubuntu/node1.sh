@@ -552,7 +552,7 @@ if { [ -n "$restart" ] || [ "$reload" = 1 ]; } && systemctl is-active --quiet do
   if [ -n "$restart" ]; then
     run systemctl restart docker
     changed "restarted docker for $restart"
-  elif [ "$reload" = 1 ]; then
+  else
     # Only the engine labels changed: dockerd reloads them on SIGHUP, and every container (every
     # user's kernel here) keeps running; the swarm sees them at the node's next status report.
     run systemctl reload docker
