@@ -59,6 +59,19 @@ BASE_PACKAGES=(
 read -r -a BAKED_PACKAGES <<<"${CABLAB_BAKED_PACKAGES:-docker.io apparmor nfs-kernel-server nfs-common lvm2 xfsprogs thin-provisioning-tools}"
 read -r -a BAKED_IMAGES <<<"${CABLAB_BAKED_IMAGES:-}"
 read -r -a BOX_DISABLED_UNITS <<<"${CABLAB_BOX_DISABLED_UNITS:-firewalld.service}"
+# The guest kernel's CPU side-channel mitigations (CABLAB_BOX_MITIGATIONS: off | auto). Where
+# the lab's VMs run under QEMU/TCG (no usable KVM: the Vagrantfile's own test), the emulated CPU
+# executes nothing speculatively, so the mitigations protect nothing there, and one of them costs
+# a great deal: with Meltdown's page-table isolation (PTI; the Nehalem model has no PCID) every
+# system call and interrupt reloads CR3, and TCG then flushes its whole software TLB. Default:
+# off under TCG, the kernel's own choice (auto) where KVM runs the VMs on the real CPU.
+kvm_usable() { [[ -e /dev/kvm ]] && grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; }
+if kvm_usable; then MITIGATIONS=${CABLAB_BOX_MITIGATIONS:-auto}; else MITIGATIONS=${CABLAB_BOX_MITIGATIONS:-off}; fi
+case $MITIGATIONS in
+  off) KERNEL_EXTRA=" mitigations=off" ;;
+  auto) KERNEL_EXTRA="" ;;
+  *) echo "[box] ERROR: CABLAB_BOX_MITIGATIONS=$MITIGATIONS: use off or auto" >&2; exit 2 ;;
+esac
 packages=("${BASE_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] && packages+=("${BAKED_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] || BAKED_IMAGES=()
@@ -90,6 +103,7 @@ key=$({
   echo "flavour=$FLAVOUR suite=$SUITE"
   echo "packages=${packages[*]}"
   echo "disabled=${BOX_DISABLED_UNITS[*]}"
+  echo "mitigations=$MITIGATIONS"
   for tarball in "${BAKED_IMAGES[@]}"; do echo "image=$(basename "$tarball")"; done
   cat "$vagrant_pub"
 } | sha256sum | cut -c1-16)
@@ -373,7 +387,7 @@ EOF
   local grub=$ROOT/etc/default/grub
   sed -i -E \
     -e 's/^#?GRUB_TIMEOUT=.*/GRUB_TIMEOUT=0/' \
-    -e 's/^#?GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"/' \
+    -e "s/^#?GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0$KERNEL_EXTRA\"/" \
     -e 's/^#?GRUB_TERMINAL=.*/GRUB_TERMINAL="console serial"/' \
     "$grub"
   grep -q '^GRUB_TERMINAL=' "$grub" || echo 'GRUB_TERMINAL="console serial"' >>"$grub"
