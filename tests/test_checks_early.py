@@ -79,7 +79,6 @@ def test_a_failed_start_fails_the_check_that_claims_it():
         starts.claim("erin")
 
 
-
 def test_a_borrowed_server_stays_kept_active_for_the_check_that_claims_it(monkeypatch):
     """borrow: the server once ready, its keepalive going on (a borrowing check neither stops nor
     restarts it); the culler's servers are never lent; a failed start raises for the borrower too."""

@@ -15,4 +15,3 @@ def test_an_unknown_mitigations_value_is_refused_before_any_work():
                               "CABLAB_BOX_CACHE": "/nonexistent/cablab-box-cache"})
     assert out.returncode == 2, out.stderr
     assert "CABLAB_BOX_MITIGATIONS=sometimes: use off or auto" in out.stderr
-

@@ -119,6 +119,12 @@ class EarlyStarts:
                 raise AssertionError(f"{user}'s early start did not end in {self.start_timeout:.0f} s")
             time.sleep(1)
 
+    @staticmethod
+    def _raise_if_failed(user: str, entry: Started) -> None:
+        """The start's (or its follow-up's) own error, for the check that borrows or claims it."""
+        if entry.error is not None:
+            raise AssertionError(f"{user}'s server, started at the session's start: {entry.error}") from entry.error
+
     def borrowable(self, node: str) -> list[str]:
         """The users whose early server is planned on `node` and may be lent: not the culler's
         (the idle one must see no use at all, the busy one's kernel is the check)."""
@@ -133,8 +139,7 @@ class EarlyStarts:
         if entry is None:
             return None
         self._ready(user, entry)
-        if entry.error is not None:
-            raise AssertionError(f"{user}'s server, started at the session's start: {entry.error}") from entry.error
+        self._raise_if_failed(user, entry)
         return entry
 
     def claim(self, user: str, wait_for_follow_up: bool = False) -> Optional[Started]:
@@ -147,8 +152,7 @@ class EarlyStarts:
         entry.claimed.set()
         if wait_for_follow_up:
             entry.thread.join(self.start_timeout + 3600)
-        if entry.error is not None:
-            raise AssertionError(f"{user}'s server, started at the session's start: {entry.error}") from entry.error
+        self._raise_if_failed(user, entry)
         return entry
 
     def close(self) -> None:
