@@ -231,21 +231,44 @@ class Lab:
                     "VAGRANT_NO_COLOR": "1"}
         self.report = Report(variant)
         self.images: dict[str, Path] = {}
+        self._control_dir: Path | None = None  # set while `multiplexed()`
         self.rendered = ROOT / "provision" / variant  # the render the images and provisioners come from
         # python-vagrant runs the vagrant CLI in the repository with our environment;
         # stderr passes through, `up` streams its stdout line by line.
         self.machines = vagrant.Vagrant(root=str(ROOT), env=self.env, quiet_stdout=False, quiet_stderr=False)
 
     # -- vagrant -------------------------------------------------------------
+    def _ssh_options(self) -> list[str]:
+        opts = ["-F", str(self.ssh_config)]
+        if self._control_dir is not None:
+            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/%n",
+                     "-o", "ControlPersist=300"]
+        return opts
+
+    @contextmanager
+    def multiplexed(self):
+        """ssh and scp share one master connection per VM while this lasts: a new connection costs
+        the guest a key exchange (seconds under TCG, and the provision makes ~20 a host). Only around
+        the provision runs: a master does not outlive a VM's reboot (the drills)."""
+        with tempfile.TemporaryDirectory(prefix="cablab-ssh-") as d:
+            self._control_dir = Path(d)
+            try:
+                yield
+            finally:
+                for sock in self._control_dir.iterdir():
+                    subprocess.run(["ssh", *self._ssh_options(), "-O", "exit", sock.name],
+                                   capture_output=True, timeout=30, check=False)
+                self._control_dir = None
+
     def ssh(self, host: str, command: str, *, capture: bool = True, check: bool = True,
             prefix: str = "", on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
-        return sh(["ssh", "-F", str(self.ssh_config), host, command], capture=capture, check=check,
+        return sh(["ssh", *self._ssh_options(), host, command], capture=capture, check=check,
                   prefix=prefix, on_line=on_line)
 
     def upload(self, host: str, src: Path, dest: str, mode: str = "0644") -> None:
         """Copy a file of this machine to the VM as root (scp to /tmp, then install)."""
         tmp = f"/tmp/cablab-upload-{src.name}"
-        sh(["scp", "-q", "-F", str(self.ssh_config), str(src), f"{host}:{tmp}"])
+        sh(["scp", "-q", *self._ssh_options(), str(src), f"{host}:{tmp}"])
         self.ssh(host, f"sudo install -D -m {mode} {shlex.quote(tmp)} {shlex.quote(dest)} && rm -f {shlex.quote(tmp)}")
 
     def relay(self, source: str, host: str, path: str, mode: str) -> None:
@@ -449,10 +472,11 @@ class Lab:
         gates = Gates(self.plan, gated=upload)
         threads = [threading.Thread(target=self._provision_gated, args=(hp.host.name, gates, results, upload))
                    for hp in self.plan.hosts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with self.multiplexed():
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         failed = [hp.host.name for hp in self.plan.hosts if results.get(hp.host.name, {}).get("rc") != 0]
         if failed:
             raise LabError(f"provisioning failed on {', '.join(failed)}: {results}")

@@ -130,3 +130,33 @@ def test_a_joiner_gets_its_own_inputs_and_script_while_it_waits_and_the_tokens_a
     finally:
         gates.finished("node1", False)  # a thread still waiting gives up at once
         t.join(10)
+
+
+def test_provision_runs_share_one_ssh_connection_per_vm_and_end_it(tmp_path, monkeypatch):
+    """Inside `multiplexed()` every ssh and scp names a ControlPath (one master per VM); at its end
+    each master is told to exit; outside it, commands open their own connection as before."""
+    import lab.harness as harness
+    from lab.harness import Lab
+
+    lab = Lab.__new__(Lab)
+    lab.ssh_config, lab._control_dir = tmp_path / "ssh-config", None
+    ran: list[list[str]] = []
+    monkeypatch.setattr(harness, "sh", lambda cmd, **kw: ran.append(cmd))
+    exits: list[list[str]] = []
+    monkeypatch.setattr(harness.subprocess, "run", lambda cmd, **kw: exits.append(cmd))
+
+    lab.ssh("node1", "true")
+    assert not any("ControlPath" in a for a in ran[-1])
+    with lab.multiplexed():
+        control = lab._control_dir
+        lab.ssh("node1", "true")
+        lab.upload("node2", tmp_path / "f", "/etc/f")
+        (control / "node1").touch()  # the masters ssh would have made
+        (control / "node2").touch()
+    for cmd in ran[1:]:
+        assert "ControlMaster=auto" in cmd and f"ControlPath={control}/%n" in cmd, cmd
+    assert ran[2][0] == "scp"
+    assert sorted(c[-1] for c in exits) == ["node1", "node2"] and all("-O" in c for c in exits)
+    assert lab._control_dir is None and not control.exists()
+    lab.ssh("node1", "true")
+    assert not any("ControlPath" in a for a in ran[-1])
