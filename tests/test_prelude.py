@@ -171,3 +171,68 @@ changed $'a "quoted" \\ back\\tslash\ttab\nnewline\x01ctl\x7f del é'
 """
     run(script(tmp_path, body, steps=1), tmp_path)
     assert summary(tmp_path)["steps"][0]["notes"] == ['a "quoted" \\ back\\tslash\ttab\nnewline\x01ctl\x7f del é']
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# systemctl as the provisioner asks it: every call logged; enable/start remembered in files.
+echo "$*" >>"$FAKE/calls"
+[ "$1" != --quiet ] || shift
+case "$1" in
+  is-enabled) [ -e "$FAKE/enabled-${3:-$2}" ] ;;
+  is-active) [ -e "$FAKE/active-${3:-$2}" ] ;;
+  enable) : >"$FAKE/enabled-$3" ;;
+  start) : >"$FAKE/active-$2" ;;
+esac
+"""
+
+UNITS = """
+step units
+install_file 0644 {d}/a.service <<'CABLAB_EOF'
+[Service]
+ExecStart=/bin/true
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then units_changed; fi
+ensure_service a.service
+install_file 0644 {d}/b.conf <<'CABLAB_EOF'
+[Unit]
+After=a.service
+CABLAB_EOF
+if [ "$LAST_CHANGED" = 1 ]; then units_changed; fi
+ensure_enabled b.service
+step after
+{fail}
+"""
+
+
+def test_written_units_reach_systemd_at_one_reload_when_needed_and_after_a_stopped_run(tmp_path):
+    """A unit file, its enabling and a drop-in: one `daemon-reload` before the start that needs it,
+    one at the end for what came after; no reload in a run that changed nothing. A run that stopped
+    after writing a unit leaves its mark, and the next run reloads although it writes nothing."""
+    fake = tmp_path / "fake"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (fake / "bin" / "systemctl").chmod(0o755)
+    environ = {**env(tmp_path), "FAKE": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+
+    def go(body: str, rc: int = 0) -> list[str]:
+        calls = fake / "calls"
+        calls.unlink(missing_ok=True)
+        proc = subprocess.run(["bash", str(script(tmp_path, body, steps=2))], capture_output=True, text=True,
+                              env=environ)
+        assert proc.returncode == rc, proc.stderr
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    d = tmp_path / "units"
+    d.mkdir()
+    assert go(UNITS.format(d=d, fail="")) == [
+        "is-enabled --quiet a.service", "enable --no-reload a.service", "is-active --quiet a.service",
+        "daemon-reload", "start a.service",  # a.service's file is known before it starts
+        "is-enabled --quiet b.service", "enable --no-reload b.service",
+        "daemon-reload"]  # the drop-in and b's links, at the end
+    assert go(UNITS.format(d=d, fail="")) == ["is-enabled --quiet a.service", "is-active --quiet a.service",
+                                              "is-enabled --quiet b.service"]  # nothing changed: no reload
+
+    (d / "b.conf").write_text("changed by hand\n")
+    assert "daemon-reload" not in go(UNITS.format(d=d, fail="run false"), rc=1)  # stopped before the end
+    assert go(UNITS.format(d=d, fail=""))[-1] == "daemon-reload"  # the file is right now, the mark says reload
+    assert "daemon-reload" not in go(UNITS.format(d=d, fail=""))

@@ -70,7 +70,7 @@ class Case:
     family: str
     os_release: str
     selinux: str = "Enforcing"  # what getenforce says (dnf hosts)
-    firewall: str = "none"  # firewalld: firewall-cmd --state succeeds
+    firewall: str = "none"  # firewalld: its unit is active (systemctl is-active)
     hosts: tuple[str, ...] = ()  # () = every host
     refused: bool = False  # the preflight refuses the host
     marks: tuple[str, ...] = ()  # what the host already has, in the stub's terms ("fs /dev/vdb")

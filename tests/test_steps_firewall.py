@@ -97,6 +97,8 @@ def run(script: Path, tmp: Path, tool: str) -> list[str]:
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
     shutil.copy(FAKES / tool, bin_dir / tool)
+    if tool == "firewall-cmd":  # the steps ask systemd whether firewalld runs
+        shutil.copy(FAKES / "systemctl", bin_dir / "systemctl")
     state = tmp / "state"
     state.mkdir(exist_ok=True)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(state),

@@ -42,6 +42,10 @@ warn() {
 skipped() { printf 'skipped in %s: %s\n' "$STEP_NAME" "$*" >>"$CABLAB_LOG"; }
 # selinux_on: SELinux is enabled (enforcing or permissive); false where it is absent (Debian, Ubuntu).
 selinux_on() { command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled; }
+# firewalld_running: firewalld is installed and up. Asked of systemd, not `firewall-cmd --state`
+# (a Python client: 3 s a call on an idle lab VM, and three steps ask): its unit is Type=dbus, so
+# "active" means its D-Bus API, which firewall-cmd talks to, has answered.
+firewalld_running() { command -v firewall-cmd >/dev/null 2>&1 && systemctl is-active --quiet firewalld.service; }
 # CLOCK_US: now in microseconds (bash >= 5 without a fork; date(1) on older bash).
 clock() { if [ -n "${EPOCHREALTIME:-}" ]; then CLOCK_US=${EPOCHREALTIME//[^0-9]/}; else CLOCK_US=$(date +%s%6N); fi; }
 # json_str VALUE: VALUE as a JSON string in $JSON (backslash, quote and control characters escaped).
@@ -214,15 +218,29 @@ ensure_packages() {
     changed "installed ${missing[*]}"
   fi
 }
-# ensure_enabled NAME: enabled at boot. ensure_started NAME: running now.
+# Unit files, drop-ins and fstab lines a step writes reach systemd at one `daemon-reload`, made
+# just before a unit is started or restarted (units_reload), and at the end of the run, instead of
+# a reload per file (each re-runs every generator: 5-11 s on a busy lab VM; a first run wrote 7).
+# The mark outlives the run: one that stopped half-way leaves it, so the next run still reloads.
+units_changed() { mkdir -p "$CABLAB_STATE_DIR" && : >"$CABLAB_STATE_DIR/units-changed"; }
+units_reload() {
+  if [ -e "$CABLAB_STATE_DIR/units-changed" ]; then
+    run systemctl daemon-reload
+    rm -f "$CABLAB_STATE_DIR/units-changed"
+  fi
+}
+# ensure_enabled NAME: enabled at boot (the links only: the run's reload tells systemd).
+# ensure_started NAME: running now.
 ensure_enabled() {
   if ! systemctl is-enabled --quiet "$1" 2>/dev/null; then
-    run systemctl enable "$1"
+    run systemctl enable --no-reload "$1"
+    units_changed
     changed "enabled $1"
   fi
 }
 ensure_started() {
   if ! systemctl is-active --quiet "$1"; then
+    units_reload
     run systemctl start "$1"
     changed "started $1"
   fi
@@ -305,7 +323,7 @@ case $selinux in
 esac
 firewall=none
 if command -v firewall-cmd >/dev/null 2>&1; then
-  if firewall-cmd --state >/dev/null 2>&1; then
+  if firewalld_running; then
     firewall=firewalld
   else
     warn "firewalld is installed but not running: the firewall step writes no rules, and if it starts later it blocks the cluster's ports (systemctl enable --now firewalld, then run this again)"
@@ -372,7 +390,7 @@ in_list() {
   for w in "$@"; do [ "$w" = "$x" ] && return 0; done
   return 1
 }
-if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
+if firewalld_running; then
   # Cluster-only ports live in a zone bound to the other hosts' addresses.
   zone=cablab
   want_sources=(192.168.57.11 192.168.57.12)
@@ -541,6 +559,7 @@ if ! mountpoint -q /var/lib/docker; then
   run mount /var/lib/docker
   changed "mounted $dev at /var/lib/docker"
   if [ "$was_active" = 1 ]; then
+    units_reload
     run systemctl start docker
   fi
 fi
@@ -632,10 +651,11 @@ Environment=DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 CABLAB_EOF
 if [ "$LAST_CHANGED" = 1 ]; then
   restart="$restart${restart:+ and }${dropin##*/}"
-  if [ -d /run/systemd/system ]; then run systemctl daemon-reload; fi
+  units_changed
 fi
 if { [ -n "$restart" ] || [ "$reload" = 1 ]; } && systemctl is-active --quiet docker; then
   if [ -n "$restart" ]; then
+    units_reload
     run systemctl restart docker
     changed "restarted docker for $restart"
   else
@@ -767,7 +787,7 @@ ExecStart=/usr/local/sbin/cablab-container-firewall
 WantedBy=docker.service multi-user.target
 CABLAB_EOF
 if [ "$LAST_CHANGED" = 1 ]; then
-  run systemctl daemon-reload
+  units_changed
 fi
 out=$(/usr/local/sbin/cablab-container-firewall) || die "/usr/local/sbin/cablab-container-firewall failed"
 while IFS= read -r line; do
@@ -790,13 +810,14 @@ RestartSec=5
 WantedBy=firewalld.service
 CABLAB_EOF
 if [ "$LAST_CHANGED" = 1 ]; then
-  run systemctl daemon-reload
+  units_changed
 fi
 if command -v firewall-cmd >/dev/null 2>&1; then
   # Enabled where firewalld is installed (it starts with firewalld), running while firewalld runs.
   ensure_enabled cablab-container-firewall-watch.service
-  if firewall-cmd --state >/dev/null 2>&1; then
+  if firewalld_running; then
     if [ "$LAST_CHANGED" = 1 ] && systemctl is-active --quiet cablab-container-firewall-watch.service; then
+      units_reload
       run systemctl restart cablab-container-firewall-watch.service
       changed "restarted cablab-container-firewall-watch.service"
     fi
@@ -827,8 +848,8 @@ ensure_block /etc/fstab shares < <(printf '%s\n' \
   '192.168.57.11:/srv/nfs/homes /srv/cablab/homes nfs nfsvers=4.2,rw,hard,noatime,_netdev 0 0' \
   '192.168.57.11:/srv/nfs/cube /srv/cablab/cube nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0' \
   '192.168.57.11:/srv/nfs/notebooks /srv/cablab/notebooks nfs nfsvers=4.2,ro,hard,noatime,_netdev 0 0')
-if [ "$LAST_CHANGED" = 1 ] && [ -d /run/systemd/system ]; then
-  run systemctl daemon-reload
+if [ "$LAST_CHANGED" = 1 ]; then
+  units_changed
 fi
 target=/srv/cablab/homes
 if ! mountpoint -q "$target"; then
@@ -860,8 +881,8 @@ install_file 0644 /etc/systemd/system/docker.service.d/cablab-mounts.conf < <(pr
   '# Written by cablab-cluster (step nfs_mounts): start Docker after the shares are mounted.' \
   '[Unit]' \
   'RequiresMountsFor=/srv/cablab/homes /srv/cablab/cube /srv/cablab/notebooks')
-if [ "$LAST_CHANGED" = 1 ] && [ -d /run/systemd/system ]; then
-  run systemctl daemon-reload
+if [ "$LAST_CHANGED" = 1 ]; then
+  units_changed
 fi
 
 step swarm_join
@@ -931,6 +952,7 @@ if [ -n "$old" ]; then
   [ "$removed" = 0 ] || changed "removed $removed old cablab image(s)"
 fi
 
+units_reload  # what the steps wrote, at once (charged to the last step)
 finish_step
 write_summary ok
 if [ ${#CHANGED_STEPS[@]} -gt 0 ]; then

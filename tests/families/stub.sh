@@ -75,8 +75,12 @@ case "$name" in
     [ "$1" != --quiet ] || shift
     case "$1" in
       is-enabled) has enabled "${@: -1}" ;;
-      is-active) has active "${@: -1}" ;;
-      enable) mark enabled "$2" ;;
+      is-active)
+        case "${@: -1}" in
+          firewalld.service) [ "${STUB_FW:-none}" = firewalld ] ;;  # the steps' firewalld_running
+          *) has active "${@: -1}" ;;
+        esac ;;
+      enable) mark enabled "${@: -1}" ;;  # enable [--no-reload] UNIT
       start | restart | reload) mark active "$2" ;;
       stop) shift; for u in "$@"; do unmark active "$u"; done ;;
       cat) [ "$2" = certbot.timer ] && installed certbot ;;
