@@ -105,3 +105,21 @@ def test_a_borrowed_server_stays_kept_active_for_the_check_that_claims_it(monkey
     failing.start(Planned("erin", "node3", Role.MEMORY), lambda name: FakeServer(name, fail="no node"), None)
     with pytest.raises(AssertionError, match="erin's server, started at the session's start: no node"):
         failing.borrow("erin")
+
+
+def test_a_lane_runs_its_visit_beside_the_caller_and_hands_over_its_result_or_its_failure():
+    gate = threading.Event()
+    lane = early_mod.Lane("browser", lambda: gate.wait(10) and {"browser: sign in -> JupyterLab usable": 1.5})
+    assert lane.thread.is_alive()  # it runs while the caller goes on
+    gate.set()
+    assert lane.claim(timeout=10) == {"browser: sign in -> JupyterLab usable": 1.5}
+
+    def fails():
+        raise AssertionError("no plot in 01-explore-the-cube.ipynb")
+
+    with pytest.raises(AssertionError, match="no plot"):
+        early_mod.Lane("browser", fails).claim(timeout=10)
+    stuck = threading.Event()
+    with pytest.raises(AssertionError, match="did not end in 0 s"):
+        early_mod.Lane("browser", lambda: stuck.wait(10)).claim(timeout=0.05)
+    stuck.set()

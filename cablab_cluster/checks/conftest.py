@@ -167,13 +167,15 @@ def timings():
             (Path(out) / "verify-timings.json").write_text(json.dumps(measured, indent=2) + "\n")
 
 
-# Checks that restart the hub run last, once no other check waits on a server (test_backup.py
-# restores the hub's database and restarts it; servers started early must not span that).
-LAST = ("test_backup.py",)
+# The end of the order, after every other check (which keeps its place). First the checks that
+# claim a lane (`lanes`: their visit ran beside everything before them), then those that roll the
+# proxy (test_letsencrypt.py's renewal: no lane's page load may span it), last those that restart
+# the hub (test_backup.py restores its database; servers started early must not span that).
+LATE = ("test_browser.py", "test_letsencrypt.py", "test_backup.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name in LAST)  # stable: every other check keeps its order
+    items.sort(key=lambda item: LATE.index(item.path.name) + 1 if item.path.name in LATE else 0)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -227,3 +229,23 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
             starts.start(p, make_server, alive, then)
     yield starts
     starts.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lanes(request, spec, cluster, hub_client, secrets) -> Iterator[dict[str, Any]]:
+    """Visits run from the session's start, each in a thread (early.Lane), for the selected checks
+    that claim them (`lanes[name].claim()`): the browser's, on a lab cluster whose userlist has its
+    user. A check without its lane runs the visit itself."""
+    from .early import Lane
+    from .test_browser import BROWSER_LANE, BROWSER_USER, screenshots_dir, visit
+
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    started: dict[str, Any] = {}
+    if ("test_a_person_signs_in_and_runs_a_sample_notebook" in selected and cluster.hub.auth.lab_password
+            and BROWSER_USER in {u.name for u in spec.userlist.users}):
+        password = (secrets / "lab_password").read_text(encoding="utf-8").strip()
+        started[BROWSER_LANE] = Lane(BROWSER_LANE, lambda: visit(cluster, hub_client, BROWSER_USER, password,
+                                                                 screenshots_dir()))
+    yield started
+    for lane in started.values():
+        lane.thread.join(timeout=60)

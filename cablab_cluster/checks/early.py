@@ -167,3 +167,32 @@ class EarlyStarts:
                     entry.server.stop()
                 except Exception:  # noqa: BLE001  # best effort at the end of the session
                     pass
+
+
+class Lane:
+    """A check's whole visit run in a thread from the session's start, beside the other checks (the
+    browser's: its spawn, JupyterLab's load and the notebook's kernel wait on one VM while the other
+    checks use the rest). The check claims the outcome where it stands in the order: the visit's own
+    failure, raised again, or what it returned."""
+
+    def __init__(self, name: str, visit: Callable[[], Any]):
+        self.name = name
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+
+        def run() -> None:
+            try:
+                self.result = visit()
+            except BaseException as exc:  # noqa: BLE001  # handed to the claiming check
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name=f"lane-{name}", daemon=True)
+        self.thread.start()
+
+    def claim(self, timeout: float = 3600) -> Any:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError(f"the {self.name} lane did not end in {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
