@@ -70,6 +70,9 @@ def test_homes_are_made_migrated_and_left_alone(tmp_path):
     assert owner(bob) == (5555, 0o755)
     assert owner(homes / "carol") == (uid("carol"), 0o700)
     assert run(homes) == []  # a second run changes nothing
+    (homes / "carol").chmod(0o750)  # her own, opened by hand: closed again
+    assert run(homes) == [f"mode 0700 on {homes / 'carol'}"]
+    assert owner(homes / "carol") == (uid("carol"), 0o700)
 
 
 def test_a_home_of_the_hubs_range_moves_to_the_map_uid(tmp_path):

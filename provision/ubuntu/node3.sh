@@ -127,8 +127,12 @@ install_file() {
   LAST_CHANGED=1
   changed "wrote $path"
 }
+# ensure_mode MODE PATH [CURRENT]: CURRENT, the mode stat(1) printed (%a), when the caller has it.
 ensure_mode() {
-  if [ "$(stat -c '%a' "$2")" != "$(printf '%o' "$((8#$1))")" ]; then
+  local want have=${3:-}
+  printf -v want '%o' "$((8#$1))"  # -v: no subshell (this runs for every file of every run)
+  [ -n "$have" ] || have=$(stat -c '%a' "$2")
+  if [ "$have" != "$want" ]; then
     chmod "$1" "$2"
     changed "mode $1 on $2"
   fi
