@@ -69,8 +69,11 @@ def test_verify_from_an_installed_wheel_collects_the_checks(tmp_path):
     # renewal that rolls the proxy, last the backup's check, which restarts the hub.
     files = [i.split("::")[0].rsplit("/", 1)[-1] for i in ids]
     assert files[-1] == "test_backup.py" and files.count("test_backup.py") == 1, files
-    late = [f for f in dict.fromkeys(files) if f in ("test_browser.py", "test_letsencrypt.py", "test_backup.py")]
-    assert late == ["test_browser.py", "test_letsencrypt.py", "test_backup.py"], files
-    assert files[-len([f for f in files if f in late]):] == [f for f in files if f in late], files
+    # Before them, the checks that use early servers, after every check that needs none.
+    groups = list(dict.fromkeys(files))
+    servers = ["test_isolation.py", "test_notebook.py", "test_operations.py"]
+    late = ["test_browser.py", "test_letsencrypt.py", "test_backup.py"]
+    assert groups[-6:] == servers + late, groups
+    assert files == sorted(files, key=lambda f: 2 + late.index(f) if f in late else int(f in servers)), files
     # The entry point loads the plugin in every run there; --spec stays defined once.
     assert run(python, "-m", "pytest", "--help", cwd=outside, env=env).count("--spec=SPEC.yml") == 1

@@ -167,15 +167,25 @@ def timings():
             (Path(out) / "verify-timings.json").write_text(json.dumps(measured, indent=2) + "\n")
 
 
-# The end of the order, after every other check (which keeps its place). First the checks that
-# claim a lane (`lanes`: their visit ran beside everything before them), then those that roll the
-# proxy (test_letsencrypt.py's renewal: no lane's page load may span it), last those that restart
-# the hub (test_backup.py restores its database; servers started early must not span that).
+# The order (each group keeps its checks' own order). First the checks that need no user's server,
+# while the early starts spawn; then those that claim or borrow an early server (by then it is
+# ready, instead of their waiting for it with nothing else to do). At the end, first the checks
+# that claim a lane (`lanes`: their visit ran beside everything before them), then those that roll
+# the proxy (test_letsencrypt.py's renewal: no lane's page load may span it), last those that
+# restart the hub (test_backup.py restores its database; servers started early must not span that).
+SERVERS = ("test_isolation.py", "test_notebook.py", "test_operations.py")
 LATE = ("test_browser.py", "test_letsencrypt.py", "test_backup.py")
 
 
+def order(name: str) -> int:
+    """Where a check file's checks go: 0 first, 1 the early servers' users, 2.. the LATE ones."""
+    if name in LATE:
+        return 2 + LATE.index(name)
+    return 1 if name in SERVERS else 0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: LATE.index(item.path.name) + 1 if item.path.name in LATE else 0)
+    items.sort(key=lambda item: order(item.path.name))
 
 
 @pytest.fixture(scope="session", autouse=True)
