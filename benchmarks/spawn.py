@@ -498,7 +498,9 @@ class Bench:
         admin = next((u.name for u in self.spec.userlist.users if u.admin), None)
         if admin is None:
             raise SystemExit("the userlist has no admin: give --token-file")
-        password = (self.secrets / "lab_password").read_text(encoding="utf-8").strip()
+        from cablab_cluster.secretstore import read_lab_password
+
+        password = read_lab_password(self.secrets)
         response = self.hub.login(admin, password)
         if response.status != 302:
             raise SystemExit(f"logging in as {admin}: {response}")

@@ -63,6 +63,11 @@ def secrets_dir(spec: LoadedSpec) -> Path:
     return spec.base_dir / layout.SECRETS_SUBDIR / spec.cluster.name
 
 
+def read_lab_password(directory: Path) -> str:
+    """The lab password kept in a secrets directory (`secrets_dir`), for the tools that log in with it."""
+    return (directory / LAB_PASSWORD).read_text(encoding="utf-8").strip()
+
+
 def _lock_path(spec: LoadedSpec) -> Path:
     return secrets_dir(spec).parent / f".{spec.cluster.name}.lock"
 

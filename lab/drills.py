@@ -46,7 +46,7 @@ from cablab_cluster.checks.hub import HubResponse, HubSession
 from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
-from cablab_cluster.secretstore import secrets_dir
+from cablab_cluster.secretstore import read_lab_password, secrets_dir
 from cablab_cluster.spec import Cluster as ClusterSpec
 from cablab_cluster.uidmap import resolve as resolve_uids
 
@@ -256,7 +256,7 @@ class HubUser:
         secrets = secrets_dir(lab.spec)
         users = lab.spec.userlist.users
         self.name = next((u for u in users if not u.admin), users[0]).name
-        self.password = (secrets / "lab_password").read_text(encoding="utf-8").strip()
+        self.password = read_lab_password(secrets)
         self.session = HubSession(str(c.hub_host.address), c.hub.port, c.hub.public_host,
                                   hub_tls_context(c, secrets), timeout=HTTP_TIMEOUT)
         self.token = ""

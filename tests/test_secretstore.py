@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from cablab_cluster.cli import cli
-from cablab_cluster.secretstore import check_secrets, ensure_secrets, secrets_dir
+from cablab_cluster.secretstore import check_secrets, ensure_secrets, read_lab_password, secrets_dir
 from cablab_cluster.spec import SpecError, load_spec
 
 
@@ -35,6 +35,9 @@ def test_generated_once_kept_across_renders_0600(write_spec):
     again = {a.name: a.action for a in ensure_secrets(spec)}
     assert set(again.values()) == {"kept"}
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    # What the checks, the drills and the bench log in with: the stored line, without its newline.
+    assert read_lab_password(d) == before["lab_password"].decode().strip() and "\n" not in read_lab_password(d)
+    assert len(read_lab_password(d)) >= 16
 
 
 def test_self_signed_cert_names_the_hub_and_is_renewed_when_the_name_changes(write_spec):

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import pytest
 
+from cablab_cluster.layout import LAB_PASSWORD
+from cablab_cluster.secretstore import read_lab_password
 from cablab_cluster.secretstore import secrets_dir as default_secrets_dir
 from cablab_cluster.spec import Cluster, LoadedSpec
 
@@ -138,9 +140,9 @@ def username(spec) -> str:
 
 @pytest.fixture(scope="session")
 def password(secrets, username) -> str:
-    path = secrets / "lab_password"
+    path = secrets / LAB_PASSWORD
     assert path.is_file(), f"{path} is missing: `cablab-cluster render` makes it for a lab_password spec"
-    return path.read_text(encoding="utf-8").strip()
+    return read_lab_password(secrets)
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +190,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: order(item.path.name))
 
 
+def selected_checks(request: pytest.FixtureRequest) -> set[str]:
+    """The names of the check functions this session runs (parametrized ones once)."""
+    return {getattr(item, "originalname", item.name) for item in request.session.items}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def early(request, spec, cluster, hub_client, secrets, wait_until):
     """Servers started at the session's start for the checks that need one (early.py): their cold
@@ -199,11 +206,11 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
 
     users = spec.userlist.users
     default_user = next((u for u in users if not u.admin), users[0]).name
-    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    selected = selected_checks(request)
     plan = early_plan(cluster, {u.name for u in users}, default_user, selected)
     starts = EarlyStarts(START_TIMEOUT)
     if plan:
-        password = (secrets / "lab_password").read_text(encoding="utf-8").strip()
+        password = read_lab_password(secrets)
 
         def make_server(name: str) -> UserServer:
             browser = hub_client()
@@ -249,11 +256,11 @@ def lanes(request, spec, cluster, hub_client, secrets) -> Iterator[dict[str, Any
     from .early import Lane
     from .test_browser import BROWSER_LANE, BROWSER_USER, screenshots_dir, visit
 
-    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    selected = selected_checks(request)
     started: dict[str, Any] = {}
     if ("test_a_person_signs_in_and_runs_a_sample_notebook" in selected and cluster.hub.auth.lab_password
             and BROWSER_USER in {u.name for u in spec.userlist.users}):
-        password = (secrets / "lab_password").read_text(encoding="utf-8").strip()
+        password = read_lab_password(secrets)
         started[BROWSER_LANE] = Lane(BROWSER_LANE, lambda: visit(cluster, hub_client, BROWSER_USER, password,
                                                                  screenshots_dir()))
     yield started
