@@ -123,3 +123,68 @@ def test_a_lane_runs_its_visit_beside_the_caller_and_hands_over_its_result_or_it
     with pytest.raises(AssertionError, match="did not end in 0 s"):
         early_mod.Lane("browser", lambda: stuck.wait(10)).claim(timeout=0.05)
     stuck.set()
+
+
+def test_a_follow_up_is_waited_for_by_borrowers_and_by_a_claim_that_asks(monkeypatch):
+    """The memory check's kernel grows past its limit once erin's server is ready: a borrower's docker
+    exec waits until it has ended, the claim for its outcome too; the keepalive goes on meanwhile and
+    ends with the claim."""
+    monkeypatch.setattr(early_mod, "KEEPALIVE_EVERY", 0.01)
+    starts = EarlyStarts(start_timeout=30)
+    server = FakeServer("erin")
+    gate, pings = threading.Event(), threading.Event()
+
+    def grow(entry):
+        assert gate.wait(10)
+        entry.info["outcome"] = "dead"
+
+    starts.start(Planned("erin", "node3", Role.MEMORY), lambda name: server, lambda s: pings.set(), then=grow)
+    borrowed: list = []
+    borrower = threading.Thread(target=lambda: borrowed.append(starts.borrow("erin")))
+    borrower.start()
+    borrower.join(0.3)
+    assert borrower.is_alive() and not borrowed  # the kernel still grows
+    entry = starts.started["erin"]
+    assert entry.ready_at is not None and not entry.followed.is_set()
+    gate.set()
+    borrower.join(5)
+    assert borrowed == [entry] and entry.info == {"outcome": "dead"}
+    assert pings.wait(5) and entry.thread.is_alive()  # kept active after the follow-up
+    assert starts.claim("erin", wait_for_follow_up=True) is entry
+    entry.thread.join(5)
+    assert not entry.thread.is_alive()
+    starts.close()
+
+
+def test_a_failed_follow_up_fails_its_claim_and_never_blocks_a_borrower():
+    starts = EarlyStarts(start_timeout=30)
+
+    def grow(entry):
+        raise AssertionError("the kernel allocated 960 MiB past erin's 320M limit")
+
+    starts.start(Planned("erin", "node3", Role.MEMORY), FakeServer, None, then=grow)
+    with pytest.raises(AssertionError, match="started at the session's start: the kernel allocated 960 MiB"):
+        starts.borrow("erin")
+    with pytest.raises(AssertionError, match="past erin's 320M limit"):
+        starts.claim("erin", wait_for_follow_up=True)
+
+
+def test_settled_returns_once_every_start_is_ready_or_failed():
+    starts = EarlyStarts(start_timeout=30)
+    gate = threading.Event()
+
+    class Slow(FakeServer):
+        def start(self, node: str) -> None:
+            assert gate.wait(10)
+            super().start(node)
+
+    starts.start(Planned("bob", "node2", Role.DAY_ONE), Slow, None)
+    starts.start(Planned("erin", "node3", Role.MEMORY), lambda name: FakeServer(name, fail="no node"), None)
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (starts.settled(), done.set()))
+    waiter.start()
+    assert not done.wait(0.3)  # bob's start has not ended
+    gate.set()
+    assert done.wait(5)
+    assert starts.started["bob"].ready_at is not None and starts.started["erin"].error is not None
+    waiter.join(5)

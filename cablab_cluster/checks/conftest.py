@@ -148,11 +148,7 @@ def password(secrets, username) -> str:
 @pytest.fixture(scope="session")
 def session(hub_client, username, password):
     """The user's logged-in browser session."""
-    browser = hub_client()
-    response = browser.login(username, password)
-    assert response.status == 302 and browser.cookie("jupyterhub-hub-login"), \
-        f"logging in as {username} with the lab password: {response}"
-    return browser
+    return hub_client().logged_in(username, password)
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +197,7 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
     spawns and the culler's timeout overlap the other checks. Checks claim them: `early.claim(user)`."""
     from .early import EarlyStarts, Role, early_plan
     from .test_notebook import keep_active, user_token
-    from .test_operations import cull_wait, start_busy_kernel
+    from .test_operations import cull_wait, grow_past_limit, start_busy_kernel
     from .test_user import START_TIMEOUT, UserServer
 
     users = spec.userlist.users
@@ -213,10 +209,7 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
         password = read_lab_password(secrets)
 
         def make_server(name: str) -> UserServer:
-            browser = hub_client()
-            response = browser.login(name, password)
-            assert response.status == 302, f"logging in as {name}: {response}"
-            return UserServer(browser, name, wait_until)
+            return UserServer(hub_client().logged_in(name, password), name, wait_until)
 
         tokens: dict[str, str] = {}
 
@@ -240,7 +233,11 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
                 time.sleep(10)
             entry.info["culled_after"] = round(time.monotonic() - entry.ready_at, 1)
 
-        follow_up = {Role.IDLE: (None, watch), Role.BUSY: (None, busy)}
+        def past_limit(entry) -> None:  # the memory check's kernel, killed by the cgroup's limit
+            limit = cluster.hub.users.resources(entry.planned.user).limits.memory
+            entry.info["outcome"] = grow_past_limit(entry.server.session, entry.planned.user, limit)
+
+        follow_up = {Role.IDLE: (None, watch), Role.BUSY: (None, busy), Role.MEMORY: (keepalive, past_limit)}
         for p in plan:
             alive, then = follow_up.get(p.role, (keepalive, None))
             starts.start(p, make_server, alive, then)
@@ -249,20 +246,33 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lanes(request, spec, cluster, hub_client, secrets) -> Iterator[dict[str, Any]]:
+def lanes(request, spec, cluster, hub_client, secrets, early, wait_until) -> Iterator[dict[str, Any]]:
     """Visits run from the session's start, each in a thread (early.Lane), for the selected checks
-    that claim them (`lanes[name].claim()`): the browser's, on a lab cluster whose userlist has its
-    user. A check without its lane runs the visit itself."""
+    that claim them (`lanes[name].claim()`), on a lab cluster whose userlist has the check's user:
+    the browser's; frank's refused start, once the early starts have their servers (it would hold
+    one of the hub's start slots for its grace). A check without its lane runs the visit itself."""
     from .early import Lane
     from .test_browser import BROWSER_LANE, BROWSER_USER, screenshots_dir, visit
+    from .test_operations import REFUSAL_LANE, REFUSAL_USER, ask_the_impossible, refusal_applies
 
     selected = selected_checks(request)
+    users = {u.name for u in spec.userlist.users}
+    wanted = {
+        BROWSER_LANE: "test_a_person_signs_in_and_runs_a_sample_notebook" in selected and BROWSER_USER in users,
+        REFUSAL_LANE: ("test_a_server_no_node_can_reserve_for_fails_fast" in selected and REFUSAL_USER in users
+                       and refusal_applies(cluster)),
+    }
     started: dict[str, Any] = {}
-    if ("test_a_person_signs_in_and_runs_a_sample_notebook" in selected and cluster.hub.auth.lab_password
-            and BROWSER_USER in {u.name for u in spec.userlist.users}):
+    if cluster.hub.auth.lab_password and any(wanted.values()):
         password = read_lab_password(secrets)
-        started[BROWSER_LANE] = Lane(BROWSER_LANE, lambda: visit(cluster, hub_client, BROWSER_USER, password,
-                                                                 screenshots_dir()))
+
+        def refuse() -> dict[str, object]:
+            early.settled()
+            return ask_the_impossible(hub_client().logged_in(REFUSAL_USER, password), wait_until)
+
+        visits = {BROWSER_LANE: lambda: visit(cluster, hub_client, BROWSER_USER, password, screenshots_dir()),
+                  REFUSAL_LANE: refuse}
+        started = {name: Lane(name, visits[name]) for name, want in wanted.items() if want}
     yield started
     for lane in started.values():
         lane.thread.join(timeout=60)

@@ -11,6 +11,10 @@ its claimer (`borrow`), and neither stops nor restarts it.
 Until a check claims it, a server is kept active (a request through the proxy every 30 s:
 the idle culler would stop it) — except the culler check's idle server, which nobody touches,
 and the busy one, whose kernel works.
+
+A role may have a follow-up, run in the starting thread once the server is ready: the culler's
+watch, the busy kernel, the memory check's kernel that grows past its limit. Its outcome waits in
+`Started.info` for the check that claims the server; a borrower waits until it has ended.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Callable, Optional
 from cablab_cluster.spec import Cluster
 
 KEEPALIVE_EVERY = 30.0  # s, well inside any cull timeout a check waits out (>= 60 s)
+FOLLOW_UP_TIMEOUT = 3600.0  # s: the culler's watch waits out a cull timeout of up to 900 s, and more
 
 
 class Role(Enum):
@@ -78,6 +83,7 @@ class Started:
     error: Optional[BaseException] = None
     thread: Optional[threading.Thread] = None
     claimed: threading.Event = field(default_factory=threading.Event)
+    followed: threading.Event = field(default_factory=threading.Event)  # the follow-up (if any) has ended
 
 
 class EarlyStarts:
@@ -103,10 +109,13 @@ class EarlyStarts:
                 entry.seconds = round(entry.ready_at - t0, 1)
                 if then is not None:
                     then(entry)
+                entry.followed.set()
                 while keepalive is not None and not entry.claimed.wait(KEEPALIVE_EVERY):
                     keepalive(server)
             except BaseException as exc:  # noqa: BLE001  # handed to the check that claims it
                 entry.error = exc
+            finally:
+                entry.followed.set()
 
         entry.thread = threading.Thread(target=run, name=f"early-{planned.user}", daemon=True)
         self.started[planned.user] = entry
@@ -119,11 +128,24 @@ class EarlyStarts:
                 raise AssertionError(f"{user}'s early start did not end in {self.start_timeout:.0f} s")
             time.sleep(1)
 
+    def _followed(self, user: str, entry: Started) -> None:
+        if not entry.followed.wait(FOLLOW_UP_TIMEOUT):
+            raise AssertionError(f"the follow-up of {user}'s early start did not end in {FOLLOW_UP_TIMEOUT:.0f} s")
+
     @staticmethod
     def _raise_if_failed(user: str, entry: Started) -> None:
         """The start's (or its follow-up's) own error, for the check that borrows or claims it."""
         if entry.error is not None:
             raise AssertionError(f"{user}'s server, started at the session's start: {entry.error}") from entry.error
+
+    def settled(self) -> None:
+        """Return once every early start is ready or has failed (for a lane that should not compete
+        with them for the hub's start slots); a failure is left for the check that claims it."""
+        for user, entry in self.started.items():
+            try:
+                self._ready(user, entry)
+            except AssertionError:
+                pass
 
     def borrowable(self, node: str) -> list[str]:
         """The users whose early server is planned on `node` and may be lent: not the culler's
@@ -132,26 +154,29 @@ class EarlyStarts:
                 if entry.planned.node == node and entry.planned.role not in (Role.IDLE, Role.BUSY)]
 
     def borrow(self, user: str) -> Optional[Started]:
-        """The user's early start once its server is ready, for a check that only looks inside it
-        (docker exec, the files of its home) and neither stops nor restarts it: it stays kept
-        active for the check that claims it. None: not started early; a failed start raises."""
+        """The user's early start once its server is ready and its follow-up has ended (the memory
+        check's kernel: no docker exec beside it in the container's cgroup), for a check that only
+        looks inside it (docker exec, the files of its home) and neither stops nor restarts it: it
+        stays kept active for the check that claims it. None: not started early; a failed start raises."""
         entry = self.started.get(user)
         if entry is None:
             return None
         self._ready(user, entry)
+        self._followed(user, entry)
         self._raise_if_failed(user, entry)
         return entry
 
     def claim(self, user: str, wait_for_follow_up: bool = False) -> Optional[Started]:
         """The user's early start once its server is ready (None: not started early). With
-        `wait_for_follow_up`, also once its follow-up has ended (the culler's watch)."""
+        `wait_for_follow_up`, also once its follow-up has ended (the culler's watch, the memory
+        check's kernel)."""
         entry = self.started.get(user)
         if entry is None:
             return None
         self._ready(user, entry)
-        entry.claimed.set()
         if wait_for_follow_up:
-            entry.thread.join(self.start_timeout + 3600)
+            self._followed(user, entry)
+        entry.claimed.set()
         self._raise_if_failed(user, entry)
         return entry
 

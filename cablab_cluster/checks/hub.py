@@ -127,6 +127,14 @@ class HubSession:
         form = urllib.parse.urlencode({"username": username, "password": password, "_xsrf": xsrf}).encode()
         return self.request("POST", "/hub/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
 
+    def logged_in(self, username: str, password: str) -> HubSession:
+        """This session once logged in as `username` (fails the check unless the hub says 302 and sets
+        its login cookie)."""
+        response = self.login(username, password)
+        assert response.status == 302 and self.cookie("jupyterhub-hub-login"), \
+            f"logging in as {username} with the lab password: {response}"
+        return self
+
     def api(self, method: str, path: str, data: Any = None) -> HubResponse:
         """/hub/api<path> with the session cookie and the xsrf header; `data` is sent as JSON."""
         headers = {"Accept": "application/json"}

@@ -124,8 +124,7 @@ def visit(cluster, hub_client, browser_user: str, password: str, screenshots: Pa
         finally:
             browser.close()
     # The person's server: stopped through the hub (an admin-free user stops their own).
-    session = hub_client()
-    assert session.login(browser_user, password).status == 302
+    session = hub_client().logged_in(browser_user, password)
     response = session.api("DELETE", f"/users/{browser_user}/server")
     assert response.status in (202, 204), f"stopping {browser_user}'s server: {response}"
     return timings

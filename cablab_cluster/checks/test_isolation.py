@@ -88,9 +88,7 @@ def servers(hub_client, password, spec, cluster, nodes, early, wait_until):
         pytest.skip(f"the userlist lacks {ALICE} or {BOB}, and no server started early can be borrowed")
     servers = {}
     for role, name in names.items():
-        browser = hub_client()
-        assert browser.login(name, password).status == 302, f"logging in as {name}"
-        servers[role] = UserServer(browser, name, wait_until)
+        servers[role] = UserServer(hub_client().logged_in(name, password), name, wait_until)
 
     def start(role: str) -> None:
         servers[role].stop()

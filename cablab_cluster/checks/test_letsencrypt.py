@@ -88,8 +88,7 @@ def test_a_forced_renewal_rolls_the_proxy_and_keeps_a_users_server_and_route(
         hub, hub_client, password, spec, cluster, nodes, wait_until, timings):
     if RENEWAL_USER not in {u.name for u in spec.userlist.users}:
         pytest.skip(f"{RENEWAL_USER} is not in the userlist: this check needs a user of its own")
-    browser = hub_client()
-    assert browser.login(RENEWAL_USER, password).status == 302
+    browser = hub_client().logged_in(RENEWAL_USER, password)
     server = UserServer(browser, RENEWAL_USER, wait_until)
     server.stop()
     server.start(cluster.notebook_hosts[-1].name)

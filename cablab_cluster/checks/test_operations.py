@@ -2,8 +2,10 @@
 memory limit dies alone, a server no node can reserve for fails in seconds with a clear message,
 and /hub/metrics answers only with the metrics token. Each check has userlist users of its own
 (lab/userlist.lab: carol, dave, erin, frank), so culling or a limit never reaches another check's
-server; carol's, dave's and erin's servers start at the session's start (conftest.py: `early`), so
-their spawns and the cull timeout overlap the other checks. Lab clusters only where a user logs in
+server; carol's, dave's and erin's servers start at the session's start (conftest.py: `early`), erin's
+kernel grows past its limit as soon as her server is ready, and frank's impossible start is asked
+in a lane of its own once they have their servers: their spawns, the cull timeout, the kernel's death
+and the refusal's wait overlap the other checks. Lab clusters only where a user logs in
 (`hub.auth.lab_password`)."""
 
 from __future__ import annotations
@@ -31,10 +33,7 @@ def login(hub_client, password, spec):
     def _login(name: str):
         if name not in {u.name for u in spec.userlist.users}:
             pytest.skip(f"{name} is not in the userlist: this check needs a user of its own")
-        browser = hub_client()
-        response = browser.login(name, password)
-        assert response.status == 302, f"logging in as {name}: {response}"
-        return browser
+        return hub_client().logged_in(name, password)
 
     return _login
 
@@ -128,11 +127,50 @@ for i in range({n}):
 """
 
 
+def grow_past_limit(session, username: str, limit: str) -> str:
+    """Run, in a new kernel of the user's server, code that writes three times the memory `limit`;
+    return how the kernel ended (its death as the kernel protocol or the websocket tells it). Fails if
+    the code ran to its end. The memory check's follow-up (conftest.py: `early`) once erin's server is
+    ready, or the check itself where erin's server was not started early."""
+    token = user_token(session, username)
+    kernel = open_kernel(session, username, token)
+    # three times the limit: past it even where the container may swap as much again
+    n = 3 * memory_bytes(limit) // (32 << 20)
+    msg = kernel._message("execute_request", {"code": GROW.format(n=n), "silent": False, "store_history": False,
+                                              "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    kernel.ws.send(json.dumps(msg))
+    outcome = None
+    deadline = time.monotonic() + 600
+    try:
+        while outcome is None and time.monotonic() < deadline:
+            kernel.ws.settimeout(max(1.0, deadline - time.monotonic()))
+            try:
+                reply = json.loads(kernel.ws.recv())
+            except Exception as exc:  # the server closed the kernel's websocket
+                outcome = f"websocket closed ({type(exc).__name__})"
+                break
+            kind, content = reply.get("msg_type"), reply.get("content", {})
+            if kind == "status" and content.get("execution_state") in ("restarting", "dead", "autorestarting"):
+                outcome = content["execution_state"]
+            elif kind == "error":
+                outcome = f"error {content.get('ename')}"
+            elif kind == "status" and content.get("execution_state") == "idle" \
+                    and reply.get("parent_header", {}).get("msg_id") == msg["header"]["msg_id"]:
+                raise AssertionError(f"the kernel allocated {3 * memory_bytes(limit) >> 20} MiB past "
+                                     f"{username}'s {limit} limit")
+    finally:
+        kernel.close()
+    assert outcome, "the kernel neither finished nor died in 600 s"
+    return outcome
+
+
 def test_a_kernel_past_its_memory_limit_dies_alone(login, early, cluster, nodes, wait_until):
+    """erin's server was started at the session's start (conftest.py: `early`), and her kernel grew
+    past its limit as soon as it was ready; where it was not, both happen here."""
     limit = cluster.hub.users.resources("erin").limits.memory
     if limit is None:
         pytest.skip("erin has no memory limit (lab/*.yml: hub.users.overrides.erin)")
-    started = early.claim("erin")  # conftest.py: started at the session's start
+    started = early.claim("erin", wait_for_follow_up=True)
     if started is None:
         session = login("erin")
         server = fresh_server(session, "erin", wait_until)
@@ -148,33 +186,9 @@ def test_a_kernel_past_its_memory_limit_dies_alone(login, early, cluster, nodes,
         if reservation:
             assert resources["Reservations"]["MemoryBytes"] == memory_bytes(reservation), resources
 
-        token = user_token(session, "erin")
-        kernel = open_kernel(session, "erin", token)
-        # three times the limit: past it even where the container may swap as much again
-        n = 3 * memory_bytes(limit) // (32 << 20)
-        msg = kernel._message("execute_request", {"code": GROW.format(n=n), "silent": False, "store_history": False,
-                                                  "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
-        kernel.ws.send(json.dumps(msg))
-        outcome = None
-        deadline = time.monotonic() + 600
-        while outcome is None and time.monotonic() < deadline:
-            kernel.ws.settimeout(max(1.0, deadline - time.monotonic()))
-            try:
-                reply = json.loads(kernel.ws.recv())
-            except Exception as exc:  # the server closed the kernel's websocket
-                outcome = f"websocket closed ({type(exc).__name__})"
-                break
-            kind, content = reply.get("msg_type"), reply.get("content", {})
-            if kind == "status" and content.get("execution_state") in ("restarting", "dead", "autorestarting"):
-                outcome = content["execution_state"]
-            elif kind == "error":
-                outcome = f"error {content.get('ename')}"
-            elif kind == "status" and content.get("execution_state") == "idle" \
-                    and reply.get("parent_header", {}).get("msg_id") == msg["header"]["msg_id"]:
-                pytest.fail(f"the kernel allocated {3 * memory_bytes(limit) >> 20} MiB past erin's {limit} limit")
-        kernel.close()
-        assert outcome, "the kernel neither finished nor died in 600 s"
+        outcome = started.info["outcome"] if started is not None else grow_past_limit(session, "erin", limit)
         # The server, the hub and the node live on.
+        token = user_token(session, "erin")
         status = session.request("GET", "/user/erin/api/status", headers={"Authorization": f"token {token}"})
         assert status.status == 200, f"erin's server after her kernel was killed ({outcome}): {status}"
         assert server.model() and server.model().get("ready")
@@ -187,32 +201,53 @@ def test_a_kernel_past_its_memory_limit_dies_alone(login, early, cluster, nodes,
         server.stop()
 
 
-def test_a_server_no_node_can_reserve_for_fails_fast(login, cluster, nodes, wait_until, timings):
-    reservation = cluster.hub.users.resources("frank").reservations.memory
+REFUSAL_USER = "frank"
+REFUSAL_LANE = "refusal"  # conftest.py: `lanes`
+
+
+def refusal_applies(cluster) -> bool:
+    """frank reserves more memory than any notebook node has (lab/*.yml: hub.users.overrides.frank)."""
+    reservation = cluster.hub.users.resources(REFUSAL_USER).reservations.memory
     biggest = max(h.vm.memory for h in cluster.notebook_hosts) << 20
-    if reservation is None or memory_bytes(reservation) <= biggest:
-        pytest.skip("frank reserves no more than a notebook node has (lab/*.yml: hub.users.overrides.frank)")
-    session = login("frank")
-    fresh_server(session, "frank", wait_until)
+    return reservation is not None and memory_bytes(reservation) > biggest
+
+
+def ask_the_impossible(session, wait_until) -> dict[str, object]:
+    """frank's start, which no node can reserve for: {"seconds": REST start -> the failure the user
+    reads, "message": that failure}, once his server is gone from the hub. The check's lane runs it
+    from the session's start (conftest.py: `lanes`), once the early starts have their servers."""
+    fresh_server(session, REFUSAL_USER, wait_until)
     started = time.monotonic()
-    response = session.api("POST", "/users/frank/server")
+    response = session.api("POST", f"/users/{REFUSAL_USER}/server")
     message = response.text
     if response.status in (201, 202):
         # The spawn's progress stream ends with the failure the user sees on the spawn page.
         def failure() -> str:
             try:
-                progress = session.api("GET", "/users/frank/server/progress")
+                progress = session.api("GET", f"/users/{REFUSAL_USER}/server/progress")
             except httpx.TimeoutException:
                 return ""  # still pending, quietly: ask again
             events = [json.loads(line[5:]) for line in progress.text.splitlines() if line.startswith("data:")]
             return next((e["message"] for e in reversed(events) if e.get("failed")), "")
 
-        message = wait_until(failure, 300, "frank's spawn to fail", interval=2)
-    elapsed = time.monotonic() - started
-    timings["spawn refused (no node can reserve)"] = round(elapsed, 1)
-    assert elapsed < 180, f"the refusal took {elapsed:.0f} s (the start timeout is 600 s)"
-    assert f"no notebook node has {reservation} of memory" in message and "no suitable node" in message, message
-    wait_until(lambda: UserServer(session, "frank", wait_until).model() is None, 120, "frank's server to be gone")
-    gone = nodes[cluster.first_manager].run("docker service inspect %s", service_name("frank"))
-    assert gone.rc != 0, f"{service_name('frank')} is still a swarm service after the refusal"
+        message = wait_until(failure, 300, f"{REFUSAL_USER}'s spawn to fail", interval=2)
+    elapsed = round(time.monotonic() - started, 1)
+    wait_until(lambda: UserServer(session, REFUSAL_USER, wait_until).model() is None, 120,
+               f"{REFUSAL_USER}'s server to be gone")
+    return {"seconds": elapsed, "message": message}
 
+
+def test_a_server_no_node_can_reserve_for_fails_fast(login, cluster, nodes, lanes, wait_until, timings):
+    """Where the lab's userlist has frank, his start was asked from the session's start, in a lane of
+    its own (conftest.py: `lanes`); else it is asked here."""
+    if not refusal_applies(cluster):
+        pytest.skip("frank reserves no more than a notebook node has (lab/*.yml: hub.users.overrides.frank)")
+    lane = lanes.get(REFUSAL_LANE)
+    refused = lane.claim() if lane is not None else ask_the_impossible(login(REFUSAL_USER), wait_until)
+    elapsed, message = refused["seconds"], refused["message"]
+    timings["spawn refused (no node can reserve)" + (" (alongside others)" if lane is not None else "")] = elapsed
+    assert elapsed < 180, f"the refusal took {elapsed:.0f} s (the start timeout is 600 s)"
+    reservation = cluster.hub.users.resources(REFUSAL_USER).reservations.memory
+    assert f"no notebook node has {reservation} of memory" in message and "no suitable node" in message, message
+    gone = nodes[cluster.first_manager].run("docker service inspect %s", service_name(REFUSAL_USER))
+    assert gone.rc != 0, f"{service_name(REFUSAL_USER)} is still a swarm service after the refusal"
