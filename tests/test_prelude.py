@@ -236,3 +236,56 @@ def test_written_units_reach_systemd_at_one_reload_when_needed_and_after_a_stopp
     assert "daemon-reload" not in go(UNITS.format(d=d, fail="run false"), rc=1)  # stopped before the end
     assert go(UNITS.format(d=d, fail=""))[-1] == "daemon-reload"  # the file is right now, the mark says reload
     assert "daemon-reload" not in go(UNITS.format(d=d, fail=""))
+
+
+COUNTING_MKTEMP = """#!/bin/sh
+echo mktemp >>"$FAKE/calls"
+exec /usr/bin/mktemp "$@"
+"""
+
+
+def test_files_are_compared_through_one_scratch_directory_removed_at_the_end(tmp_path):
+    """install_file and ensure_block, every run and every file: one mktemp a run (each fork costs on
+    an emulated VM), the scratch gone when the script ends, whether it ended well or not."""
+    fake = tmp_path / "fake"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "mktemp").write_text(COUNTING_MKTEMP)
+    (fake / "bin" / "mktemp").chmod(0o755)
+    scratch_home = tmp_path / "tmp"
+    scratch_home.mkdir()
+    environ = {**env(tmp_path), "FAKE": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}",
+               "TMPDIR": str(scratch_home)}
+    d = tmp_path / "files"
+    d.mkdir()
+    body = BODY.format(d=d) + f"install_file 0600 {d}/etc/other.conf <<'CABLAB_EOF'\nb = 2\nCABLAB_EOF\n"
+    for fail, rc in (("", 0), ("", 0), ("run false", 1)):
+        (fake / "calls").unlink(missing_ok=True)
+        proc = subprocess.run(["bash", str(script(tmp_path, body + fail + "\n", steps=2))], capture_output=True,
+                              text=True, env=environ)
+        assert proc.returncode == rc, proc.stderr
+        assert (fake / "calls").read_text().splitlines() == ["mktemp"]
+        assert list(scratch_home.iterdir()) == []
+    assert (d / "etc" / "other.conf").read_text() == "b = 2\n" and (d / "etc" / "app.conf").read_text() == "a = 1\n"
+    assert (d / "fstab").read_text().count("srv:/a /a nfs") == 1
+
+
+def test_services_running_needs_a_running_task_of_every_service_named(tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "docker").write_text('#!/bin/sh\ncat "$FAKE/tasks"\n')
+    (fake / "bin" / "docker").chmod(0o755)
+    environ = {**env(tmp_path), "FAKE": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    probe = script(tmp_path, "\nstep probe\nif services_running cablab_proxy cablab_hub; then log RUNNING; "
+                             "else log NOT; fi\n", steps=1)
+
+    def answer(tasks: str) -> str:
+        (fake / "tasks").write_text(tasks)
+        proc = subprocess.run(["bash", str(probe)], capture_output=True, text=True, env=environ)
+        assert proc.returncode == 0, proc.stderr
+        return "RUNNING" if any(line.endswith("RUNNING") for line in proc.stdout.splitlines()) else "NOT"
+
+    assert answer("cablab_proxy.1 Running 5 seconds ago\ncablab_hub.1 Running 2 seconds ago\n") == "RUNNING"
+    assert answer("cablab_proxy.1 Running 5 seconds ago\ncablab_hub.1 Starting 2 seconds ago\n") == "NOT"
+    assert answer("cablab_proxy.1 Running 5 seconds ago\n") == "NOT"  # no task of the hub yet
+    assert answer("cablab_hub_other.1 Running 5 seconds ago\ncablab_proxy.1 Running 1 second ago\n") == "NOT"
+    assert answer("") == "NOT"

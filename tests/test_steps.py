@@ -119,16 +119,21 @@ def test_the_prelude_helpers_ask_docker_what_the_steps_used_to(tmp_path):
     calls = tmp_path / "calls"
     script = prelude[start:end] + """
 docker_info Swarm.NodeID
-node_label n1 cablab.hub
+self_label cablab.hub
 image_label cablab/hub:lab org.cablab.dockerfile-sha256
 service_state cablab_hub
+services_running cablab_proxy cablab_hub || true
+swarm_facts
 network_shape cablab
 """
     subprocess.run(["bash", "-c", script], check=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(calls)})
     assert calls.read_text().splitlines() == [
         "info|--format|{{.Swarm.NodeID}}|",
-        'node|inspect|--format|{{index .Spec.Labels "cablab.hub"}}|n1|',
+        'node|inspect|self|--format|{{.ID}} {{index .Spec.Labels "cablab.hub"}}|',
         'image|inspect|--format|{{index .Config.Labels "org.cablab.dockerfile-sha256"}}|cablab/hub:lab|',
         "service|ps|cablab_hub|--filter|desired-state=running|--format|{{.CurrentState}}|",
+        "service|ps|cablab_proxy|cablab_hub|--filter|desired-state=running|--format|{{.Name}} {{.CurrentState}}|",
+        "info|--format|{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
+        "{{if .Swarm.Cluster}} {{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}{{end}}|",
         "network|inspect|--format|{{.Driver}} {{.Attachable}}{{range $k, $v := .Options}} {{$k}}{{end}}|cablab|",
     ]

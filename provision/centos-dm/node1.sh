@@ -110,20 +110,27 @@ finish_step() {
 }
 step() { finish_step; STEP_NO=$((STEP_NO + 1)); STEP_NAME=$1; STEP_NOTES=(); clock; STEP_T0=$CLOCK_US; }
 
-# install_file MODE PATH < content: write only when the content differs.
+# scratch: $SCRATCH, this run's scratch directory (made at the first use, removed when the script
+# exits): no mktemp and rm for each file compared, as these run for every file of every run.
+SCRATCH=""
+scratch() {
+  if [ -z "$SCRATCH" ]; then
+    SCRATCH=$(mktemp -d)
+    trap 'rm -rf "$SCRATCH"' EXIT
+  fi
+}
+# install_file MODE PATH < content: write only when the content differs (cmp: byte for byte).
 install_file() {
-  local mode=$1 path=$2 tmp
-  tmp=$(mktemp)
-  cat >"$tmp"
+  local mode=$1 path=$2
+  scratch
+  cat >"$SCRATCH/file"
   LAST_CHANGED=0
-  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
-    rm -f "$tmp"
+  if [ -f "$path" ] && cmp -s "$SCRATCH/file" "$path"; then
     ensure_mode "$mode" "$path"
     return 0
   fi
   mkdir -p "$(dirname "$path")"
-  install -m "$mode" "$tmp" "$path"
-  rm -f "$tmp"
+  install -m "$mode" "$SCRATCH/file" "$path"
   LAST_CHANGED=1
   changed "wrote $path"
 }
@@ -151,9 +158,9 @@ ensure_dir() {
 }
 # ensure_block FILE NAME < lines: keep a marked block of FILE equal to the lines.
 ensure_block() {
-  local file=$1 begin="# BEGIN cablab $2" end="# END cablab $2" block tmp
-  block=$(mktemp)
-  tmp=$(mktemp)
+  local file=$1 begin="# BEGIN cablab $2" end="# END cablab $2"
+  scratch
+  local block=$SCRATCH/block tmp=$SCRATCH/new
   { printf '%s\n' "$begin"; cat; printf '%s\n' "$end"; } >"$block"
   if [ -f "$file" ] && grep -qxF "$begin" "$file"; then
     # Replaced where it stands: several blocks in one file (fstab) keep their order.
@@ -165,14 +172,11 @@ ensure_block() {
     if [ -f "$file" ]; then cat "$file" >"$tmp"; fi
     cat "$block" >>"$tmp"
   fi
-  rm -f "$block"
   LAST_CHANGED=0
   if [ -f "$file" ] && cmp -s "$tmp" "$file"; then
-    rm -f "$tmp"
     return 0
   fi
   cat "$tmp" >"$file"
-  rm -f "$tmp"
   LAST_CHANGED=1
   changed "updated $file ($2)"
 }
@@ -258,16 +262,39 @@ ensure_service() {
 # the steps ask Docker through these.
 
 docker_info() { docker info --format "{{.$1}}"; }  # docker_info Driver | Swarm.NodeID | ...
-# docker_info_json FIELD: as JSON (a duration in ns where the plain format prints a Go duration: 10s).
-docker_info_json() { docker info --format "{{json .$1}}"; }
 swarm_state() { docker_info Swarm.LocalNodeState 2>/dev/null || echo unknown; }
+# swarm_facts: this node's swarm from one `docker info` (~1 s a call on an emulated VM): SWARM_STATE
+# (inactive, pending, active...; unknown when Docker does not answer), SWARM_MANAGER (true|false) and,
+# on a manager, SWARM_HEARTBEAT_NS (the dispatcher's heartbeat period in ns, as JSON prints it).
+swarm_facts() {
+  SWARM_STATE="" SWARM_MANAGER="" SWARM_HEARTBEAT_NS=""
+  # shellcheck disable=SC2034  # each swarm step reads the facts it needs (joiners: no heartbeat)
+  read -r SWARM_STATE SWARM_MANAGER SWARM_HEARTBEAT_NS < <(docker info --format \
+    '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}{{if .Swarm.Cluster}} {{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}{{end}}' \
+    2>/dev/null) || true
+  SWARM_STATE=${SWARM_STATE:-unknown}
+}
 docker_server_version() { docker version --format '{{.Server.Version}}'; }
-# node_label NODE LABEL / image_label REF LABEL: a label's value ("" when unset; an absent image: "").
-node_label() { docker node inspect --format "{{index .Spec.Labels \"$2\"}}" "$1"; }
+# self_label LABEL: this swarm node's ID and the label's value, one line ("ID VALUE", VALUE "" when unset).
+self_label() { docker node inspect self --format "{{.ID}} {{index .Spec.Labels \"$1\"}}"; }
+# image_label REF LABEL: a label's value ("" when unset; an absent image: "").
 image_label() { docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
 # service_state SERVICE: the state of its newest task meant to run (Running, Pending, ...).
 service_state() {
   docker service ps "$1" --filter desired-state=running --format '{{.CurrentState}}' | head -n 1 | cut -d' ' -f1
+}
+# services_running SERVICE...: each has a task meant to run that runs (one `docker service ps`).
+services_running() {
+  local out svc name state rest found
+  out=$(docker service ps "$@" --filter desired-state=running --format '{{.Name}} {{.CurrentState}}' 2>/dev/null) ||
+    return 1
+  for svc in "$@"; do
+    found=0
+    while read -r name state rest; do
+      if [ "${name%.*}" = "$svc" ] && [ "$state" = Running ]; then found=1; fi
+    done <<<"$out"
+    [ "$found" = 1 ] || return 1
+  done
 }
 service_errors() { docker service ps --no-trunc --format '{{.Error}}' "$1" | head -n 3 | tr '\n' ' '; }
 # network_shape NETWORK: "DRIVER ATTACHABLE encrypted|plain"; fails when there is no such network.
@@ -1588,14 +1615,15 @@ fi
 step swarm_init
 addr=192.168.58.11
 heartbeat=10
-state=$(swarm_state)
-if [ "$state" != active ]; then
+swarm_facts
+if [ "$SWARM_STATE" != active ]; then
   run docker swarm init --advertise-addr "$addr" --listen-addr "$addr:2377" --dispatcher-heartbeat "${heartbeat}s"
   changed "swarm initialised on $addr"
+  swarm_facts
 fi
-[ "$(docker_info Swarm.ControlAvailable)" = true ] || die "this host is in a swarm but not a manager"
+[ "$SWARM_MANAGER" = true ] || die "this host is in a swarm but not a manager"
 # Swarm-wide, kept by raft: a swarm made before the spec's period (or with another) gets it.
-if [ "$(docker_info_json Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod)" != 10000000000 ]; then
+if [ "$SWARM_HEARTBEAT_NS" != 10000000000 ]; then
   run docker swarm update --dispatcher-heartbeat "${heartbeat}s"
   changed "heartbeat period set to ${heartbeat} s"
 fi
@@ -3028,8 +3056,9 @@ done
 ensure_dir /var/lib/cablab/hub 0:0 0700
 # The stack's services are pinned to the node labelled cablab.hub=true: this one, and no other.
 label=cablab.hub
-self=$(docker_info Swarm.NodeID)
-if [ "$(node_label "$self" "$label")" != true ]; then
+read -r self value < <(self_label "$label") || true
+[ -n "${self:-}" ] || die "this host is not a swarm node: the swarm_init step makes it one"
+if [ "${value:-}" != true ]; then
   run docker node update --label-add "$label=true" "$self"
   changed "node label $label=true"
 fi
@@ -3044,13 +3073,13 @@ if [ "$(/opt/cablab/hub/deploy.sh)" = deployed ]; then
 fi
 # Wait until the stack's tasks run (first start under emulation takes minutes).
 deadline=$((SECONDS + ${CABLAB_HUB_TIMEOUT:-900}))
-for service in cablab_proxy cablab_hub; do
-  until [ "$(service_state "$service")" = Running ]; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      die "$service is not running: $(service_errors "$service")"
-    fi
-    sleep 5
-  done
+until services_running cablab_proxy cablab_hub; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    for service in cablab_proxy cablab_hub; do
+      [ "$(service_state "$service")" = Running ] || die "$service is not running: $(service_errors "$service")"
+    done
+  fi
+  sleep 5
 done
 
 units_reload  # what the steps wrote, at once (charged to the last step)

@@ -89,13 +89,16 @@ case "$name" in
     case "$args" in
       "info --format {{.Swarm.LocalNodeState}}") if has swarm; then echo active; else echo inactive; fi ;;
       "info --format {{.Swarm.ControlAvailable}}") echo "${STUB_CONTROL:-true}" ;;
+      # the steps' swarm_facts; the heartbeat is dockerd's own default (5 s, in ns as `docker info`
+      # prints it) until init or update sets one
+      "info --format {{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"*)
+        if ! has swarm; then echo "inactive false"
+        elif [ "${STUB_CONTROL:-true}" = true ]; then echo "active true $(cat "$S/heartbeat" 2>/dev/null || echo 5000000000)"
+        else echo "active false"; fi ;;
       "info --format {{.Driver}}") echo "${STUB_DRIVER:-overlay2}" ;;
       "version --format {{.Server.Version}}") echo "${STUB_PIN}.0" ;;
       "swarm init"* | "swarm join"*) mark swarm; heartbeat "$args" ;;
       "swarm update"*) heartbeat "$args" ;;
-      # dockerd's own default (5 s) until init or update sets one, in ns as `docker info` prints it
-      "info --format {{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}")
-        cat "$S/heartbeat" 2>/dev/null || echo 5000000000 ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
       "network inspect"*) has network "${@: -1}" || exit 1; cat "$S/mark/$(key network "${@: -1}")" ;;
       "network create"*)
@@ -103,8 +106,7 @@ case "$name" in
         case "$args" in *--attachable*) opts="overlay true plain" ;; esac
         case "$args" in *encrypted*) opts="${opts% plain} encrypted" ;; esac
         mark network "${@: -1}"; echo "$opts" >"$S/mark/$(key network "${@: -1}")" ;;
-      "info --format {{.Swarm.NodeID}}") echo stubnode ;;
-      "node inspect --format"*) if has nodelabel; then echo true; fi ;;
+      "node inspect self --format"*) if has nodelabel; then echo "stubnode true"; else echo "stubnode "; fi ;;
       "node update --label-add"*) mark nodelabel ;;
       "node ls"*) if has nodelabel; then echo stubnode; fi ;;
       "image inspect --format {{.Id}} "*) has image "${@: -1}" && echo "sha256:$(key image "${@: -1}")" ;;
@@ -120,6 +122,8 @@ case "$name" in
       "load"*) while IFS=' ' read -r tarball ref; do [ "$tarball" != "$3" ] || mark image "$ref"; done <<<"$STUB_LOADS" ;;
       "stack deploy"*) mark stack ;;
       "service inspect"*) has stack ;;
+      "service ps"*"{{.Name}} {{.CurrentState}}"*)  # services_running: a task line per service named
+        for a in "${@:3}"; do case "$a" in --*) break ;; *) echo "$a.1 Running 1 second ago" ;; esac; done ;;
       "service ps"*) echo "Running 1 second ago" ;;
     esac ;;
   getenforce) echo "${STUB_SELINUX:-Enforcing}" ;;

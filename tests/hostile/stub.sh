@@ -11,6 +11,8 @@ case "$name" in
     case "$args" in
       "info --format {{.Swarm.LocalNodeState}}") echo inactive ;;
       "info --format {{.Swarm.ControlAvailable}}") echo "${STUB_CONTROL:-true}" ;;
+      "info --format {{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"*) echo "inactive ${STUB_CONTROL:-true}" ;;
+      "node inspect self --format"*) echo "stubnode " ;;
       "info --format {{.Driver}}") echo "${STUB_DRIVER:-overlay2}" ;;
       "version --format {{.Server.Version}}") echo 20.10.24 ;;
       "network inspect"*) exit 1 ;;
@@ -26,6 +28,8 @@ case "$name" in
       "image prune"*)
         grep -xFf /var/lib/cablab-stub-inuse /var/lib/cablab-stub-dangling >/var/lib/cablab-stub-left 2>/dev/null || true
         mv /var/lib/cablab-stub-left /var/lib/cablab-stub-dangling ;;
+      "service ps"*"{{.Name}} {{.CurrentState}}"*)  # services_running: a task line per service named
+        for a in "${@:3}"; do case "$a" in --*) break ;; *) echo "$a.1 Running 1 second ago" ;; esac; done ;;
       "service ps"*) echo "Running 1 second ago" ;;
       "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
       "stack deploy"*) : >/var/lib/cablab-stub-service ;;
