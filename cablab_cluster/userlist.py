@@ -32,6 +32,12 @@ class Userlist:
     def admins(self) -> tuple[str, ...]:
         return tuple(sorted(u.name for u in self.users if u.admin))
 
+    @property
+    def first_user(self) -> str:
+        """The first user who is not an admin (else the first): whom the lab's checks and drills log
+        in as where a check has no user of its own."""
+        return next((u for u in self.users if not u.admin), self.users[0]).name
+
     def render(self) -> str:
         return "".join(f"{u.name}{' admin' if u.admin else ''}\n" for u in self.users)
 

@@ -254,8 +254,7 @@ class HubUser:
     def __init__(self, lab: Lab):
         c = lab.spec.cluster
         secrets = secrets_dir(lab.spec)
-        users = lab.spec.userlist.users
-        self.name = next((u for u in users if not u.admin), users[0]).name
+        self.name = lab.spec.userlist.first_user
         self.password = read_lab_password(secrets)
         self.session = HubSession(str(c.hub_host.address), c.hub.port, c.hub.public_host,
                                   hub_tls_context(c, secrets), timeout=HTTP_TIMEOUT)

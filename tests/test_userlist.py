@@ -55,3 +55,8 @@ def test_at_most_five_problems_then_a_count():
         parse_userlist("".join(f"-bad{i}\n" for i in range(40)))
     assert len(exc.value.errors) == 6
     assert exc.value.errors[-1] == "userlist: … and 35 more"
+
+
+def test_the_first_user_is_the_first_who_is_not_an_admin():
+    assert parse_userlist("alice admin\nbob\ncarol\n").first_user == "bob"
+    assert parse_userlist("alice admin\nzed admin\n").first_user == "alice"  # only admins: the first

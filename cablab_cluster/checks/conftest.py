@@ -134,8 +134,7 @@ def username(spec) -> str:
     if not spec.cluster.hub.auth.lab_password:
         pytest.skip("hub.auth.lab_password is off: this cluster logs in through GitHub only, "
                     "which the checks cannot drive")
-    users = spec.userlist.users
-    return next((u for u in users if not u.admin), users[0]).name
+    return spec.userlist.first_user
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +200,7 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
     from .test_user import START_TIMEOUT, UserServer
 
     users = spec.userlist.users
-    default_user = next((u for u in users if not u.admin), users[0]).name
+    default_user = spec.userlist.first_user
     selected = selected_checks(request)
     plan = early_plan(cluster, {u.name for u in users}, default_user, selected)
     starts = EarlyStarts(START_TIMEOUT)
