@@ -233,8 +233,9 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
             entry.info["culled_after"] = round(time.monotonic() - entry.ready_at, 1)
 
         def past_limit(entry) -> None:  # the memory check's kernel, killed by the cgroup's limit
-            limit = cluster.hub.users.resources(entry.planned.user).limits.memory
-            entry.info["outcome"] = grow_past_limit(entry.server.session, entry.planned.user, limit)
+            user, session = entry.planned.user, entry.server.session
+            limit = cluster.hub.users.resources(user).limits.memory
+            entry.info["outcome"] = grow_past_limit(session, user, limit, user_token(session, user))
 
         follow_up = {Role.IDLE: (None, watch), Role.BUSY: (None, busy), Role.MEMORY: (keepalive, past_limit)}
         for p in plan:

@@ -127,12 +127,12 @@ for i in range({n}):
 """
 
 
-def grow_past_limit(session, username: str, limit: str) -> str:
-    """Run, in a new kernel of the user's server, code that writes three times the memory `limit`;
-    return how the kernel ended (its death as the kernel protocol or the websocket tells it). Fails if
-    the code ran to its end. The memory check's follow-up (conftest.py: `early`) once erin's server is
-    ready, or the check itself where erin's server was not started early."""
-    token = user_token(session, username)
+def grow_past_limit(session, username: str, limit: str, token: str) -> str:
+    """Run, in a new kernel of the user's server (`token`: an API token of theirs), code that writes
+    three times the memory `limit`; return how the kernel ended (its death as the kernel protocol or
+    the websocket tells it). Fails if the code ran to its end. The memory check's follow-up
+    (conftest.py: `early`) once erin's server is ready, or the check itself where erin's server was
+    not started early."""
     kernel = open_kernel(session, username, token)
     # three times the limit: past it even where the container may swap as much again
     n = 3 * memory_bytes(limit) // (32 << 20)
@@ -186,9 +186,9 @@ def test_a_kernel_past_its_memory_limit_dies_alone(login, early, cluster, nodes,
         if reservation:
             assert resources["Reservations"]["MemoryBytes"] == memory_bytes(reservation), resources
 
-        outcome = started.info["outcome"] if started is not None else grow_past_limit(session, "erin", limit)
-        # The server, the hub and the node live on.
         token = user_token(session, "erin")
+        outcome = started.info["outcome"] if started is not None else grow_past_limit(session, "erin", limit, token)
+        # The server, the hub and the node live on.
         status = session.request("GET", "/user/erin/api/status", headers={"Authorization": f"token {token}"})
         assert status.status == 200, f"erin's server after her kernel was killed ({outcome}): {status}"
         assert server.model() and server.model().get("ready")
