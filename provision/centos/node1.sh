@@ -1741,14 +1741,14 @@ install -d -m 0700 "$secrets"
 # challenge: until the first issuance (step letsencrypt_issue) the proxy serves a short-lived
 # self-signed stand-in.
 if [ ! -s "$secrets/tls.crt" ] || [ ! -s "$secrets/tls.key" ]; then
-  tmp=$(mktemp -d)
+  scratch  # the key is made in the run's scratch directory (0700, removed at exit, also on failure)
   run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj "/CN=$public_host" -addext "subjectAltName=DNS:$public_host" \
     -addext "basicConstraints=critical,CA:FALSE" -addext "keyUsage=critical,digitalSignature" \
-    -addext "extendedKeyUsage=serverAuth" -keyout "$tmp/tls.key" -out "$tmp/tls.crt"
-  install -m 0600 "$tmp/tls.key" "$secrets/tls.key"
-  install -m 0600 "$tmp/tls.crt" "$secrets/tls.crt"
-  rm -rf "$tmp"
+    -addext "extendedKeyUsage=serverAuth" -keyout "$SCRATCH/tls.key" -out "$SCRATCH/tls.crt"
+  install -m 0600 "$SCRATCH/tls.key" "$secrets/tls.key"
+  install -m 0600 "$SCRATCH/tls.crt" "$secrets/tls.crt"
+  rm -f "$SCRATCH/tls.key" "$SCRATCH/tls.crt"
   changed "temporary self-signed certificate for $public_host until Let's Encrypt issues one"
 fi
 for timer in certbot.timer certbot-renew.timer; do
