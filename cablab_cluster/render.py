@@ -321,6 +321,7 @@ class Renderer:
         return {
             "jupyterhub_config.py": static.text("jupyterhub_config.py"),
             "cablab_hub.py": static.text("cablab_hub.py"),
+            "cablab_backup.py": static.text("cablab_backup.py"),  # backup.sh's, without JupyterHub's imports
             "cablab.json": json.dumps(self.hub_data(), indent=2, sort_keys=True) + "\n",
         }
 

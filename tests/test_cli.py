@@ -60,8 +60,8 @@ def test_render_writes_scripts_bundle_and_secrets(write_spec, tmp_path):
     r = invoke("render", spec, "--out", out)
     assert r.exit_code == 0, r.output
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        ".cablab-rendered", "README", "hub/Dockerfile", "hub/backup.sh", "hub/cablab.json", "hub/cablab_hub.py",
-        "hub/deploy.sh", "hub/jupyterhub_config.py", "hub/restore.sh", "hub/stack.yml", "hub/userlist",
+        ".cablab-rendered", "README", "hub/Dockerfile", "hub/backup.sh", "hub/cablab.json", "hub/cablab_backup.py",
+        "hub/cablab_hub.py", "hub/deploy.sh", "hub/jupyterhub_config.py", "hub/restore.sh", "hub/stack.yml", "hub/userlist",
         "node1.sh", "node2.sh", "node3.sh",
         "singleuser/Dockerfile", "singleuser/singleuser-constraints.txt"]
     assert (out / "node1.sh").stat().st_mode & 0o111

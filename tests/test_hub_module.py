@@ -645,25 +645,6 @@ def test_a_spawn_that_gets_placed_starts(secrets, monkeypatch):
     assert answers == [pending_task("running")]
 
 
-def test_backup_db_copies_a_database_in_use(tmp_path):
-    import sqlite3
-
-    src, dst = tmp_path / "jupyterhub.sqlite", tmp_path / "backup.sqlite"
-    db = sqlite3.connect(src)
-    db.execute("create table users (name text)")
-    db.executemany("insert into users values (?)", [("alice",), ("bob",)])
-    db.commit()
-    db.execute("insert into users values ('uncommitted')")  # the hub is writing meanwhile
-    assert cablab_hub.main(["backup-db", str(src), str(dst)]) == 0
-    db.rollback()
-    db.close()
-    copy = sqlite3.connect(dst)
-    assert sorted(r[0] for r in copy.execute("select name from users")) == ["alice", "bob"]
-    copy.close()
-    assert dst.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "backup.sqlite.part").exists()
-    assert cablab_hub.main(["backup-db", str(src)]) == 2
-
-
 def test_a_restarted_proxy_gets_its_routes_back_within_seconds(secrets, monkeypatch):
     """CHP forgets every route when it restarts (a renewed certificate rolls it): the hub checks
     the routing table every ROUTE_CHECK_INTERVAL s, not only at its last_activity pass (300 s)."""

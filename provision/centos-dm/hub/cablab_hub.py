@@ -771,37 +771,3 @@ def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
     c.SwarmSpawner.cpu_limit = default["limits"].get("cpus")
     c.SwarmSpawner.mem_guarantee = default["reservations"].get("memory")
     c.SwarmSpawner.cpu_guarantee = default["reservations"].get("cpus")
-
-
-# --- Backups: `python3 cablab_hub.py backup-db SRC DST`, run by backup.sh inside the hub ---
-
-
-def backup_db(src: str, dst: str) -> None:
-    """A consistent copy of the sqlite database `src` while the hub keeps writing (sqlite's online backup)."""
-    import sqlite3
-
-    tmp = f"{dst}.part"
-    Path(tmp).unlink(missing_ok=True)
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    try:
-        target = sqlite3.connect(tmp)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-    finally:
-        source.close()
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, dst)
-
-
-def main(argv: Sequence[str]) -> int:
-    if len(argv) == 3 and argv[0] == "backup-db":
-        backup_db(argv[1], argv[2])
-        return 0
-    print("usage: cablab_hub.py backup-db SRC DST", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -27,7 +27,7 @@ mkdir -m 0700 "$dest"
 data=/var/lib/cablab/hub
 hub=$(docker ps -q --filter label=com.docker.swarm.service.name=cablab_hub | head -n 1)
 if [ -n "$hub" ]; then
-  docker exec "$hub" python3 /srv/jupyterhub/cablab_hub.py backup-db \
+  docker exec "$hub" python3 /srv/jupyterhub/cablab_backup.py backup-db \
     /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/.backup.sqlite
   mv "$data/.backup.sqlite" "$dest/jupyterhub.sqlite"
 else

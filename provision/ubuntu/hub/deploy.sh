@@ -14,7 +14,7 @@ state=""
 keep=""
 # One sha256sum for every file, names taken apart in bash: the unchanged case (every provisioner
 # run) forked ~40 processes here, 3.9 s on a lab VM.
-sums=$(sha256sum jupyterhub_config.py cablab_hub.py cablab.json /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password stack.yml)
+sums=$(sha256sum jupyterhub_config.py cablab_hub.py cablab_backup.py cablab.json /etc/cablab/secrets/cookie_secret /etc/cablab/secrets/proxy_token /etc/cablab/secrets/metrics_token /etc/cablab/secrets/github_client_secret /etc/cablab/secrets/tls.crt /etc/cablab/secrets/tls.key /etc/cablab/secrets/lab_password stack.yml)
 while read -r sum f; do
   sum=${sum:0:12}
   if [ "$f" = stack.yml ]; then
