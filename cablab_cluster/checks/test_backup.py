@@ -53,7 +53,8 @@ def test_backup_then_restore_brings_back_the_database_and_a_home_file(session, u
                 return False
             return response.status == 200 and response.json().get("name") == username
 
-        wait_until(token_works, HUB_BACK, f"the hub to accept {username}'s token again (it is only in the database)")
+        wait_until(token_works, HUB_BACK, f"the hub to accept {username}'s token again (it is only in the database)",
+                   interval=1.0)
         if homes_here:
             assert hub.check_output("cat %s", probe) == content
             assert hub.check_output("stat -c %%u:%%g %s", probe) == f"{uid}:{users.gid}"

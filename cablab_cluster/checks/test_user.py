@@ -25,10 +25,13 @@ STOP_TIMEOUT = 300
 class UserServer:
     """A user's default server, driven through the hub's REST API with the user's own session."""
 
-    def __init__(self, session, name: str, wait_until: Callable):
+    def __init__(self, session, name: str, wait_until: Callable, poll: float = 5.0):
+        """`poll`: seconds between the hub's answers while it starts or stops the server (each a request
+        the hub serves: a check whose next step waits on it asks every second, the others less often)."""
         self.session = session
         self.name = name
         self.wait_until = wait_until
+        self.poll = poll
 
     def model(self) -> Optional[dict]:
         """The server's model while it is active (starting, running, stopping), else None."""
@@ -40,7 +43,7 @@ class UserServer:
         # The rendered pre_spawn_hook pins the server to the user option "node".
         response = self.session.api("POST", f"/users/{self.name}/server", {"node": node})
         assert response.status in (201, 202), f"starting {self.name}'s server on {node}: {response}"
-        self.wait_until(self._ready, START_TIMEOUT, f"{self.name}'s server on {node} to be ready")
+        self.wait_until(self._ready, START_TIMEOUT, f"{self.name}'s server on {node} to be ready", self.poll)
 
     def _ready(self) -> bool:
         server = self.model()
@@ -55,7 +58,7 @@ class UserServer:
             return
         response = self.session.api("DELETE", f"/users/{self.name}/server")
         assert response.status in (202, 204), f"stopping {self.name}'s server: {response}"
-        self.wait_until(lambda: self.model() is None, STOP_TIMEOUT, f"{self.name}'s server to stop")
+        self.wait_until(lambda: self.model() is None, STOP_TIMEOUT, f"{self.name}'s server to stop", self.poll)
 
 
 @pytest.fixture
@@ -78,22 +81,35 @@ def container(nodes, host, username: str) -> str:
     return ids[0]
 
 
+# In the user's container, one `docker exec` each (a Docker CLI start is ~1 s on an emulated VM):
+# as the user, where each link leads and whether it lists; as root, which probes could be written.
+_RESOLVE = 'for x in "$@"; do printf "%s\\t%s\\t%s\\n" "$x" "$(readlink -f "$x")" "$(ls -A "$x/" >/dev/null && echo yes)"; done'
+_WRITE = 'for p in "$@"; do if touch "$p" 2>/dev/null; then rm -f "$p"; echo "$p"; fi; done'
+
+
 def check_read_only_mounts(nodes, host, cid: str, cluster) -> None:
     """Every read-only share is mounted read-only where the hub mounts it, found by the user at
     its target (a link from the home), readable, and not writable even by root."""
     inspected = nodes[host].check_output("docker inspect --format %s %s", "{{json .Mounts}}", cid)
     binds = {m["Destination"]: m for m in json.loads(inspected)}
-    for mount in user_mounts(cluster):
+    mounts = user_mounts(cluster)
+    for mount in mounts:
         where = mount.container_path
         assert where in binds, f"{where} ({mount.share}) is not mounted in the user's container"
         assert binds[where]["RW"] is False, f"{where} is mounted read-write: {binds[where]}"
-        resolved = nodes[host].check_output("docker exec %s readlink -f %s", cid, mount.target)
-        assert resolved == where, f"{mount.target} leads to {resolved}, not to the share at {where}"
-        nodes[host].check_output("docker exec %s ls -A %s/", cid, mount.target)  # readable, as the user
-        probe = f"{where}/.cablab-check-{uuid.uuid4().hex}"
-        if nodes[host].run("docker exec -u 0 %s touch %s", cid, probe).rc == 0:
-            nodes[host].run("docker exec -u 0 %s rm -f %s", cid, probe)
-            pytest.fail(f"root in the user's container could write {probe} into read-only {where}")
+    if not mounts:
+        return
+    targets = [str(m.target) for m in mounts]
+    out = nodes[host].check_output("docker exec %s sh -c %s sh" + " %s" * len(targets), cid, _RESOLVE, *targets)
+    seen = {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines() if line.count("\t") == 2}
+    for mount in mounts:
+        resolved, readable = seen.get(str(mount.target), ["(not found)", ""])
+        assert resolved == mount.container_path, \
+            f"{mount.target} leads to {resolved}, not to the share at {mount.container_path}"
+        assert readable == "yes", f"{mount.target} ({mount.share}) cannot be listed by the user"
+    probes = [f"{m.container_path}/.cablab-check-{uuid.uuid4().hex}" for m in mounts]
+    written = nodes[host].check_output("docker exec -u 0 %s sh -c %s sh" + " %s" * len(probes), cid, _WRITE, *probes)
+    assert not written.strip(), f"root in the user's container could write into read-only shares: {written.split()}"
 
 
 def test_lab_password_logs_in(session, username):

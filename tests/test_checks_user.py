@@ -1,0 +1,83 @@
+"""The read-only mounts check of the user's container (cablab_cluster/checks/test_user.py), run
+here against directories of this machine: `docker exec [-u 0] CID` runs the command locally."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+
+from cablab_cluster.checks import test_user
+from cablab_cluster.render import UserMountView
+
+
+class LocalHost:
+    """testinfra's check_output as the checks use it; docker inspect and exec played here."""
+
+    def __init__(self, binds: dict[str, bool]):
+        self.binds = binds
+        self.calls: list[str] = []
+
+    def check_output(self, command: str, *args: str) -> str:
+        line = command % tuple(shlex.quote(a) for a in args)
+        self.calls.append(line)
+        words = shlex.split(line)
+        if words[:2] == ["docker", "inspect"]:
+            return json.dumps([{"Destination": d, "RW": rw} for d, rw in self.binds.items()])
+        assert words[:2] == ["docker", "exec"], line
+        rest = words[5:] if words[2] == "-u" else words[3:]  # without "docker exec [-u 0] CID"
+        done = subprocess.run(rest, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+
+def setup(tmp_path, monkeypatch):
+    shares = tmp_path / "mnt"
+    mounts = []
+    for name in ("cube", "notebooks"):
+        real = shares / name
+        real.mkdir(parents=True)
+        (real / "data").write_text("x")
+        link = tmp_path / "home" / name
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(real)
+        mounts.append(UserMountView(name, str(real), str(link), str(real), name))
+    monkeypatch.setattr(test_user, "user_mounts", lambda cluster: mounts)
+    return mounts
+
+
+def test_links_lead_to_the_read_only_mounts_in_two_execs(tmp_path, monkeypatch):
+    mounts = setup(tmp_path, monkeypatch)
+    host = LocalHost({m.container_path: False for m in mounts})
+    # Not writable: each probe in a directory that is not there (root here writes anywhere else).
+    monkeypatch.setattr(test_user.uuid, "uuid4", lambda: type("U", (), {"hex": "nodir/probe"})())
+    test_user.check_read_only_mounts({"node2": host}, "node2", "cid", cluster=None)
+    assert [c.split()[:3] for c in host.calls] == [["docker", "inspect", "--format"], ["docker", "exec", "cid"],
+                                                   ["docker", "exec", "-u"]]
+
+
+def test_a_share_root_can_write_fails(tmp_path, monkeypatch):
+    mounts = setup(tmp_path, monkeypatch)  # root writes anywhere here: the probes land
+    host = LocalHost({m.container_path: False for m in mounts})
+    with pytest.raises(AssertionError, match="could write into read-only shares"):
+        test_user.check_read_only_mounts({"node2": host}, "node2", "cid", cluster=None)
+    assert not list((tmp_path / "mnt" / "cube").glob(".cablab-check-*")), "the probe is removed"
+
+
+def test_a_link_leading_elsewhere_fails(tmp_path, monkeypatch):
+    mounts = setup(tmp_path, monkeypatch)
+    (tmp_path / "home" / "cube").unlink()
+    (tmp_path / "home" / "cube").symlink_to(tmp_path / "mnt" / "notebooks")
+    host = LocalHost({m.container_path: False for m in mounts})
+    with pytest.raises(AssertionError, match="leads to .*notebooks, not to the share"):
+        test_user.check_read_only_mounts({"node2": host}, "node2", "cid", cluster=None)
+
+
+def test_a_read_write_bind_fails_before_any_exec(tmp_path, monkeypatch):
+    mounts = setup(tmp_path, monkeypatch)
+    host = LocalHost({mounts[0].container_path: True, mounts[1].container_path: False})
+    with pytest.raises(AssertionError, match="is mounted read-write"):
+        test_user.check_read_only_mounts({"node2": host}, "node2", "cid", cluster=None)
+    assert len(host.calls) == 1
