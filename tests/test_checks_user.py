@@ -27,7 +27,11 @@ class LocalHost:
         if words[:2] == ["docker", "inspect"]:
             return json.dumps([{"Destination": d, "RW": rw} for d, rw in self.binds.items()])
         assert words[:2] == ["docker", "exec"], line
-        rest = words[5:] if words[2] == "-u" else words[3:]  # without "docker exec [-u 0] CID"
+        rest = words[2:]
+        while rest[0].startswith("-"):  # docker exec's options (-u 0, -w /), then the container
+            rest = rest[2:]
+        assert rest[0] == "cid", line
+        rest = rest[1:]
         done = subprocess.run(rest, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
@@ -56,6 +60,8 @@ def test_links_lead_to_the_read_only_mounts_in_two_execs(tmp_path, monkeypatch):
     test_user.check_read_only_mounts({"node2": host}, "node2", "cid", cluster=None)
     assert [c.split()[:3] for c in host.calls] == [["docker", "inspect", "--format"], ["docker", "exec", "cid"],
                                                    ["docker", "exec", "-u"]]
+    # root's probes run from /: root_squash keeps root out of the user's home, the container's cwd
+    assert host.calls[2].startswith("docker exec -u 0 -w / cid sh -c ")
 
 
 def test_a_share_root_can_write_fails(tmp_path, monkeypatch):

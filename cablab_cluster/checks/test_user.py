@@ -108,7 +108,9 @@ def check_read_only_mounts(nodes, host, cid: str, cluster) -> None:
             f"{mount.target} leads to {resolved}, not to the share at {mount.container_path}"
         assert readable == "yes", f"{mount.target} ({mount.share}) cannot be listed by the user"
     probes = [f"{m.container_path}/.cablab-check-{uuid.uuid4().hex}" for m in mounts]
-    written = nodes[host].check_output("docker exec -u 0 %s sh -c %s sh" + " %s" * len(probes), cid, _WRITE, *probes)
+    # -w /: root may not enter the user's home, the container's working directory (root_squash, 0700).
+    written = nodes[host].check_output("docker exec -u 0 -w / %s sh -c %s sh" + " %s" * len(probes), cid, _WRITE,
+                                       *probes)
     assert not written.strip(), f"root in the user's container could write into read-only shares: {written.split()}"
 
 
