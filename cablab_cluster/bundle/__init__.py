@@ -5,7 +5,8 @@
 - `jupyterhub_config.py`: static; it reads the rendered data file `cablab.json`
   and calls `cablab_hub.configure` (the-littlest-jupyterhub's configurer model).
 - `singleuser-constraints.txt`: the single-user image's lock, one file for every
-  node's build.
+  node's build; `lazy_hub_imports.py`: run in that build, it moves four module-level imports of
+  the locked JupyterHub so that a user's server does not load the hub's database layer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def text(name: str) -> str:
 
 
 LOCK = "singleuser-constraints.txt"
+LAZY_IMPORTS = "lazy_hub_imports.py"  # the single-user image's build-time edit of JupyterHub's imports
 
 
 def locked(name: str) -> str:

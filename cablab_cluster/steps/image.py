@@ -54,7 +54,8 @@ def image_identity(c: Cluster, key: str) -> str:
             "users": [c.hub.users.uid, c.hub.users.gid],
             "templates": {n: (templates / n).read_text(encoding="utf-8") for n in _TEMPLATES}}
     if key == "singleuser":
-        data |= {"stack": list(SINGLEUSER_STACK), "lock": static.text(static.LOCK)}
+        data |= {"stack": list(SINGLEUSER_STACK), "lock": static.text(static.LOCK),
+                 "lazy_imports": static.text(static.LAZY_IMPORTS)}
     else:
         data |= {"versions": VERSIONS}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
