@@ -45,7 +45,6 @@ class Gate:
     host: str
     step: str  # the step's name, as the script logs it (its kind: nfs_server, swarm_init)
     why: str
-    before: str = ""  # the waiting host's own step that needs it (nfs_mounts, swarm_join); its earlier steps need none
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,6 @@ def host_steps(c: Cluster, h: Host) -> tuple[Step, ...]:
 
 # What a host needs from a host before it, and the step there that makes it.
 _NEEDS = {"mounts its shares": "nfs_server", "joins its swarm": "swarm_init"}
-_NEEDED_BY = {"mounts its shares": "nfs_mounts", "joins its swarm": "swarm_join"}  # the waiting host's step
 
 
 def _needs(c: Cluster, h: Host) -> list[tuple[Host, str]]:
@@ -142,15 +140,13 @@ def _order(c: Cluster) -> list[tuple[Host, tuple[str, ...], str]]:
 
 
 def _gates(c: Cluster, h: Host, steps: dict[str, tuple[Step, ...]]) -> tuple[Gate, ...]:
-    """The steps of earlier hosts `h` waits for (_needs); () when one of them is missing there. Each
-    names the step of `h` that needs it, when `h` has it (else "": the whole script waits)."""
+    """The steps of earlier hosts `h` waits for (_needs); () when one of them is missing there."""
     gates = []
-    own = [s.kind for s in steps[h.name]]
     for up, why in _needs(c, h):
         step = next((s for s in steps[up.name] if s.kind == _NEEDS[why]), None)
         if step is None:
             return ()
-        gates.append(Gate(up.name, step.kind, why, _NEEDED_BY[why] if _NEEDED_BY[why] in own else ""))
+        gates.append(Gate(up.name, step.kind, why))
     return tuple(gates)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import vagrant
 
 from cablab_cluster.layout import RUN_SUMMARY
-from cablab_cluster.plan import Gate, Input, InputKind, Plan, make_plan
+from cablab_cluster.plan import Input, InputKind, Plan, make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.secretstore import ensure_secrets, secrets_dir
 from cablab_cluster.spec import TLSMode, Variant, load_spec
@@ -158,8 +158,6 @@ class Gates:
     LINE = re.compile(r"^\[cablab (?P<host>[^\]]+)\] step \d+/\d+ (?P<step>\S+): (changed|ok)")
 
     def __init__(self, plan: Plan, gated: bool = True):
-        self.gated = gated
-        self.plan_gates = {hp.host.name: hp.gates for hp in plan.hosts}
         self.waits: dict[str, tuple[tuple[str, str], ...]] = {
             hp.host.name: (tuple((g.host, g.step) for g in hp.gates) if hp.gates
                            else tuple((a, "") for a in hp.after)) if gated else ()
@@ -184,26 +182,6 @@ class Gates:
                 self.ended[up].wait(1)
             waited.append(f"{up} {step}".strip())
         return waited
-
-    def early(self, host: str) -> tuple[Gate, ...]:
-        """The gates of `host` when its script may start at once and wait inside, before the steps
-        that need another host (plan.Gate.before; the prelude's CABLAB_AWAIT): all of them name
-        such a step, and this run is gated. () otherwise: the whole script waits (`wait`)."""
-        gates = self.plan_gates.get(host, ())
-        return gates if self.gated and gates and all(g.before for g in gates) else ()
-
-    def wait_step(self, up: str, step: str, timeout: float = 3600) -> bool:
-        """Block until `up` has logged `step` (True), or its script ended: True if well, False if it
-        failed or `timeout` passed."""
-        deadline = time.monotonic() + timeout
-        event = self.done.get((up, step))
-        while event is None or not event.is_set():
-            if self.ended[up].is_set():
-                return bool(self.ok.get(up))
-            if time.monotonic() > deadline:
-                return False
-            self.ended[up].wait(1)
-        return True
 
     def watcher(self, host: str) -> Callable[[str], None]:
         def on_line(line: str) -> None:
@@ -438,12 +416,11 @@ class Lab:
             return self.cube_tarball()
         raise LabError(f"no local source for {item.kind.value} inputs ({item.path})")
 
-    def _inputs(self, host: str, relayed: bool, steps: set[str] | None = None) -> None:
+    def _inputs(self, host: str, relayed: bool) -> None:
         """What the operator copies by hand on a real cluster: the plan's inputs of the host, those
         from this machine (relayed=False: any time) or those relayed from another host (relayed=True:
-        once that host has made them, e.g. the first manager's swarm tokens); `steps`: only theirs."""
-        items = [i for s in self.plan.for_host(host).steps if steps is None or s.kind in steps for i in s.inputs]
-        for item in items:
+        once that host has made them, e.g. the first manager's swarm tokens)."""
+        for item in self.plan.for_host(host).inputs:
             if bool(item.from_host) != relayed:
                 continue
             if item.unless and self.ssh(host, f"sudo sh -c {shlex.quote(item.unless)}", check=False).returncode == 0:
@@ -453,49 +430,13 @@ class Lab:
             else:
                 self.upload(host, self._local(item), str(item.path), item.mode)
 
-    def _provision_early(self, host: str, early: tuple[Gate, ...], gates: Gates, results: dict) -> None:
-        """Start `host`'s script at once; its steps that need another host wait inside it (the
-        prelude's CABLAB_AWAIT) until that host has logged the step it waits for; then what is relayed
-        from there (the first manager's swarm token) is put in place and the step released. Measured
-        on the lab: the workers waited ~36 s for node1's swarm while the machine was 60 % busy."""
-        await_dir = "/run/cablab-await"
-        self.ssh(host, f"sudo rm -rf {await_dir} && sudo install -d -m 0700 {await_dir}")
-        names = " ".join(g.before for g in early)
-        log(f"{host}: starts now; " + ", ".join(f"{g.before} after {g.host} {g.step}" for g in early))
-
-        def release() -> None:
-            steps = [s.kind for s in self.plan.for_host(host).steps]
-            relayed: set[str] = set()
-            for g in early:
-                if not gates.wait_step(g.host, g.step):
-                    why = f"{g.host} did not get to its {g.step} step (it failed or ended): {g.why} needs it"
-                    self.ssh(host, f"echo {shlex.quote(why)} | sudo tee {await_dir}/{g.before}.failed >/dev/null",
-                             check=False)
-                    return
-                # What the steps up to this one relay from other hosts (the join token), then the step.
-                upto = set(steps[:steps.index(g.before) + 1])
-                self._inputs(host, relayed=True, steps=upto - relayed)
-                relayed |= upto
-                self.ssh(host, f"sudo touch {await_dir}/{g.before}")
-
-        releaser = threading.Thread(target=release, name=f"release-{host}", daemon=True)
-        releaser.start()
-        try:
-            self._provision_host(host, results, upload=True, on_line=gates.watcher(host), relay=False,
-                                 env={"CABLAB_AWAIT_DIR": await_dir, "CABLAB_AWAIT": names})
-        finally:
-            releaser.join(timeout=60)
-            self.ssh(host, f"sudo rm -rf {await_dir}", check=False)
-
     def _provision_host(self, host: str, results: dict, upload: bool,
-                        on_line: Callable[[str], None] | None = None, relay: bool = True,
-                        env: dict[str, str] | None = None) -> None:
+                        on_line: Callable[[str], None] | None = None) -> None:
         t0 = time.monotonic()
-        if upload and relay:
+        if upload:
             self._inputs(host, relayed=True)
-        assigned = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        out = self.ssh(host, f"sudo {'env ' + assigned + ' ' if assigned else ''}/usr/local/sbin/cablab-provision",
-                       capture=False, check=False, prefix=f"  {host}| ", on_line=on_line)
+        out = self.ssh(host, "sudo /usr/local/sbin/cablab-provision", capture=False, check=False,
+                       prefix=f"  {host}| ", on_line=on_line)
         # The script's own summary of the run (RUN_SUMMARY), not its log lines (those are for people).
         got = self.ssh(host, f"sudo cat {RUN_SUMMARY}", check=False)
         run = json.loads(got.stdout) if got.returncode == 0 else {}
@@ -546,10 +487,6 @@ class Lab:
             if upload:  # while it waits: its script and what needs no other host (measured: ~35 s a worker)
                 self._inputs(host, relayed=False)
                 self.upload(host, self.rendered / f"{host}.sh", "/usr/local/sbin/cablab-provision", "0755")
-            early = gates.early(host)
-            if early:
-                self._provision_early(host, early, gates, results)
-                return
             waited = gates.wait(host)
             if waited is None:
                 results[host] = {"rc": None, "result": "not run", "error": "a host it waits for failed"}

@@ -90,7 +90,10 @@ def test_a_lab_of_another_variant_is_left_alone_and_owned_vms_are_kept():
     assert stray_domains(DOMAINS, owned, LISTED, "") == []  # cablab-lab-centos-node1 is not ubuntu's
 
 
-def _fake_lab(tmp_path, events, run_blocks=None):
+def test_a_joiner_gets_its_own_inputs_and_script_while_it_waits_and_the_tokens_after(tmp_path):
+    """The first provision: a worker's image and script go up while the first manager runs; the
+    worker token, relayed from the manager, only once its swarm_init has logged; then its script runs."""
+    import time
     from types import SimpleNamespace
 
     from lab.harness import Lab
@@ -98,89 +101,35 @@ def _fake_lab(tmp_path, events, run_blocks=None):
     plan = make_plan(load_spec(LAB / "ubuntu.yml"))
     lab = Lab.__new__(Lab)
     lab.plan, lab.rendered = plan, tmp_path
+    events: list[tuple[str, str]] = []
 
     def ssh(host, command, **kwargs):
         if "cablab-provision" in command:
-            events.append(("run", host, command))
-            if run_blocks is not None:
-                run_blocks.wait(10)
-        elif "/run/cablab-await/" in command:
-            events.append(("await", host, command.split("/run/cablab-await/")[1].split()[0]))
+            events.append(("run", host))
         return SimpleNamespace(returncode=1 if "sh -c" in command else 0, stdout="{}")  # nothing baked
 
     lab.ssh = ssh
     lab.upload = lambda host, local, path, mode: events.append(("upload", path))
     lab.relay = lambda source, host, path, mode: events.append(("relay", path))
     lab._local = lambda item: tmp_path / item.path.name
-    return lab, plan
-
-
-def test_a_joiner_starts_at_once_and_its_steps_that_need_node1_are_released_in_turn(tmp_path):
-    """The first provision: a worker's image and script go up and its script starts while the first
-    manager runs; inside it, nfs_mounts waits for node1's exports and swarm_join for node1's swarm:
-    the worker token is relayed from the manager only once its swarm_init has logged."""
-    import time
-
-    events: list[tuple] = []
-    running = threading.Event()
-    lab, plan = _fake_lab(tmp_path, events, run_blocks=running)
     gates = Gates(plan)
     t = threading.Thread(target=lab._provision_gated, args=("node2", gates, {}, True), daemon=True)
     t.start()
     try:
         deadline = time.monotonic() + 10
-        while not any(e[0] == "run" for e in events) and time.monotonic() < deadline:
+        while ("upload", "/usr/local/sbin/cablab-provision") not in events and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert events[:2] == [("upload", "/var/cache/cablab/images/singleuser.tar.gz"),
-                              ("upload", "/usr/local/sbin/cablab-provision")]
-        run = next(e for e in events if e[0] == "run")
-        assert "CABLAB_AWAIT_DIR=/run/cablab-await" in run[2] and "CABLAB_AWAIT='nfs_mounts swarm_join'" in run[2]
-        assert not any(e[0] in ("relay", "await") for e in events)  # node1 has not got far yet
+        assert events == [("upload", "/var/cache/cablab/images/singleuser.tar.gz"),
+                          ("upload", "/usr/local/sbin/cablab-provision")]  # node1 has not got far yet
         on_line = gates.watcher("node1")
         on_line("[cablab node1] step 6/12 nfs_server: changed (created /srv/nfs/homes) in 3.6 s\n")
-        while ("await", "node2", "nfs_mounts") not in events and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not any(e[0] == "relay" for e in events)  # the token is not there before node1's swarm
         on_line("[cablab node1] step 9/12 swarm_init: changed (swarm initialised) in 11.2 s\n")
-        while ("await", "node2", "swarm_join") not in events and time.monotonic() < deadline:
-            time.sleep(0.01)
-        after = [e for e in events if e[0] in ("relay", "await")]
-        assert after == [("await", "node2", "nfs_mounts"), ("relay", "/etc/cablab/swarm/worker.token"),
-                         ("await", "node2", "swarm_join")]
-    finally:
-        running.set()
-        gates.finished("node1", False)
         t.join(10)
-    assert not t.is_alive()
-
-
-def test_a_joiner_whose_first_manager_failed_is_told_so_inside_its_script(tmp_path):
-    import time
-
-    events: list[tuple] = []
-    running = threading.Event()
-    lab, plan = _fake_lab(tmp_path, events, run_blocks=running)
-    gates = Gates(plan)
-    t = threading.Thread(target=lab._provision_gated, args=("node3", gates, {}, True), daemon=True)
-    t.start()
-    try:
-        gates.watcher("node1")("[cablab node1] step 6/12 nfs_server: ok, no change, in 1 s\n")
-        gates.finished("node1", ok=False)  # before its swarm_init
-        deadline = time.monotonic() + 10
-        while ("await", "node3", "swarm_join.failed") not in events and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert ("await", "node3", "swarm_join.failed") in events
-        assert not any(e[0] == "relay" for e in events)
+        assert not t.is_alive()
+        assert events[2:] == [("relay", "/etc/cablab/swarm/worker.token"), ("run", "node2")]
     finally:
-        running.set()
+        gates.finished("node1", False)  # a thread still waiting gives up at once
         t.join(10)
-
-
-def test_the_second_run_and_ungated_hosts_start_plainly(tmp_path):
-    plan = make_plan(load_spec(LAB / "ubuntu.yml"))
-    assert Gates(plan).early("node1") == ()  # nothing to wait for
-    assert [g.before for g in Gates(plan).early("node2")] == ["nfs_mounts", "swarm_join"]
-    assert Gates(plan, gated=False).early("node2") == ()
 
 
 def test_provision_runs_share_one_ssh_connection_per_vm_and_end_it(tmp_path, monkeypatch):

@@ -225,17 +225,3 @@ def test_later_hosts_wait_for_the_steps_that_make_what_they_need():
     split = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
     assert [(g.host, g.step) for g in split.for_host("hub").gates] == [("nas", "nfs_server")]
     assert [(g.host, g.step) for g in split.for_host("w1").gates] == [("nas", "nfs_server"), ("hub", "swarm_init")]
-
-
-def test_each_gate_names_the_waiting_hosts_step_that_needs_it():
-    """What a host may do before another host is ready: every step before the one a gate names (the
-    lab starts the workers' scripts at once and holds only nfs_mounts and swarm_join)."""
-    ubuntu = make_plan(load_spec(LAB / "ubuntu.yml"))
-    assert [(g.step, g.before) for g in ubuntu.for_host("node3").gates] == [("nfs_server", "nfs_mounts"),
-                                                                            ("swarm_init", "swarm_join")]
-    own = kinds(ubuntu, "node3")
-    assert all(g.before in own for g in ubuntu.for_host("node3").gates)
-    assert own.index("docker_engine") < own.index("nfs_mounts") < own.index("swarm_join")
-    split = make_plan(load_spec(SPECS / "letsencrypt-docker-repo.yml"))
-    # the hub host mounts the NAS's shares: it waits for the exports before its own nfs_mounts step
-    assert [(g.host, g.before) for g in split.for_host("hub").gates] == [("nas", "nfs_mounts")]

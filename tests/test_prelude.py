@@ -4,7 +4,6 @@ differs, say so in one line per step, and a second run changes nothing."""
 from __future__ import annotations
 
 import json
-import re
 import os
 import subprocess
 from pathlib import Path
@@ -290,41 +289,3 @@ def test_services_running_needs_a_running_task_of_every_service_named(tmp_path):
     assert answer("cablab_proxy.1 Running 5 seconds ago\n") == "NOT"  # no task of the hub yet
     assert answer("cablab_hub_other.1 Running 5 seconds ago\ncablab_proxy.1 Running 1 second ago\n") == "NOT"
     assert answer("") == "NOT"
-
-
-def test_a_step_in_cablab_await_waits_for_its_file_and_not_on_its_own_time(tmp_path):
-    """The lab starts every host's script at once: a step that needs another host waits inside the
-    script for the driver's file; steps before it, and every step without the variables, do not."""
-    import threading
-    import time
-
-    path = script(tmp_path, "step early\nstep swarm_join\nprintf joined > {d}/joined\n".format(d=tmp_path), steps=2)
-    plain = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env(tmp_path), timeout=60)
-    assert plain.returncode == 0 and "waits" not in plain.stdout  # no driver: nothing waits
-    (tmp_path / "joined").unlink()
-    gate = tmp_path / "await"
-    gate.mkdir()
-    driver = {**env(tmp_path), "CABLAB_AWAIT_DIR": str(gate), "CABLAB_AWAIT": "nfs_mounts swarm_join"}
-    threading.Timer(2.5, lambda: (gate / "swarm_join").touch()).start()
-    t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=driver, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - t0 >= 2.5 and (tmp_path / "joined").read_text() == "joined"
-    lines = proc.stdout.splitlines()
-    assert lines.index("[cablab node2] step 1/2 early: ok, no change, in 0.0 s") \
-        < lines.index(f"[cablab node2] step swarm_join waits for another host ({gate}/swarm_join)")
-    assert any(re.fullmatch(r"\[cablab node2\] step swarm_join may start \(waited [2-9] s for another host\)", x)
-               for x in lines), lines
-    assert [s["seconds"] < 2 for s in summary(tmp_path)["steps"]] == [True, True]  # the wait is not the step's
-
-
-def test_a_failed_host_ends_the_waiting_step_with_its_reason(tmp_path):
-    path = script(tmp_path, "step swarm_join\nprintf joined > {d}/joined\n".format(d=tmp_path), steps=1)
-    gate = tmp_path / "await"
-    gate.mkdir()
-    (gate / "swarm_join.failed").write_text("node1 did not get to its swarm_init step\n")
-    driver = {**env(tmp_path), "CABLAB_AWAIT_DIR": str(gate), "CABLAB_AWAIT": "swarm_join"}
-    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=driver, timeout=60)
-    assert proc.returncode == 1 and not (tmp_path / "joined").exists()
-    assert "ERROR in step swarm_join: node1 did not get to its swarm_init step" in proc.stderr
-    assert summary(tmp_path)["failed_step"] == "swarm_join"

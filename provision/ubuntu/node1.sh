@@ -108,27 +108,7 @@ finish_step() {
   fi
   STEP_NAME=""
 }
-step() { finish_step; STEP_NO=$((STEP_NO + 1)); STEP_NAME=$1; STEP_NOTES=(); await_step "$1"; clock; STEP_T0=$CLOCK_US; }
-
-# For a driver that starts every host's script at once (the lab's harness does; by hand, run the
-# hosts in the order their headers give and leave these unset): a step named in CABLAB_AWAIT (e.g.
-# "nfs_mounts swarm_join") first waits until the driver has put a file of its name in
-# CABLAB_AWAIT_DIR, once what it needs from another host is there (its exports, its swarm and the
-# token). A file <step>.failed there ends the run with its content. The wait is not the step's time.
-await_step() {
-  [ -n "${CABLAB_AWAIT_DIR:-}" ] && [[ " ${CABLAB_AWAIT:-} " == *" $1 "* ]] || return 0
-  local waited=0 limit=${CABLAB_AWAIT_TIMEOUT:-1800}
-  if [ ! -e "$CABLAB_AWAIT_DIR/$1" ]; then
-    log "step $1 waits for another host ($CABLAB_AWAIT_DIR/$1)"
-    until [ -e "$CABLAB_AWAIT_DIR/$1" ]; do
-      [ ! -e "$CABLAB_AWAIT_DIR/$1.failed" ] || die "$(cat "$CABLAB_AWAIT_DIR/$1.failed")"
-      [ "$waited" -lt "$limit" ] || die "no $CABLAB_AWAIT_DIR/$1 after ${limit} s"
-      sleep 1
-      waited=$((waited + 1))
-    done
-  fi
-  log "step $1 may start (waited ${waited} s for another host)"
-}
+step() { finish_step; STEP_NO=$((STEP_NO + 1)); STEP_NAME=$1; STEP_NOTES=(); clock; STEP_T0=$CLOCK_US; }
 
 # scratch: $SCRATCH, this run's scratch directory (made at the first use, removed when the script
 # exits): no mktemp and rm for each file compared, as these run for every file of every run.
