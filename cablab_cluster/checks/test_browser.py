@@ -36,13 +36,6 @@ def browser_user(spec, username) -> str:
     return BROWSER_USER
 
 
-def browser_notebook() -> str:
-    """The sample the person opens and runs (the scientist's day leaves it to them)."""
-    from cablab_cluster.render import sample_notebooks
-
-    return sample_notebooks()[0][0]
-
-
 def screenshots_dir() -> Path:
     out = Path(os.environ.get("CABLAB_REPORT_DIR") or "lab/reports") / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +62,9 @@ def visit(cluster, hub_client, browser_user: str, password: str, screenshots: Pa
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (lab/host-setup.sh installs it)")
     from playwright.sync_api import expect, sync_playwright
 
-    notebook = browser_notebook()
+    from cablab_cluster.render import sample_notebooks
+
+    notebook = sample_notebooks()[0][0]
     hub = hub_client()
     public = cluster.hub.public_host
     base = f"https://{hub.netloc}"

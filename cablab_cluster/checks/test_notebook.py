@@ -11,7 +11,6 @@ import json
 import math
 import time
 import uuid
-from typing import Sequence
 
 import pytest
 
@@ -97,16 +96,13 @@ print(json.dumps({"file": (pathlib.Path.home() / "lab-check.txt").read_text(),
 # Every sample notebook top to bottom in this one kernel (IPython's run_cell: magics, inline plots),
 # each from an empty namespace in its own directory, as nbconvert --execute would run it; the
 # libraries the notebooks import are loaded once, not once per notebook and kernel. In a function:
-# its locals outlive the namespace resets. `skip`: the ones another check runs (listed, not run).
+# its locals outlive the namespace resets.
 RUN_SAMPLES = """
-def _run_samples(skip):
+def _run_samples():
     import glob, json, os, time
     from IPython import get_ipython
     shell, here, done = get_ipython(), os.getcwd(), {}
     for nb in sorted(glob.glob(os.path.expanduser("~/samples/*.ipynb"))):
-        if os.path.basename(nb) in skip:
-            done[os.path.basename(nb)] = {"rc": 0, "seconds": 0.0, "err": "", "skipped": True}
-            continue
         with open(nb, encoding="utf-8") as fh:
             cells = [c for c in json.load(fh)["cells"] if c["cell_type"] == "code"]
         shell.reset(new_session=False)
@@ -123,12 +119,10 @@ def _run_samples(skip):
                                       "err": err}
     os.chdir(here)
     print(json.dumps(done))
+
+
+_run_samples()
 """
-
-
-def run_samples_code(skip: Sequence[str] = ()) -> str:
-    """RUN_SAMPLES and its call; `skip`: sample file names (ours: sample_notebooks())."""
-    return RUN_SAMPLES + f"\n\n_run_samples({sorted(skip)!r})\n"
 
 
 @pytest.fixture(scope="module")
@@ -142,21 +136,17 @@ def cube_share(cluster):
     return share, target
 
 
-def test_a_scientists_day(session, username, early, lanes, nodes, cluster, cube_share, wait_until, timings):
+def test_a_scientists_day(session, username, early, nodes, cluster, cube_share, wait_until, timings):
     """Kernel reads the cube; pip --user and a file survive a restart on another node; samples run.
-    Day one's server was started on the first node at the session's start (conftest.py: `early`).
-    The sample the person in the browser runs (test_browser.py, in its lane) is not run twice: here
-    it is only found in ~/samples, and the browser's check fails if it does not run there."""
+    Day one's server was started on the first node at the session's start (conftest.py: `early`)."""
     from cablab_cluster import cube  # the generator's reference values (the `cube` extra)
     from cablab_cluster.render import sample_notebooks
-
-    from .test_browser import BROWSER_LANE, browser_notebook
 
     users = cluster.hub.users
     hosts = cluster.notebook_hosts
     first, second = hosts[0], hosts[1 % len(hosts)]
     _, cube_target = cube_share
-    server = UserServer(session, username, wait_until, poll=1.0)  # each stop and start holds up the rest
+    server = UserServer(session, username, wait_until)
     started = early.claim(username)
     if started is None:
         server.stop()
@@ -220,19 +210,15 @@ def test_a_scientists_day(session, username, early, lanes, nodes, cluster, cube_
             assert back["file"] == token, f"the file written on {first.name} reads differently on {second.name}"
             assert back["probe"] == token and back["probe_file"].startswith(f"{users.home_target}/.local/")
 
-            in_browser = [browser_notebook()] if BROWSER_LANE in lanes else []
             t0 = time.monotonic()
-            ran = kernel.json_of(run_samples_code(skip=in_browser), "running the sample notebooks", timeout=3600)
-            timings["sample notebooks (" + ("all" if not in_browser else f"all but {', '.join(in_browser)}, "
-                                            "which the browser runs") + ", one kernel)"] = round(time.monotonic() - t0, 1)
+            ran = kernel.json_of(RUN_SAMPLES, "running the sample notebooks", timeout=3600)
+            timings["sample notebooks (all, one kernel)"] = round(time.monotonic() - t0, 1)
         finally:
             kernel.close()
         expected = [name for name, _ in sample_notebooks()]
         assert sorted(ran) == expected, f"~/samples holds {sorted(ran)}, cablab-cluster ships {expected}"
-        assert sorted(n for n, r in ran.items() if r.get("skipped")) == sorted(in_browser), ran
         for name, result in ran.items():
-            if not result.get("skipped"):
-                timings[f"sample {name}"] = result["seconds"]
+            timings[f"sample {name}"] = result["seconds"]
             assert result["rc"] == 0, f"{name} failed in {username}'s server:\n{result['err']}"
     finally:
         server.stop()
