@@ -111,3 +111,36 @@ def test_the_unless_runs_as_a_shell_condition(tmp_path):
         label.write_text(have + "\n")
         done = subprocess.run(["sh", "-c", unless], env=env, check=False)
         assert (done.returncode != 0) is needed, (have, unless)
+
+
+def test_each_images_identity_covers_exactly_the_templates_its_dockerfile_is_made_of(monkeypatch):
+    """A template one Dockerfile includes is in that image's identity; the other image's is not in it
+    (a change to the single-user Dockerfile does not make a new hub image)."""
+    import re
+    from importlib import resources
+
+    from cablab_cluster.steps import image
+
+    templates = resources.files("cablab_cluster") / "templates" / "bundle"
+    for key, names in image._TEMPLATES.items():
+        own = f"{key}.Dockerfile.j2"
+        included = re.findall(r"\{%\s*include\s+'bundle/([^']+)'\s*%\}", (templates / own).read_text())
+        assert sorted(names) == sorted([own, *included]), key
+    cluster = load_spec(LAB / "ubuntu.yml").cluster
+    before = {key: image.image_identity(cluster, key) for key in image._TEMPLATES}
+    real = resources.files
+
+    class Edited:
+        def __init__(self, path):
+            self.path = path
+
+        def __truediv__(self, name):
+            return Edited(self.path / name)
+
+        def read_text(self, encoding="utf-8"):
+            text = self.path.read_text(encoding=encoding)
+            return text + "# edited\n" if self.path.name == "singleuser.Dockerfile.j2" else text
+
+    monkeypatch.setattr(image.resources, "files", lambda pkg: Edited(real(pkg)))
+    after = {key: image.image_identity(cluster, key) for key in image._TEMPLATES}
+    assert after["singleuser"] != before["singleuser"] and after["hub"] == before["hub"]

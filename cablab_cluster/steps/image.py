@@ -37,14 +37,16 @@ def params(c: Cluster, h: Host) -> list[Params]:
 
 
 IDENTITY_LABEL = "org.cablab.identity"
-# The Dockerfile templates (and what they include): a change there is a new image.
-_TEMPLATES = ("_first_layer.Dockerfile.j2", "hub.Dockerfile.j2", "singleuser.Dockerfile.j2")
+# Each image's Dockerfile template and what it includes: a change there is a new image of that kind.
+_TEMPLATES = {"hub": ("_first_layer.Dockerfile.j2", "hub.Dockerfile.j2"),
+              "singleuser": ("_first_layer.Dockerfile.j2", "singleuser.Dockerfile.j2")}
 
 
 def image_identity(c: Cluster, key: str) -> str:
     """What makes cablab's image `key` what it is, known before it is built: its spec entry (base,
     packages, JupyterHub version), the
-    users' uid/gid, the Dockerfile templates and the single-user stack and lock, or the hub's versions.
+    users' uid/gid, the Dockerfile templates and the single-user stack and build context (the lock, the
+    build-time edit, the entrypoint), or the hub's versions.
     The rendered Dockerfile labels the image with it (IDENTITY_LABEL); a node whose image under the
     tag carries it already needs no tarball, and one with another (an upgrade under the same tag) does."""
     image: Image = getattr(c.hub.images, key)
@@ -52,10 +54,10 @@ def image_identity(c: Cluster, key: str) -> str:
     # what goes into the image: not its name, source or tarball path
     data = {"key": key, "image": image.model_dump(mode="json", exclude={"name", "source", "tarball"}),
             "users": [c.hub.users.uid, c.hub.users.gid],
-            "templates": {n: (templates / n).read_text(encoding="utf-8") for n in _TEMPLATES}}
+            "templates": {n: (templates / n).read_text(encoding="utf-8") for n in _TEMPLATES[key]}}
     if key == "singleuser":
-        data |= {"stack": list(SINGLEUSER_STACK), "lock": static.text(static.LOCK),
-                 "lazy_imports": static.text(static.LAZY_IMPORTS)}
+        data |= {"stack": list(SINGLEUSER_STACK),
+                 "context": {name: static.text(name) for name in static.SINGLEUSER_CONTEXT}}
     else:
         data |= {"versions": VERSIONS}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
