@@ -59,6 +59,7 @@ from .uidmap import UidMap, fresh
 
 CONSTRAINTS = static.LOCK
 LAZY_IMPORTS = static.LAZY_IMPORTS
+START = static.START
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme responder (published as 80)
 ACME_RESPONDER = "acme_responder.py"  # letsencrypt: port 80's challenge + redirect (bundle/, a swarm config)
@@ -264,10 +265,10 @@ class Renderer:
         image = getattr(self.c.hub.images, key)
         files = {"Dockerfile": self.render_template(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
                                        stack=SINGLEUSER_STACK, constraints=CONSTRAINTS,
-                                       lazy_imports=LAZY_IMPORTS, identity=image_identity(self.c, key))}
+                                       lazy_imports=LAZY_IMPORTS, start=START,
+                                       identity=image_identity(self.c, key))}
         if key == "singleuser":
-            files[CONSTRAINTS] = static.text(CONSTRAINTS)
-            files[LAZY_IMPORTS] = static.text(LAZY_IMPORTS)
+            files |= {name: static.text(name) for name in static.SINGLEUSER_CONTEXT}
         return files
 
     def dockerfile(self, key: str) -> str:

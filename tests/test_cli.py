@@ -63,7 +63,8 @@ def test_render_writes_scripts_bundle_and_secrets(write_spec, tmp_path):
         ".cablab-rendered", "README", "hub/Dockerfile", "hub/backup.sh", "hub/cablab.json", "hub/cablab_backup.py",
         "hub/cablab_hub.py", "hub/deploy.sh", "hub/jupyterhub_config.py", "hub/restore.sh", "hub/stack.yml", "hub/userlist",
         "node1.sh", "node2.sh", "node3.sh",
-        "singleuser/Dockerfile", "singleuser/lazy_hub_imports.py", "singleuser/singleuser-constraints.txt"]
+        "singleuser/Dockerfile", "singleuser/lazy_hub_imports.py", "singleuser/singleuser-constraints.txt",
+        "singleuser/singleuser-start.sh"]
     assert (out / "node1.sh").stat().st_mode & 0o111
     assert (spec.parent / "secrets" / "lab-ubuntu" / "cookie_secret").exists()
     secrets = {p.read_text().strip() for p in (spec.parent / "secrets" / "lab-ubuntu").iterdir()}

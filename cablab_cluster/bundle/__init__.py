@@ -6,7 +6,9 @@
   and calls `cablab_hub.configure` (the-littlest-jupyterhub's configurer model).
 - `singleuser-constraints.txt`: the single-user image's lock, one file for every
   node's build; `lazy_hub_imports.py`: run in that build, it moves four module-level imports of
-  the locked JupyterHub so that a user's server does not load the hub's database layer.
+  the locked JupyterHub so that a user's server does not load the hub's database layer;
+  `singleuser-start.sh`: the image's entrypoint (under tini), which seeds a new home with what the
+  build made once for everyone (matplotlib's font list).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def text(name: str) -> str:
 
 LOCK = "singleuser-constraints.txt"
 LAZY_IMPORTS = "lazy_hub_imports.py"  # the single-user image's build-time edit of JupyterHub's imports
+START = "singleuser-start.sh"  # the single-user image's entrypoint: seeds new homes, then runs the server
+# The single-user image's build context besides its Dockerfile (and extra-ca/): what makes the image.
+SINGLEUSER_CONTEXT = (LOCK, LAZY_IMPORTS, START)
 
 
 def locked(name: str) -> str:
