@@ -153,3 +153,22 @@ def test_the_stack_carries_the_image_identities(renderer, tmp_path):
     assert other.c.hub.images.singleuser.packages == ("tqdm==4.67.1",)
     assert other.singleuser_identity() != renderer.singleuser_identity()
     assert other.stack() != stack
+
+
+def test_a_restore_stops_the_hub_and_starts_the_same_stack_again_or_deploys_a_restored_bundle(renderer):
+    """restore.sh: the hub scaled to 0 while the database is replaced; then back to one replica of the
+    stack as it stands, or, with --with-config (secrets and bundle restored too), deployed again."""
+    run = run_flow(renderer, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
+                   f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)",
+                   f"echo lost >{HUB_DATA}/jupyterhub.sqlite",
+                   "docker mark restore", f'{HUB_DIR}/restore.sh "$b"', f"cat {HUB_DATA}/jupyterhub.sqlite",
+                   "docker mark with-config", f'{HUB_DIR}/restore.sh "$b" --with-config')
+    plain = [" ".join(c[1:]) for c in between(run, "restore", "with-config")]
+    assert [c for c in plain if c.startswith("service scale")] == [
+        "service scale --detach=false cablab_hub=0", "service scale --detach cablab_hub=1"], plain
+    assert not [c for c in plain if c.startswith("stack deploy")]
+    assert "\ndb\n" in run.output  # the database is the backup's
+    config = kinds(between(run, "with-config"))
+    assert config.index("service scale") < config.index("stack deploy")
+    assert [" ".join(c[1:]) for c in between(run, "with-config") if c[1:3] == ("service", "scale")] == [
+        "service scale --detach=false cablab_hub=0"]
