@@ -246,12 +246,15 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lanes(request, spec, cluster, hub_client, secrets, early, wait_until) -> Iterator[dict[str, Any]]:
+def lanes(request, spec, cluster, hub_client, secrets, nodes, early, wait_until) -> Iterator[dict[str, Any]]:
     """Visits run from the session's start, each in a thread (early.Lane), for the selected checks
     that claim them (`lanes[name].claim()`), on a lab cluster whose userlist has the check's user:
     the browser's; frank's refused start, once the early starts have their servers (it would hold
-    one of the hub's start slots for its grace). A check without its lane runs the visit itself."""
-    from .early import Lane
+    one of the hub's start slots for its grace); the backup check's, which restarts the hub while the
+    scientist's sample notebooks run (early.HubRestart), once no other lane or early start asks the
+    hub anything. A check without its lane runs the visit itself."""
+    from .early import FOLLOW_UP_TIMEOUT, Lane
+    from .test_backup import BACKUP_LANE, backup_and_restore
     from .test_browser import BROWSER_LANE, BROWSER_USER, screenshots_dir, visit
     from .test_operations import REFUSAL_LANE, REFUSAL_USER, ask_the_impossible, refusal_applies
 
@@ -261,18 +264,40 @@ def lanes(request, spec, cluster, hub_client, secrets, early, wait_until) -> Ite
         BROWSER_LANE: "test_a_person_signs_in_and_runs_a_sample_notebook" in selected and BROWSER_USER in users,
         REFUSAL_LANE: ("test_a_server_no_node_can_reserve_for_fails_fast" in selected and REFUSAL_USER in users
                        and refusal_applies(cluster)),
+        BACKUP_LANE: ("test_backup_then_restore_brings_back_the_database_and_a_home_file" in selected
+                      and "test_a_scientists_day" in selected),
     }
     started: dict[str, Any] = {}
     if cluster.hub.auth.lab_password and any(wanted.values()):
         password = read_lab_password(secrets)
+        username = spec.userlist.first_user
+        window = early.hub_restart
+        window.expected = wanted[BACKUP_LANE]
 
         def refuse() -> dict[str, object]:
             early.settled()
             return ask_the_impossible(hub_client().logged_in(REFUSAL_USER, password), wait_until)
 
+        def back_up_and_restore() -> dict[str, float]:
+            try:
+                session = hub_client().logged_in(username, password)  # while the hub surely answers
+                if not window.ready_to_restart(FOLLOW_UP_TIMEOUT):
+                    raise AssertionError("the session ended, or the scientist's day did not let the hub restart in "
+                                         f"{FOLLOW_UP_TIMEOUT:.0f} s: no backup was made")
+                early.quiet()  # the early starts and their follow-ups ask the hub no more
+                for name, lane in started.items():
+                    if name != BACKUP_LANE:
+                        lane.thread.join(FOLLOW_UP_TIMEOUT)  # the browser's pages, frank's start
+                return backup_and_restore(session, username, cluster, nodes, hub_client, wait_until, window)
+            finally:
+                window.done()
+
         visits = {BROWSER_LANE: lambda: visit(cluster, hub_client, BROWSER_USER, password, screenshots_dir()),
-                  REFUSAL_LANE: refuse}
-        started = {name: Lane(name, visits[name]) for name, want in wanted.items() if want}
+                  REFUSAL_LANE: refuse, BACKUP_LANE: back_up_and_restore}
+        for name, want in wanted.items():  # `started` is filled before the backup lane reads it (once the day opens)
+            if want:
+                started[name] = Lane(name, visits[name])
     yield started
+    early.hub_restart.cancel()  # a session that ended before its backup check: the lane restarts nothing
     for lane in started.values():
         lane.thread.join(timeout=60)

@@ -29,6 +29,7 @@ from cablab_cluster.spec import Cluster
 
 KEEPALIVE_EVERY = 30.0  # s, well inside any cull timeout a check waits out (>= 60 s)
 FOLLOW_UP_TIMEOUT = 3600.0  # s: the culler's watch waits out a cull timeout of up to 900 s, and more
+HUB_RESTART_TIMEOUT = 900.0  # s: a hub restarting under emulation, its database restored (HubRestart)
 
 
 class Role(Enum):
@@ -92,6 +93,7 @@ class EarlyStarts:
     def __init__(self, start_timeout: float):
         self.start_timeout = start_timeout
         self.started: dict[str, Started] = {}
+        self.hub_restart = HubRestart()  # the backup lane's window beside the scientist's day (conftest.py)
 
     def start(self, planned: Planned, make_server: Callable[[str], Any],
               keepalive: Optional[Callable[[Any], None]], then: Optional[Callable[[Started], None]] = None) -> None:
@@ -147,6 +149,15 @@ class EarlyStarts:
             except AssertionError:
                 pass
 
+    def quiet(self) -> None:
+        """Return once every early start is ready or has failed and every follow-up has ended: none
+        of them asks the hub anything any more (the culler's watch does, until its server is culled).
+        Servers kept active go on being kept (a request through the proxy, best effort)."""
+        self.settled()
+        for user, entry in self.started.items():
+            if entry.thread is not None and entry.thread.is_alive():
+                self._followed(user, entry)
+
     def borrowable(self, node: str) -> list[str]:
         """The users whose early server is planned on `node` and may be lent: not the culler's
         (the idle one must see no use at all, the busy one's kernel is the check)."""
@@ -192,6 +203,67 @@ class EarlyStarts:
                     entry.server.stop()
                 except Exception:  # noqa: BLE001  # best effort at the end of the session
                     pass
+
+
+class HubRestart:
+    """A window in which the hub may restart beside a check, instead of after every check.
+
+    The backup check restarts the hub (it restores its database): nothing may ask the hub anything
+    then. The scientist's day has a stretch that asks it nothing: its sample notebooks, run in a
+    kernel whose websocket is already open, through the proxy (which keeps running) to a server the
+    hub already knows. So the day `open()`s the window there; the backup lane (`ready_to_restart()`
+    returns) backs up and restores, marks `restored()` once the restore has put the database and the
+    homes back (the hub is then starting), and `done()` once the hub answers again (or it failed).
+    The day writes nothing into the home until `wait_restored()` (a restore puts the homes back as
+    they were at the backup), and asks the hub nothing until `wait_done()`.
+
+    Not `expected` (no backup lane: its check or the day is not selected): every wait returns at
+    once. An opener that will not open (it failed before, or it ends) calls `never()`: the lane then
+    runs as soon as it may, as the last of the checks would have."""
+
+    def __init__(self, expected: bool = False):
+        self.expected = expected
+        self._open = threading.Event()
+        self._restored = threading.Event()
+        self._done = threading.Event()
+        self.opened_by_day = False  # whether the restart ran beside the day (for the lane's timings)
+        self.cancelled = False
+
+    def open(self) -> None:
+        self.opened_by_day = True
+        self._open.set()
+
+    def never(self) -> None:
+        self._open.set()
+
+    def cancel(self) -> None:
+        """The session ends: a lane still waiting gives up without restarting anything."""
+        self.cancelled = True
+        self._open.set()
+
+    def ready_to_restart(self, timeout: float) -> bool:
+        """The lane: wait until the window is open (or will never be); False if it did not in `timeout`
+        s or the session was cancelled."""
+        return self._open.wait(timeout) and not self.cancelled
+
+    def restored(self) -> None:
+        self._restored.set()
+
+    def done(self) -> None:
+        self._restored.set()
+        self._done.set()
+
+    def _wait(self, event: threading.Event, what: str, timeout: float) -> None:
+        if self.expected and self._open.is_set() and not event.wait(timeout):
+            raise AssertionError(f"the backup check's hub restart, beside this check, did not {what} in {timeout:.0f} s")
+
+    def wait_restored(self, timeout: float) -> None:
+        """The opener: return once the restore has put the database and homes back (or nothing waits)."""
+        self._wait(self._restored, "put the database and the homes back", timeout)
+
+    def wait_done(self, timeout: float) -> None:
+        """The opener: return once the hub answers again after the restart (or nothing waits)."""
+        self._wait(self._done, "end", timeout)
 
 
 class Lane:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,20 @@ class Nodes:
         self.ssh_config = ssh_config
         self.control_dir = control_dir
         self._hosts: dict[str, Any] = {}
+        self._lock = threading.Lock()  # lanes (conftest.py) use hosts beside the main thread
 
     def __getitem__(self, host: Host | str) -> Any:
         """The testinfra host for a spec host (or its name)."""
         import testinfra  # only with --spec: the fast suite runs without testinfra
 
         name = host if isinstance(host, str) else host.name
-        if name not in self._hosts:
-            # The vagrant user (or an operator) is not root: sudo for every command.
-            # One master connection per host (ControlPath), reused by every command.
-            self._hosts[name] = testinfra.get_host(f"ssh://{name}", ssh_config=self.ssh_config, sudo=True,
-                                                   controlpath=str(self.control_dir / name))
-        return self._hosts[name]
+        with self._lock:
+            if name not in self._hosts:
+                # The vagrant user (or an operator) is not root: sudo for every command.
+                # One master connection per host (ControlPath), reused by every command.
+                self._hosts[name] = testinfra.get_host(f"ssh://{name}", ssh_config=self.ssh_config, sudo=True,
+                                                       controlpath=str(self.control_dir / name))
+            return self._hosts[name]
 
     def close(self) -> None:
         """End the master connections (else they linger for ControlPersist)."""

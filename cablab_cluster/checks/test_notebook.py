@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from .early import HUB_RESTART_TIMEOUT
 from .kernel import Kernel
 from .spawner import deployed_uids
 from .test_user import START_TIMEOUT, UserServer, check_read_only_mounts, container, placement
@@ -138,7 +139,10 @@ def cube_share(cluster):
 
 def test_a_scientists_day(session, username, early, nodes, cluster, cube_share, wait_until, timings):
     """Kernel reads the cube; pip --user and a file survive a restart on another node; samples run.
-    Day one's server was started on the first node at the session's start (conftest.py: `early`)."""
+    Day one's server was started on the first node at the session's start (conftest.py: `early`).
+    While the samples run (a kernel whose websocket is open, through the proxy), the backup check may
+    restart the hub (early.py: `HubRestart`): the day asks the hub nothing and writes nothing into
+    the home until that restore is done, and stops its server once the hub answers again."""
     from cablab_cluster import cube  # the generator's reference values (the `cube` extra)
     from cablab_cluster.render import sample_notebooks
 
@@ -147,6 +151,7 @@ def test_a_scientists_day(session, username, early, nodes, cluster, cube_share, 
     first, second = hosts[0], hosts[1 % len(hosts)]
     _, cube_target = cube_share
     server = UserServer(session, username, wait_until, poll=1.0)  # each stop and start holds up the rest
+    window = early.hub_restart
     started = early.claim(username)
     if started is None:
         server.stop()
@@ -204,12 +209,14 @@ def test_a_scientists_day(session, username, early, nodes, cluster, cube_share, 
         server.start(second.name)
         timings["spawn (REST start -> ready), second node"] = round(time.monotonic() - t0, 1)
         assert placement(nodes, cluster, username) == second.name
-        kernel = open_kernel(session, username, api_token)
+        kernel = open_kernel(session, username, api_token)  # the hub checked the token: the server keeps it
         try:
+            window.open()  # the hub may restart now: this kernel's websocket is all the day uses
             back = kernel.json_of(READ_BACK, "reading the file and importing the --user package")
             assert back["file"] == token, f"the file written on {first.name} reads differently on {second.name}"
             assert back["probe"] == token and back["probe_file"].startswith(f"{users.home_target}/.local/")
 
+            window.wait_restored(HUB_RESTART_TIMEOUT)  # sample 03 writes into the home
             t0 = time.monotonic()
             ran = kernel.json_of(RUN_SAMPLES, "running the sample notebooks", timeout=3600)
             timings["sample notebooks (all, one kernel)"] = round(time.monotonic() - t0, 1)
@@ -221,4 +228,7 @@ def test_a_scientists_day(session, username, early, nodes, cluster, cube_share, 
             timings[f"sample {name}"] = result["seconds"]
             assert result["rc"] == 0, f"{name} failed in {username}'s server:\n{result['err']}"
     finally:
-        server.stop()
+        try:
+            window.wait_done(HUB_RESTART_TIMEOUT)  # the hub answers again
+        finally:
+            server.stop()
