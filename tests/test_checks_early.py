@@ -188,3 +188,126 @@ def test_settled_returns_once_every_start_is_ready_or_failed():
     assert done.wait(5)
     assert starts.started["bob"].ready_at is not None and starts.started["erin"].error is not None
     waiter.join(5)
+
+
+def test_quiet_waits_for_every_follow_up_and_leaves_the_keepalive_on(monkeypatch):
+    """The backup lane restarts the hub only once nothing started early asks it anything: the culler's
+    watch asks the hub's API until its server is culled."""
+    monkeypatch.setattr(early_mod, "KEEPALIVE_EVERY", 0.01)
+    starts = EarlyStarts(start_timeout=30)
+    gate, pings = threading.Event(), threading.Event()
+    starts.start(Planned("carol", "node2", Role.IDLE), FakeServer, None, then=lambda entry: gate.wait(10))
+    starts.start(Planned("erin", "node3", Role.MEMORY), FakeServer, lambda s: pings.set())
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (starts.quiet(), done.set()))
+    waiter.start()
+    assert not done.wait(0.3)  # carol's watch goes on
+    gate.set()
+    assert done.wait(5)
+    assert pings.wait(5) and starts.started["erin"].thread.is_alive()  # erin's server is still kept active
+    waiter.join(5)
+    starts.close()
+
+
+def run_day(window, events: list, fail_before_open: bool = False, fail_after_open: bool = False):
+    """What the scientist's day does with the window (test_notebook.py), recording each step."""
+    try:
+        if fail_before_open:
+            raise RuntimeError("day one failed")
+        window.open()
+        events.append("read back")  # reads only
+        window.wait_restored(5)
+        if fail_after_open:
+            raise RuntimeError("a sample failed")
+        events.append("samples")  # they write into the home
+    except RuntimeError as exc:
+        events.append(str(exc))
+    finally:
+        window.wait_done(5)
+        events.append("stop")  # asks the hub
+
+
+def run_lane(window, events: list, restore_fails: bool = False):
+    """What the backup lane does (conftest.py: `lanes`, test_backup.py)."""
+    try:
+        if not window.ready_to_restart(5):
+            events.append("gave up")
+            return
+        events.append("backup, restore.sh")
+        if restore_fails:
+            raise AssertionError("restore.sh failed")
+        window.restored()
+        events.append("hub back")
+    except AssertionError as exc:
+        events.append(str(exc))
+    finally:
+        window.done()
+
+
+def test_the_hub_restarts_while_the_day_runs_its_samples_and_the_day_waits_for_it():
+    window = early_mod.HubRestart(expected=True)
+    events: list[str] = []
+    lane = threading.Thread(target=run_lane, args=(window, events))
+    lane.start()
+    lane.join(0.2)
+    assert lane.is_alive() and events == []  # nothing restarts before the day opens the window
+    run_day(window, events)
+    lane.join(5)
+    assert window.opened_by_day
+    # The samples (which write into the home) only after the restore; the stop only once the hub is back.
+    assert events.index("backup, restore.sh") < events.index("samples")
+    assert events.index("hub back") < events.index("stop") and events[-1] == "stop"
+
+
+def test_a_failed_restore_never_blocks_the_day_and_a_failed_day_still_waits_for_the_hub():
+    window = early_mod.HubRestart(expected=True)
+    events: list[str] = []
+    lane = threading.Thread(target=run_lane, args=(window, events), kwargs={"restore_fails": True})
+    lane.start()
+    run_day(window, events)
+    lane.join(5)
+    assert "restore.sh failed" in events and events[-1] == "stop"  # in time, not after the 5 s waits
+    window = early_mod.HubRestart(expected=True)
+    events = []
+    lane = threading.Thread(target=run_lane, args=(window, events))
+    lane.start()
+    run_day(window, events, fail_after_open=True)
+    lane.join(5)
+    assert events.index("hub back") < events.index("stop")
+
+
+def test_a_day_that_never_opens_it_waits_for_nothing_and_the_lane_runs_when_told_or_gives_up():
+    window = early_mod.HubRestart(expected=True)
+    events: list[str] = []
+    run_day(window, events, fail_before_open=True)
+    assert events == ["day one failed", "stop"] and not window.opened_by_day
+    lane = threading.Thread(target=run_lane, args=(window, events))
+    lane.start()
+    window.never()  # test_backup.py, the last check: the lane runs now, after everything
+    lane.join(5)
+    assert events[-1] == "hub back" and not window.opened_by_day
+    cancelled = early_mod.HubRestart(expected=True)
+    events = []
+    lane = threading.Thread(target=run_lane, args=(cancelled, events))
+    lane.start()
+    cancelled.cancel()  # the session ended before the backup check
+    lane.join(5)
+    assert events == ["gave up"]
+
+
+def test_without_a_backup_lane_the_day_waits_for_nothing():
+    window = early_mod.HubRestart()  # not expected: the backup check or the day is not selected
+    events: list[str] = []
+    run_day(window, events)
+    assert events == ["read back", "samples", "stop"]
+
+
+def test_a_restart_that_does_not_end_fails_the_day_with_what_it_waited_for():
+    window = early_mod.HubRestart(expected=True)
+    window.open()
+    with pytest.raises(AssertionError, match="did not put the database and the homes back in 0 s"):
+        window.wait_restored(0.05)
+    window.restored()
+    window.wait_restored(0.05)
+    with pytest.raises(AssertionError, match="hub restart, beside this check, did not end in 0 s"):
+        window.wait_done(0.05)
