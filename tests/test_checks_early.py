@@ -10,22 +10,45 @@ from cablab_cluster.checks import early as early_mod
 from cablab_cluster.checks.early import CLAIMED_BY, EarlyStarts, Planned, Role, early_plan
 from cablab_cluster.spec import load_spec
 
-ALL = set(CLAIMED_BY.values())
+ALL = {name for names in CLAIMED_BY.values() for name in names}
 USERS = {"alice", "bob", "carol", "dave", "erin", "frank"}
 
 
 def test_the_plan_spreads_the_roles_over_the_notebook_nodes(write_spec):
     cluster = load_spec(write_spec()).cluster
     plan = early_plan(cluster, USERS, "bob", ALL)
-    assert {(p.user, p.node, p.role) for p in plan} == {
-        ("bob", "node2", Role.DAY_ONE), ("erin", "node3", Role.MEMORY),
-        ("carol", "node2", Role.IDLE), ("dave", "node3", Role.BUSY)}
+    # erin's one server serves the memory check, then the culler's as its busy one: no server for dave
+    assert [(p.user, p.node, p.role) for p in plan] == [
+        ("bob", "node2", Role.DAY_ONE), ("erin", "node3", Role.MEMORY_THEN_BUSY), ("carol", "node2", Role.IDLE)]
+
+
+def test_the_busy_server_is_daves_where_erins_cannot_serve_both(write_spec):
+    cluster = load_spec(write_spec()).cluster
+    culler_only = ALL - {early_mod.MEMORY_CHECK}
+    assert {(p.user, p.role) for p in early_plan(cluster, USERS, "bob", culler_only)} == {
+        ("bob", Role.DAY_ONE), ("carol", Role.IDLE), ("dave", Role.BUSY)}
+    memory_only = ALL - {early_mod.CULLER_CHECK}
+    assert {(p.user, p.role) for p in early_plan(cluster, USERS, "bob", memory_only)} == {
+        ("bob", Role.DAY_ONE), ("erin", Role.MEMORY)}
+    assert {(p.user, p.role) for p in early_plan(cluster, USERS - {"erin"}, "bob", ALL)} == {
+        ("bob", Role.DAY_ONE), ("carol", Role.IDLE), ("dave", Role.BUSY)}
+
+
+def test_erins_server_is_lent_and_is_the_busy_one_where_it_serves_both():
+    starts = EarlyStarts(start_timeout=30)
+    for planned in (Planned("bob", "node2", Role.DAY_ONE), Planned("carol", "node2", Role.IDLE),
+                    Planned("erin", "node3", Role.MEMORY_THEN_BUSY)):
+        starts.start(planned, FakeServer, None)
+    assert starts.borrowable("node3") == ["erin"] and starts.borrowable("node2") == ["bob"]
+    assert starts.busy_user() == "erin"
+    starts.close()
+    assert EarlyStarts(start_timeout=30).busy_user() is None
 
 
 def test_the_plan_starts_only_for_selected_checks_users_and_settings(write_spec):
     cluster = load_spec(write_spec()).cluster
     assert early_plan(cluster, USERS, "bob", {"test_swarm_is_up"}) == []
-    only_day = early_plan(cluster, USERS, "bob", {CLAIMED_BY[Role.DAY_ONE]})
+    only_day = early_plan(cluster, USERS, "bob", set(CLAIMED_BY[Role.DAY_ONE]))
     assert [p.user for p in only_day] == ["bob"]
     assert "carol" not in {p.user for p in early_plan(cluster, USERS - {"carol"}, "bob", ALL)}
 

@@ -237,7 +237,13 @@ def early(request, spec, cluster, hub_client, secrets, wait_until):
             limit = cluster.hub.users.resources(user).limits.memory
             entry.info["outcome"] = grow_past_limit(session, user, limit, user_token(session, user))
 
-        follow_up = {Role.IDLE: (None, watch), Role.BUSY: (None, busy), Role.MEMORY: (keepalive, past_limit)}
+        def past_limit_then_busy(entry) -> None:  # one server for both: only the busy kernel keeps it active
+            past_limit(entry)
+            busy(entry)
+            entry.info["busy_since"] = time.monotonic()
+
+        follow_up = {Role.IDLE: (None, watch), Role.BUSY: (None, busy), Role.MEMORY: (keepalive, past_limit),
+                     Role.MEMORY_THEN_BUSY: (None, past_limit_then_busy)}
         for p in plan:
             alive, then = follow_up.get(p.role, (keepalive, None))
             starts.start(p, make_server, alive, then)

@@ -19,6 +19,7 @@ import pytest
 from cablab_cluster.plan import STACK
 from cablab_cluster.spec import memory_bytes
 
+from .early import Role
 from .spawner import service_name
 from .test_notebook import open_kernel, user_token
 from .test_user import UserServer
@@ -91,30 +92,38 @@ def start_busy_kernel(session, username: str, seconds: int) -> None:
 
 
 def test_the_culler_stops_an_idle_server_and_keeps_a_busy_one(early, cluster, timings):
-    """carol's and dave's servers were started at the session's start (conftest.py: `early`), dave's
-    with a busy kernel; carol's was left alone, and watched through the hub's API only."""
+    """carol's and the busy user's servers were started at the session's start (conftest.py: `early`):
+    dave's with a busy kernel, or erin's, whose kernel first grew past her memory limit (early.py:
+    one server for both checks); carol's was left alone, and watched through the hub's API only."""
     cull = cluster.hub.users.cull
     if not cull.enabled:
         pytest.skip("hub.users.cull.enabled is false")
     if cull.timeout > 900:
         pytest.skip(f"hub.users.cull.timeout is {cull.timeout} s: too long to wait for in a check (the lab sets 180)")
-    idle, busy = early.claim("carol", wait_for_follow_up=True), early.claim("dave", wait_for_follow_up=True)
+    busy_user = early.busy_user()
+    idle = early.claim("carol", wait_for_follow_up=True)
+    busy = early.claim(busy_user, wait_for_follow_up=True) if busy_user else None
     if idle is None or busy is None:
         pytest.skip("carol and dave are not both in the userlist: this check needs users of its own")
+    shared = busy.planned.role is Role.MEMORY_THEN_BUSY  # the memory check claims it next, and stops it
     try:
         culled = idle.info.get("culled_after")
         assert culled is not None, \
             f"the culler did not stop carol's idle server in {idle.info.get('waited')} s ({cull.timeout} s timeout)"
         timings["idle server culled after (s since ready)"] = culled
-        # dave's server has now lived longer than the timeout: without its activity it would be gone too.
-        time.sleep(max(0.0, cull.timeout + cull.every - (time.monotonic() - busy.ready_at)))
+        # The busy server has now gone longer than the timeout without a request through the proxy:
+        # without its kernel's activity it would be gone too.
+        since = busy.info.get("busy_since", busy.ready_at)
+        time.sleep(max(0.0, cull.timeout + cull.every - (time.monotonic() - since)))
+        timings[f"busy server ({busy_user}) kept for (s without a request)"] = round(time.monotonic() - since, 1)
         model = busy.server.model()
         assert model is not None and model.get("ready"), \
-            f"the culler stopped dave's server although its kernel was busy ({cull.timeout} s timeout)"
-        assert model["last_activity"] > model["started"], f"no activity of dave's server reached the hub: {model}"
+            f"the culler stopped {busy_user}'s server although its kernel was busy ({cull.timeout} s timeout)"
+        assert model["last_activity"] > model["started"], f"no activity of {busy_user}'s server reached the hub: {model}"
     finally:
         idle.server.stop()
-        busy.server.stop()
+        if not shared:
+            busy.server.stop()
 
 
 # --- Limits and reservations ---------------------------------------------------------
