@@ -239,8 +239,9 @@ class HubRestart:
     they were at the backup), and asks the hub nothing until `wait_done()`.
 
     Not `expected` (no backup lane: its check or the day is not selected): every wait returns at
-    once. An opener that will not open (it failed before, or it ends) calls `never()`: the lane then
-    runs as soon as it may, as the last of the checks would have."""
+    once. A day that never opened it (it failed or was skipped before) leaves the lane waiting until
+    the backup check, the last of all, calls `never()`: the lane then runs there, as it did when it
+    was not a lane. `cancel()`, at the session's end, lets a lane still waiting give up."""
 
     def __init__(self, expected: bool = False):
         self.expected = expected

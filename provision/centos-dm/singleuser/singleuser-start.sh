@@ -4,8 +4,8 @@
 #
 # The image's build made, once for every user, the files listed (paths relative to the seed
 # directory, one a line) in $seed.list: matplotlib's font list. A home that lacks one gets a copy;
-# without it, a new home builds its own at its first `import matplotlib.pyplot` (~0.4 s natively,
-# ~5 s under emulation). A file the user has stays theirs; a home that cannot take the copy
+# without it, a new home builds its own at its first `import matplotlib.pyplot` (~0.06 s natively,
+# ~1 s under emulation: lab/images/NOTES.md). A file the user has stays theirs; a home that cannot take the copy
 # (read-only, full, another uid's) is left as it is, and the server starts all the same.
 # Nothing here forks while the home already has every file (one stat each, the shell's own).
 set -u
