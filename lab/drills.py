@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import httpx
 
-from cablab_cluster.checks.hub import HubResponse, HubSession
+from cablab_cluster.checks.hub import HubResponse, HubSession, event_stream_messages
 from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
@@ -231,18 +231,6 @@ def mounted_after_docker(docker: dict[str, str], mounts: dict[str, dict[str, str
         if mounted == 0 or mounted > started:
             late.append(path)
     return late
-
-
-def event_stream_messages(text: str) -> list[dict[str, Any]]:
-    """The JSON events of a server-sent event stream (JupyterHub's spawn progress)."""
-    events = []
-    for line in text.splitlines():
-        if line.startswith("data:"):
-            try:
-                events.append(json.loads(line[5:].strip()))
-            except ValueError:
-                continue
-    return events
 
 
 # --- The lab user, driven through the hub's REST API ----------------------------

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cablab_cluster.checks.hub import HubSession
+from cablab_cluster.checks.hub import HubSession, StreamRefused, event_stream_messages
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.secretstore import self_signed
 from cablab_cluster.spec import TLSMode, load_spec
@@ -58,12 +58,31 @@ class FakeHub(BaseHTTPRequestHandler):
                 return self.reply(403, b"login refused")
             return self.reply(302, b"", ["jupyterhub-hub-login=s3ss; Path=/hub/; Secure; HttpOnly"],
                               {"Location": "/hub/home"})
+        if self.path.endswith("/server/progress"):
+            return self.progress()
         if self.path.startswith("/hub/api/"):
             if "jupyterhub-hub-login" not in cookies or self.headers["X-XSRFToken"] != cookies.get("_xsrf"):
                 return self.reply(403, b'{"status": 403, "message": "Forbidden"}')
             sent = json.loads(body) if body else None
             return self.reply(200, json.dumps({"method": self.command, "path": self.path, "json": sent}).encode())
         self.reply(404, b"not found")
+
+    def progress(self) -> None:
+        """JupyterHub's spawn progress for alice: an event, a keep-alive, then (once the test opens
+        `hub.gate`, else a complaint after 5 s) the ready event, and the stream ends. Anyone else is not starting: 400."""
+        if "/users/alice/" not in self.path:
+            return self.reply(400, b'{"status": 400, "message": "bob is not starting..."}')
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(b'data: {"progress": 50, "message": "Server requested"}\n\n\n\n: a comment\n\n')
+        self.wfile.flush()
+        if not self.server.gate.wait(5):  # a client that waits for the end before reading sees this
+            self.wfile.write(b'data: {"progress": 99, "message": "the client never read the first event"}\n\n')
+        self.wfile.write(b'data: {"progress": 100, "ready": true, "url": "/user/alice/"}\n\n')
+        self.wfile.flush()
 
     def reply(self, status: int, body: bytes, cookies: list[str] = (), headers: dict[str, str] = {}) -> None:
         self.send_response(status)
@@ -97,6 +116,7 @@ def hub(cluster_tls):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     server.daemon_threads = True
     server.seen, server.sni, server.drop_second = [], [], False
+    server.gate = threading.Event()
     ctx.sni_callback = lambda sock, name, _ctx: server.sni.append(name)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -185,3 +205,31 @@ def test_letsencrypt_against_a_test_acme_server_trusts_exactly_its_roots(hub, cl
             s.request("GET", "/hub/login")
     monkeypatch.delenv("CABLAB_ACME_ROOTS")  # unset: no root to verify against (a staging CA is trusted nowhere)
     assert hub_tls_context(le, secrets).verify_mode == ssl.CERT_NONE
+
+
+def test_events_arrive_one_by_one_while_the_stream_is_open(session, hub):
+    events = session.events("/hub/api/users/alice/server/progress", {"Authorization": "token t"})
+    first = next(events)  # before the hub has written the rest: the stream is read as it comes
+    assert first == {"progress": 50, "message": "Server requested"}
+    assert not hub.gate.is_set()
+    hub.gate.set()
+    assert list(events) == [{"progress": 100, "ready": True, "url": "/user/alice/"}]  # blank lines and comments skipped
+    assert hub.sni == [PUBLIC] and hub.seen[-1]["host"] == f"{PUBLIC}:{hub.server_address[1]}"
+
+
+def test_an_event_stream_refused_raises_with_the_answer(session):
+    with pytest.raises(StreamRefused) as refused:
+        list(session.events("/hub/api/users/bob/server/progress"))
+    assert refused.value.response.status == 400
+    assert "bob is not starting" in refused.value.response.text
+
+
+def test_event_stream_messages_of_a_failed_spawn():
+    text = ('data: {"progress": 50, "message": "pending"}\n\n'
+            'data: {"progress": 100, "failed": true, "message": "Spawn failed: node node3 cannot take a new server"}\n\n'
+            ': keepalive\n'
+            'data: not json\n'
+            'data: [1, 2]\n')
+    events = event_stream_messages(text)
+    assert [e["progress"] for e in events] == [50, 100]
+    assert events[-1]["failed"] is True and "node3" in events[-1]["message"]

@@ -107,15 +107,6 @@ def test_mounts_docker_did_not_wait_for():
     assert drills.mounted_after_docker(docker, {"/srv/cablab/homes": homes}) == []
 
 
-def test_event_stream_messages_of_a_failed_spawn():
-    text = ('data: {"progress": 50, "message": "pending"}\n\n'
-            'data: {"progress": 100, "failed": true, "message": "Spawn failed: node node3 cannot take a new server"}\n\n'
-            ': keepalive\n')
-    events = drills.event_stream_messages(text)
-    assert [e["progress"] for e in events] == [50, 100]
-    assert events[-1]["failed"] is True and "node3" in events[-1]["message"]
-
-
 def test_parse_managers_lists_managers_only_and_prefers_a_ready_entry():
     text = ("node1|Ready|Leader\n"
             "node2|Ready|Reachable\n"

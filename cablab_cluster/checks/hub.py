@@ -13,7 +13,7 @@ import socket
 import ssl
 import urllib.parse
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import httpx
 
@@ -32,6 +32,32 @@ def netloc(host: str, port: int, default_port: Optional[int] = 443) -> str:
     """host[:port] for a URL or a Host header ([v6] bracketed; the port left out when it is the default)."""
     bracketed = f"[{host}]" if ":" in host else host
     return bracketed if port == default_port else f"{bracketed}:{port}"
+
+
+def event_data(line: str) -> Optional[dict[str, Any]]:
+    """The JSON of one server-sent event line (`data: {...}`, JupyterHub's spawn progress); None for
+    any other line (blank keep-alives, comments) or data that is not a JSON object."""
+    if not line.startswith("data:"):
+        return None
+    try:
+        data = json.loads(line[5:].strip())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def event_stream_messages(text: str) -> list[dict[str, Any]]:
+    """The JSON events of a whole server-sent event stream, in order."""
+    return [e for e in map(event_data, text.splitlines()) if e is not None]
+
+
+class StreamRefused(Exception):
+    """An event stream answered with something other than 200 (e.g. JupyterHub's 400 for a server
+    that is neither starting nor running); `.response` is the HubResponse (its body read)."""
+
+    def __init__(self, response: "HubResponse"):
+        super().__init__(str(response))
+        self.response = response
 
 
 class HubResponse:
@@ -113,6 +139,22 @@ class HubSession:
     def _send(self, method: str, path: str, body: Optional[bytes], headers: Optional[dict[str, str]]) -> HubResponse:
         return HubResponse(self.client.request(method, path, content=body, headers=headers,
                                                extensions={"sni_hostname": self.public_host}))
+
+    def events(self, path: str, headers: Optional[dict[str, str]] = None) -> Iterator[dict[str, Any]]:
+        """A server-sent event stream's JSON events as they arrive (`path` from the root): one request
+        the server answers as things happen, e.g. /hub/api/users/<name>/server/progress, which
+        JupyterHub ends with a `ready` or a `failed` event, as its spawn page reads it. The stream
+        may stay quiet between events (the hub writes a keep-alive every 8 s); it ends when the
+        server ends it. Anything but 200 raises StreamRefused; a dropped connection, httpx's error."""
+        with self.client.stream("GET", path, headers={"Accept": "text/event-stream", **(headers or {})},
+                                extensions={"sni_hostname": self.public_host}) as response:
+            if response.status_code != 200:
+                response.read()
+                raise StreamRefused(HubResponse(response))
+            for line in response.iter_lines():
+                data = event_data(line)
+                if data is not None:
+                    yield data
 
     def cookie(self, name: str) -> Optional[str]:
         """The value of a cookie the hub set (the first one of that name, whatever its path)."""
