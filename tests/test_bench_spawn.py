@@ -272,3 +272,77 @@ esac
     assert out["status_line"] == "HTTP/1.1 200 OK", done.stdout
     assert calls.read_text().split() == ["events", "inspect", "events"]  # no call per try
     assert time.monotonic() - t0 < 10
+
+
+class FakeHubSession:
+    """The hub as the bench's wait sees it: a progress stream (a list of events, or an exception),
+    /api/status through the proxy, the user's model; every request counted."""
+
+    def __init__(self, events, answers_after: int = 0, model: object = "pending"):
+        self.stream, self.answers_after, self.model = events, answers_after, model
+        self.requests: list[str] = []
+
+    def events(self, path, headers=None):
+        self.requests.append(f"stream {path}")
+        if isinstance(self.stream, Exception):
+            raise self.stream
+        yield from self.stream
+
+    def request(self, method, path, body=None, headers=None):
+        self.requests.append(f"{method} {path}")
+        if path.endswith("/api/status"):
+            ok = sum(r.endswith("/api/status") for r in self.requests) > self.answers_after
+            return FakeResponse(200 if ok else 503, {"started": "2026-11-28T00:00:00Z"} if ok else {})
+        if path.endswith("/server/progress"):
+            return FakeResponse(200, text='data: {"progress": 100, "failed": true, "message": "Spawn failed: polled"}\n')
+        return FakeResponse(200, {"servers": {"": self.model} if self.model else {}})
+
+
+class FakeResponse:
+    def __init__(self, status, data=None, text=""):
+        self.status, self.data, self.text = status, data, text
+
+    def json(self):
+        return self.data
+
+
+def bench_with(hub: FakeHubSession, hub_wait: str = "progress") -> spawn.Bench:
+    bench = object.__new__(spawn.Bench)  # no cluster: only the wait's own state
+    bench.hub_wait, bench.token, bench._local = hub_wait, "t0ken", threading.local()
+    bench._local.session = hub
+    return bench
+
+
+def test_the_wait_reads_the_progress_stream_then_asks_the_proxy_once():
+    hub = FakeHubSession([{"progress": 50, "message": "requested"}, {"progress": 100, "ready": True}])
+    before = time.time()
+    ready, why = bench_with(hub).wait_ready("bench01", interval=0.25)
+    assert why == "" and before <= ready <= time.time()
+    assert hub.requests == ["stream /hub/api/users/bench01/server/progress", "GET /user/bench01/api/status"]
+
+
+def test_the_wait_gives_the_streams_failure_without_polling():
+    hub = FakeHubSession([{"progress": 100, "failed": True, "message": "Spawn failed: no notebook node has 512M"}])
+    assert bench_with(hub).wait_ready("bench11", interval=0.25) == (None, "Spawn failed: no notebook node has 512M")
+    assert hub.requests == ["stream /hub/api/users/bench11/server/progress"]
+
+
+def test_a_refused_or_unfinished_stream_falls_back_to_polling():
+    from cablab_cluster.checks.hub import StreamRefused
+
+    for stream in (StreamRefused(FakeResponse(400)), [{"progress": 50}]):  # refused; ended without an outcome
+        hub = FakeHubSession(stream, answers_after=2)
+        ready, why = bench_with(hub).wait_ready("bench02", interval=0.01)
+        assert ready is not None and why == ""
+        assert hub.requests[1:] == ["GET /user/bench02/api/status"] * 3
+
+
+def test_polling_asks_the_proxy_every_interval_and_notices_a_failed_spawn(monkeypatch):
+    hub = FakeHubSession([{"progress": 100, "ready": True}], answers_after=3)
+    ready, _ = bench_with(hub, "poll").wait_ready("bench03", interval=0.01)
+    assert ready is not None and hub.requests == ["GET /user/bench03/api/status"] * 4  # no stream
+    clock = iter(range(0, 10_000, 3))
+    monkeypatch.setattr(spawn.time, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(spawn.time, "sleep", lambda s: None)
+    gone = FakeHubSession([], answers_after=10**6, model=None)
+    assert bench_with(gone, "poll").wait_ready("bench04", interval=0.01) == (None, "Spawn failed: polled")
