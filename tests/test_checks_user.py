@@ -87,3 +87,56 @@ def test_a_read_write_bind_fails_before_any_exec(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="is mounted read-write"):
         test_user.check_read_only_mounts({"node2": host}, "node2", "cid", cluster=None)
     assert len(host.calls) == 1
+
+
+class FakeSession:
+    """The user's hub session as UserServer drives it: the REST API and the progress stream."""
+
+    def __init__(self, stream, models=({"ready": True},)):
+        self.stream, self.models = stream, list(models)
+        self.calls: list[str] = []
+
+    def api(self, method, path, data=None):
+        self.calls.append(f"{method} {path}")
+        if method == "POST":
+            return type("R", (), {"status": 202})()
+        model = self.models.pop(0) if len(self.models) > 1 else self.models[0]
+        return type("R", (), {"status": 200, "json": lambda self: {"servers": {"": model} if model else {}}})()
+
+    def events(self, path, headers=None):
+        self.calls.append(f"stream {path}")
+        if isinstance(self.stream, Exception):
+            raise self.stream
+        yield from self.stream
+
+
+def polling_wait_until(check, timeout, what, interval=5.0):
+    for _ in range(5):
+        got = check()
+        if got:
+            return got
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_start_waits_on_the_progress_stream_without_polling():
+    session = FakeSession([{"progress": 50}, {"progress": 100, "ready": True}])
+    test_user.UserServer(session, "alice", polling_wait_until).start("node2")
+    assert session.calls == ["POST /users/alice/server", "stream /hub/api/users/alice/server/progress"]
+
+
+def test_a_start_the_stream_says_failed_names_the_hubs_message():
+    session = FakeSession([{"progress": 100, "failed": True, "message": "Spawn failed: Timeout"}])
+    with pytest.raises(AssertionError, match="alice's server on node3 to be ready: Spawn failed: Timeout; on the first"):
+        test_user.UserServer(session, "alice", polling_wait_until).start("node3")
+
+
+def test_a_start_the_stream_cannot_say_is_polled_on_the_hub():
+    from cablab_cluster.checks.hub import StreamRefused
+
+    for stream in (StreamRefused(type("R", (), {"status": 400})()), [{"progress": 50}]):
+        session = FakeSession(stream, models=({"ready": False}, {"ready": True}))
+        test_user.UserServer(session, "alice", polling_wait_until).start("node2")
+        assert session.calls[2:] == ["GET /users/alice"] * 2
+    gone = FakeSession([], models=(None,))
+    with pytest.raises(AssertionError, match="stopped while starting: on the first manager"):
+        test_user.UserServer(gone, "alice", polling_wait_until).start("node2")

@@ -9,11 +9,13 @@ import json
 import uuid
 from typing import Callable, Optional
 
+import httpx
 import pytest
 
 from cablab_cluster.plan import STACK
 from cablab_cluster.render import user_mounts
 
+from .hub import StreamRefused
 from .spawner import service_name
 
 pytestmark = pytest.mark.cluster
@@ -26,8 +28,9 @@ class UserServer:
     """A user's default server, driven through the hub's REST API with the user's own session."""
 
     def __init__(self, session, name: str, wait_until: Callable, poll: float = 5.0):
-        """`poll`: seconds between the hub's answers while it starts or stops the server (each a request
-        the hub serves: a check whose next step waits on it asks every second, the others less often)."""
+        """`poll`: seconds between the hub's answers while it stops the server, or starts it where the
+        progress stream cannot say (each a request the hub serves: a check whose next step waits on
+        it asks every second, the others less often)."""
         self.session = session
         self.name = name
         self.wait_until = wait_until
@@ -43,14 +46,37 @@ class UserServer:
         # The rendered pre_spawn_hook pins the server to the user option "node".
         response = self.session.api("POST", f"/users/{self.name}/server", {"node": node})
         assert response.status in (201, 202), f"starting {self.name}'s server on {node}: {response}"
-        self.wait_until(self._ready, START_TIMEOUT, f"{self.name}'s server on {node} to be ready", self.poll)
+        what = f"{self.name}'s server on {node} to be ready"
+        outcome = self._progress()
+        if outcome is None:  # the stream said neither: ask the hub every `poll` s
+            self.wait_until(self._ready, START_TIMEOUT, what, self.poll)
+        elif outcome:
+            raise AssertionError(f"{what}: {outcome}; {self._where_to_look()}")
+
+    def _progress(self) -> Optional[str]:
+        """Wait on the hub's progress stream, as JupyterHub's spawn page does: "" once it says ready
+        (the proxy has the route), the hub's message if it says failed, None if it ended without
+        either (a restarted hub) or was refused. One request for the whole start, where polling
+        would ask the hub again and again on the CPU the server's start shares under emulation,
+        and notice the server up to `poll` s late. The hub ends the stream by its start_timeout."""
+        try:
+            for event in self.session.events(f"/hub/api/users/{self.name}/server/progress"):
+                if event.get("failed"):
+                    return str(event.get("message") or "the spawn failed")
+                if event.get("ready"):
+                    return ""
+        except (StreamRefused, httpx.HTTPError):
+            return None
+        return None
+
+    def _where_to_look(self) -> str:
+        return (f"on the first manager see `docker service ps --no-trunc {service_name(self.name)}` "
+                f"and `docker service logs {STACK}_hub`")
 
     def _ready(self) -> bool:
         server = self.model()
         if server is None:
-            raise AssertionError(
-                f"{self.name}'s server stopped while starting: on the first manager see "
-                f"`docker service ps --no-trunc {service_name(self.name)}` and `docker service logs {STACK}_hub`")
+            raise AssertionError(f"{self.name}'s server stopped while starting: {self._where_to_look()}")
         return bool(server.get("ready"))
 
     def stop(self) -> None:
