@@ -6,7 +6,8 @@ Each lab is a spec, lab/<lab>.yml: ubuntu (one manager), centos (three managers,
 on an LVM volume), centos-dm (centos with the seed's devicemapper thin pool).
 
 Phases and their wall times go to lab/reports/<variant>.json and are printed:
-host (host setup), images, box, up, provision, idempotence, verify, drills (with
+host (host setup), images (hub and single-user at once; a box built in the same
+run starts beside them), box (what is left of its build), up, provision, idempotence, verify, drills (with
 --drills, or --from drills: fault drills, lab/drills.py), bench (with --bench, or
 --from bench: benchmarks/spawn.py, outside the converge + verify budget), destroy.
 A failed cluster stays up by default (`--destroy passing`), with the command
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "lab"
 CACHE = Path(os.environ.get("CABLAB_CACHE", Path.home() / ".cache" / "cablab"))
 BASE_IMAGE = "cablab/base:bookworm"
+IMAGES_WAIT = 1800  # s a box built beside the images waits for their tarballs at most (build.sh)
 PHASES = ("host", "images", "box", "up", "provision", "idempotence", "verify", "drills", "bench", "upgrade")
 VARIANTS = ("ubuntu", "centos", "centos-dm")  # lab/<variant>.yml, provisioned with provision/<variant>/
 # What a variant's distribution runs out of the box and the Debian box does not: EL 9 runs firewalld
@@ -64,8 +67,10 @@ class LabError(RuntimeError):
 
 def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, capture: bool = False,
        prefix: str = "", timeout: float | None = None, cwd: Path | None = None,
-       on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
-    """Run a command; stream its output with a prefix unless captured (each line to `on_line` too)."""
+       on_line: Callable[[str], None] | None = None,
+       started: Callable[[subprocess.Popen], None] | None = None) -> subprocess.CompletedProcess:
+    """Run a command; stream its output with a prefix unless captured (each line to `on_line` too;
+    the process to `started`, so that another thread may stop it)."""
     shell = isinstance(cmd, str)
     if capture:
         proc = subprocess.run(cmd, shell=shell, env=env, text=True, capture_output=True, timeout=timeout, cwd=cwd,
@@ -73,6 +78,8 @@ def sh(cmd: list[str] | str, *, env: dict | None = None, check: bool = True, cap
     else:
         p = subprocess.Popen(cmd, shell=shell, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, bufsize=1, cwd=cwd)
+        if started is not None:
+            started(p)
         lines = []
         assert p.stdout is not None
         for line in p.stdout:
@@ -231,6 +238,8 @@ class Lab:
                     "VAGRANT_NO_COLOR": "1"}
         self.report = Report(variant)
         self.images: dict[str, Path] = {}
+        self._box_build: tuple[threading.Thread, list[BaseException]] | None = None  # built beside the images
+        self._box_procs: list[subprocess.Popen] = []
         self._control_dir: Path | None = None  # set while `multiplexed()`
         self.rendered = ROOT / "provision" / variant  # the render the images and provisioners come from
         # python-vagrant runs the vagrant CLI in the repository with our environment;
@@ -292,53 +301,116 @@ class Lab:
             names.update(services)  # the Debian package of each is named as its service
         return sorted(names)
 
+    def _box_command(self, images_wait: int = 0) -> tuple[list[str], dict[str, str]] | None:
+        """lab/boxes/build.sh for the locally built box (None: a box given with --box/CABLAB_BOX)."""
+        if not self.box.startswith("cablab/bookworm-"):
+            return None
+        env = {**os.environ, "CABLAB_BAKED_PACKAGES": " ".join(self.baked_packages()),
+               "CABLAB_BAKED_IMAGES": " ".join(str(self.images[k]) for k in sorted(self.images)),
+               "CABLAB_BAKED_IMAGES_WAIT": str(images_wait)}
+        return ["bash", str(LAB / "boxes" / "build.sh"), self.flavour], env
+
     def build_box(self) -> None:
         """The locally built box; `baked` also holds the packages and the images (loaded
-        at build time on this host, instead of `docker load` under TCG in every VM)."""
-        if self.box.startswith("cablab/bookworm-"):
-            env = {**os.environ, "CABLAB_BAKED_PACKAGES": " ".join(self.baked_packages()),
-                   "CABLAB_BAKED_IMAGES": " ".join(str(self.images[k]) for k in sorted(self.images))}
-            sh(["bash", str(LAB / "boxes" / "build.sh"), self.flavour], env=env, prefix="  box| ")
+        at build time on this host, instead of `docker load` under TCG in every VM). If it was
+        started beside the images (build_images), what is left of it."""
+        if self._box_build is not None:
+            thread, error = self._box_build
+            thread.join()
+            self._box_build = None
+            if error:
+                raise error[0]
+            return
+        command = self._box_command()
+        if command is not None:
+            sh(command[0], env=command[1], prefix="  box| ")
 
-    def build_images(self) -> None:
+    def _start_box_beside(self) -> None:
+        """Start the box's build in the background while the images build: lab/boxes/build.sh does
+        everything that does not need them first (debootstrap, packages, disk, the GRUB boot: ~2 min
+        here), then waits for their tarballs. A failed image build stops it (_stop_box)."""
+        command = self._box_command(images_wait=IMAGES_WAIT)
+        if command is None:
+            return
+        error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                sh(command[0], env=command[1], prefix="  box| ", started=self._box_procs.append)
+            except BaseException as exc:  # noqa: BLE001  # raised by build_box in the main thread
+                error.append(exc)
+
+        log("box: building beside the images (it waits for their tarballs once it needs them)")
+        thread = threading.Thread(target=run, name="box-build", daemon=True)
+        self._box_build = (thread, error)
+        thread.start()
+
+    def _stop_box(self) -> None:
+        if self._box_build is None:
+            return
+        for proc in self._box_procs:
+            if proc.poll() is None:
+                proc.terminate()  # build.sh cleans up (its TERM trap runs its EXIT trap)
+        self._box_build[0].join(timeout=120)
+        self._box_build = None
+
+    def build_images(self, box_beside: bool = False) -> None:
         """Build hub and single-user images from the rendered Dockerfiles, save them gzipped,
-        cached by Dockerfile + base image."""
+        cached by Dockerfile + base image. The two build at once (their steps wait on apt, PyPI
+        and npm much of the time); with `box_beside`, the box's build starts beside them as soon
+        as the tarballs' names are known (the base image built)."""
         sh(["bash", str(LAB / "images" / "build-base.sh")], prefix="  base| ")
         base_id = sh(["docker", "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE], capture=True).stdout.strip()
-        rendered = self.rendered
         (CACHE / "images").mkdir(parents=True, exist_ok=True)
+        todo: dict[str, tuple[str, list[Path], Path]] = {}
         for key in ("hub", "singleuser"):
             image = getattr(self.spec.cluster.hub.images, key)
-            context = image_context(self.plan, rendered, key)
-            digest = image_digest(context, base_id, image.name)
-            tarball = CACHE / "images" / f"{key}-{digest}.tar.gz"
+            context = image_context(self.plan, self.rendered, key)
+            tarball = CACHE / "images" / f"{key}-{image_digest(context, base_id, image.name)}.tar.gz"
+            self.images[key] = tarball
             if not tarball.exists():
-                t0 = time.monotonic()
-                with tempfile.TemporaryDirectory(prefix="cablab-ctx-") as ctx:
-                    # The rendered build context + extra-ca/: this host's CAs (PyPI/npm may sit
-                    # behind a TLS-intercepting proxy), trusted by the build stages only.
-                    for p in context:
-                        shutil.copy(p, Path(ctx) / p.name)
-                    (Path(ctx) / "extra-ca").mkdir()
-                    for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
-                        shutil.copy(crt, Path(ctx) / "extra-ca" / crt.name)
-                    sh(["docker", "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", image.name, ctx],
-                       env={**os.environ, "DOCKER_BUILDKIT": "0"}, prefix=f"  build {key}| ")
-                tmp = tarball.with_suffix(".tmp")
-                with gzip.open(tmp, "wb", compresslevel=1) as fh:
-                    save = subprocess.Popen(["docker", "save", image.name], stdout=subprocess.PIPE)
-                    assert save.stdout is not None
-                    shutil.copyfileobj(save.stdout, fh, 1 << 20)
-                    if save.wait() != 0:
-                        raise LabError(f"docker save {image.name} failed")
-                tmp.rename(tarball)
-                log(f"image {image.name}: built and saved in {time.monotonic() - t0:.0f} s")
+                todo[key] = (image.name, context, tarball)
+        if box_beside and todo:
+            self._start_box_beside()
+        try:
+            if todo:
+                with ThreadPoolExecutor(len(todo)) as pool:
+                    futures = [pool.submit(self._build_image, key, *todo[key]) for key in todo]
+                for future in futures:
+                    future.result()  # the first failure, once both have ended
+        except BaseException:
+            self._stop_box()
+            raise
+        for key in ("hub", "singleuser"):
+            image = getattr(self.spec.cluster.hub.images, key)
+            tarball = self.images[key]
             size = sh(["docker", "image", "inspect", "--format", "{{.Size}}", image.name], capture=True,
                       check=False).stdout.strip()
             self.report.notes[f"image {key}"] = (f"{image.name}: {int(size) / 1e6:.0f} MB raw, " if size.isdigit()
                                                  else f"{image.name}: ") + \
                 f"{tarball.stat().st_size / 1e6:.0f} MB saved+gzip ({tarball.name})"
-            self.images[key] = tarball
+
+    def _build_image(self, key: str, name: str, context: list[Path], tarball: Path) -> None:
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="cablab-ctx-") as ctx:
+            # The rendered build context + extra-ca/: this host's CAs (PyPI/npm may sit
+            # behind a TLS-intercepting proxy), trusted by the build stages only.
+            for p in context:
+                shutil.copy(p, Path(ctx) / p.name)
+            (Path(ctx) / "extra-ca").mkdir()
+            for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+                shutil.copy(crt, Path(ctx) / "extra-ca" / crt.name)
+            sh(["docker", "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", name, ctx],
+               env={**os.environ, "DOCKER_BUILDKIT": "0"}, prefix=f"  build {key}| ")
+        tmp = tarball.with_suffix(f".tmp{os.getpid()}")
+        with gzip.open(tmp, "wb", compresslevel=1) as fh:
+            save = subprocess.Popen(["docker", "save", name], stdout=subprocess.PIPE)
+            assert save.stdout is not None
+            shutil.copyfileobj(save.stdout, fh, 1 << 20)
+            if save.wait() != 0:
+                raise LabError(f"docker save {name} failed")
+        tmp.rename(tarball)  # complete: the box's build may take it now
+        log(f"image {name}: built and saved in {time.monotonic() - t0:.0f} s")
 
     def domain_name(self, host: str) -> str:
         """libvirt's name of a lab VM (the Vagrantfile's `cablab-<cluster name>-` prefix)."""
@@ -560,10 +632,10 @@ def main(argv: list[str] | None = None) -> int:
             with r.phase("host"):
                 lab.host_setup()
         if "box" in todo or "provision" in todo:  # baked into the box, uploaded if missing (cached: ~1 s)
-            with r.phase("images"):
-                lab.build_images()
+            with r.phase("images"):  # with the box's build beside them when the box is built too
+                lab.build_images(box_beside="box" in todo)
         if "box" in todo:
-            with r.phase("box"):
+            with r.phase("box"):  # what is left of it once the images are done
                 lab.build_box()
         if "up" in todo:
             with r.phase("up"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from cablab_cluster.plan import make_plan
@@ -160,3 +161,109 @@ def test_provision_runs_share_one_ssh_connection_per_vm_and_end_it(tmp_path, mon
     assert lab._control_dir is None and not control.exists()
     lab.ssh("node1", "true")
     assert not any("ControlPath" in a for a in ran[-1])
+
+
+# --- images and box, built side by side ----------------------------------------------------
+
+
+class FakeBoxProc:
+    def __init__(self):
+        self.terminated = threading.Event()
+
+    def poll(self):
+        return 143 if self.terminated.is_set() else None
+
+    def terminate(self):
+        self.terminated.set()
+
+
+def _building_lab(tmp_path, monkeypatch, image_fails: str = ""):
+    """A Lab whose commands are played here: the base build, the box's build.sh (it waits for the
+    tarballs, as the real one does after its own phases), and each image's build (a tarball
+    written after a moment, or a failure). Returns (lab, the events in order)."""
+    from lab import harness
+
+    monkeypatch.setattr(harness, "CACHE", tmp_path)
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def note(what: str) -> None:
+        with lock:
+            events.append(what)
+
+    box = FakeBoxProc()
+
+    def sh(cmd, *, env=None, capture=False, prefix="", started=None, **_):
+        import subprocess
+
+        if cmd[:2] == ["docker", "image"]:
+            return subprocess.CompletedProcess(cmd, 0, "sha256:base\n" if "{{.Id}}" in cmd else "1000", "")
+        if cmd[-1].endswith("build-base.sh"):
+            note("base built")
+        elif cmd[1].endswith("boxes/build.sh"):
+            tarballs = [Path(t) for t in env["CABLAB_BAKED_IMAGES"].split()]
+            if started is None:  # alone, after the images: they are there, nothing is waited for
+                assert env["CABLAB_BAKED_IMAGES_WAIT"] == "0" and all(t.exists() for t in tarballs)
+            else:
+                assert env["CABLAB_BAKED_IMAGES_WAIT"] == str(harness.IMAGES_WAIT)
+                started(box)
+            note("box started")
+            while not all(t.exists() for t in tarballs):
+                if box.terminated.wait(0.01):
+                    note("box stopped")
+                    raise harness.LabError("build.sh: terminated")
+            note("box built")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    def build_image(self, key, name, context, tarball):
+        note(f"{key} building")
+        time.sleep(0.2)
+        if key == image_fails:
+            raise harness.LabError(f"docker build {name} failed")
+        tarball.write_bytes(b"image")
+        note(f"{key} saved")
+
+    monkeypatch.setattr(harness, "sh", sh)
+    monkeypatch.setattr(harness, "image_context", lambda plan, rendered, key: [])
+    monkeypatch.setattr(harness.Lab, "_build_image", build_image)
+    monkeypatch.setattr(harness.Lab, "baked_packages", lambda self: ["docker.io"])
+    lab = object.__new__(harness.Lab)
+    lab.spec = load_spec(LAB / "ubuntu.yml")
+    lab.plan, lab.rendered, lab.images = None, tmp_path, {}
+    lab.box, lab.flavour, lab.report = "cablab/bookworm-baked", "baked", Report("ubuntu")
+    lab._box_build, lab._box_procs = None, []
+    return lab, events
+
+
+def test_the_box_builds_beside_both_images_and_ends_after_them(tmp_path, monkeypatch):
+    lab, events = _building_lab(tmp_path, monkeypatch)
+    lab.build_images(box_beside=True)
+    assert events[:2] == ["base built", "box started"]  # the tarballs' names need the base image only
+    assert {"hub building", "singleuser building"} == set(events[2:4])  # both at once
+    lab.build_box()
+    assert events[-1] == "box built" and set(events[4:6]) == {"hub saved", "singleuser saved"}
+    assert sorted(p.name.split("-")[0] for p in tmp_path.joinpath("images").iterdir()) == ["hub", "singleuser"]
+    assert "MB saved+gzip" in lab.report.notes["image singleuser"]
+
+
+def test_a_failed_image_stops_the_box_beside_it(tmp_path, monkeypatch):
+    import pytest
+
+    from lab import harness
+
+    lab, events = _building_lab(tmp_path, monkeypatch, image_fails="hub")
+    with pytest.raises(harness.LabError, match="docker build cablab/hub:lab failed"):
+        lab.build_images(box_beside=True)
+    assert "box stopped" in events and "box built" not in events
+    assert lab._box_build is None
+
+
+def test_cached_images_build_nothing_and_the_box_alone_after_them(tmp_path, monkeypatch):
+    lab, events = _building_lab(tmp_path, monkeypatch)
+    lab.build_images(box_beside=True)
+    lab.build_box()
+    events.clear()
+    lab.build_images(box_beside=True)
+    assert events == ["base built"]
+    lab.build_box()  # not started beside: build.sh runs now (its cache says whether it builds)
+    assert events == ["base built", "box started", "box built"]

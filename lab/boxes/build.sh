@@ -17,7 +17,11 @@
 #        into the disk's /var/lib/docker at build time by a throwaway dockerd on this host
 #        (seconds here; `docker load` of the hub image took ~15 min inside a TCG VM): the
 #        provisioners' `load` image steps then find them and change nothing. Host and box run
-#        the same Debian docker.io, so the overlay2 layout is the box's own.
+#        the same Debian docker.io, so the overlay2 layout is the box's own. With
+#        CABLAB_BAKED_IMAGES_WAIT=SECONDS the tarballs may still be in the making when the build
+#        starts (the harness builds the images beside the box): everything that does not need
+#        them (debootstrap, packages, disk, the GRUB boot) runs first, then the build waits up to
+#        SECONDS for each tarball to appear (they are renamed into place once complete).
 #
 # The box is cached in $CABLAB_BOX_CACHE (default ~/.cache/cablab/boxes), keyed by a hash of
 # this script, the flavour, the package lists, the baked images' names (content-keyed by the
@@ -75,9 +79,13 @@ esac
 packages=("${BASE_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] && packages+=("${BAKED_PACKAGES[@]}")
 [[ $FLAVOUR == baked ]] || BAKED_IMAGES=()
-for tarball in "${BAKED_IMAGES[@]}"; do
-  [[ -s $tarball ]] || { echo "[box] ERROR: CABLAB_BAKED_IMAGES: $tarball is missing or empty (build the images first: python -m lab VARIANT --from images)" >&2; exit 2; }
-done
+IMAGES_WAIT=${CABLAB_BAKED_IMAGES_WAIT:-0}
+[[ $IMAGES_WAIT =~ ^[0-9]+$ ]] || { echo "[box] ERROR: CABLAB_BAKED_IMAGES_WAIT=$IMAGES_WAIT: a number of seconds" >&2; exit 2; }
+if [[ $IMAGES_WAIT == 0 ]]; then
+  for tarball in "${BAKED_IMAGES[@]}"; do
+    [[ -s $tarball ]] || { echo "[box] ERROR: CABLAB_BAKED_IMAGES: $tarball is missing or empty (build the images first: python -m lab VARIANT --from images)" >&2; exit 2; }
+  done
+fi
 
 log() { printf '[box %s %s] %s\n' "$FLAVOUR" "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[box %s] ERROR: %s\n' "$FLAVOUR" "$*" >&2; exit 1; }
@@ -132,7 +140,8 @@ build_box() {
   LOOP=
   QEMU_PID=
   trap cleanup EXIT
-  log "building $BOX_NAME (key $key) in $WORK; phases: debootstrap configure$([[ $FLAVOUR == baked ]] && echo ' bake') disk grub-boot package"
+  trap 'exit 143' TERM INT # the harness stops a build whose images failed: cleanup still runs
+  log "building $BOX_NAME (key $key) in $WORK; phases: debootstrap configure$([[ $FLAVOUR == baked ]] && echo ' bake') disk grub-boot$([[ ${#BAKED_IMAGES[@]} -gt 0 ]] && echo ' wait-images images') package"
 
   # --- debootstrap -----------------------------------------------------------------------
   local t0
@@ -181,21 +190,29 @@ build_box() {
   tar -C "$ROOT" --xattrs --xattrs-include='*' --acls --numeric-owner -cf - . |
     tar -C "$MNT" --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -
   phase_done disk "$t0" "${DISK_GB}G raw, MBR, ext4 LABEL=$FS_LABEL, $(du -h "$RAW" | cut -f1) allocated"
-
-  if [[ ${#BAKED_IMAGES[@]} -gt 0 ]]; then
-    t0=$(now)
-    bake_images
-    phase_done images "$t0" "$BAKED_SUMMARY in /var/lib/docker ($(du -sh --one-file-system "$MNT/var/lib/docker" | cut -f1))"
-  fi
   umount "$MNT"
   losetup -d "$LOOP"
   LOOP=
 
-  # --- grub boot -------------------------------------------------------------------------
+  # --- grub boot (before the images: it does not need them, which may still be building) --
   t0=$(now)
   grub_boot
-  finalize_disk
+  finalize_disk # leaves the disk mounted on $MNT
   phase_done grub-boot "$t0" "grub-install + update-grub in one TCG boot, first-boot state reset"
+
+  # --- images (baked with CABLAB_BAKED_IMAGES) -------------------------------------------
+  if [[ ${#BAKED_IMAGES[@]} -gt 0 ]]; then
+    t0=$(now)
+    wait_for_images
+    phase_done wait-images "$t0" "${#BAKED_IMAGES[@]} tarball(s) ready"
+    t0=$(now)
+    bake_images
+    phase_done images "$t0" "$BAKED_SUMMARY in /var/lib/docker ($(du -sh --one-file-system "$MNT/var/lib/docker" | cut -f1))"
+  fi
+  fstrim "$MNT" >/dev/null 2>&1 || true # punch freed blocks out of the raw file
+  umount "$MNT"
+  losetup -d "$LOOP"
+  LOOP=
 
   # --- package ---------------------------------------------------------------------------
   t0=$(now)
@@ -226,6 +243,18 @@ cleanup() {
 BAKE_DOCKERD_PID=
 BAKED_SUMMARY=
 bake_docker() { docker -H "unix://$WORK/bake-docker.sock" "$@"; }
+# Each tarball, or up to CABLAB_BAKED_IMAGES_WAIT s for the ones being built beside the box.
+wait_for_images() {
+  local tarball missing deadline=$((SECONDS + IMAGES_WAIT))
+  while :; do
+    missing=()
+    for tarball in "${BAKED_IMAGES[@]}"; do [[ -s $tarball ]] || missing+=("$(basename "$tarball")"); done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    [[ $SECONDS -lt $deadline ]] || die "the images ${missing[*]} did not appear in ${IMAGES_WAIT} s (CABLAB_BAKED_IMAGES_WAIT)"
+    [[ -n ${waiting_logged:-} ]] || { log "waiting for the images being built: ${missing[*]}"; waiting_logged=1; }
+    sleep 1
+  done
+}
 bake_images() {
   local root=$MNT/var/lib/docker tarball i entry
   mkdir -p "$root" "$WORK/bake-exec"
@@ -472,7 +501,8 @@ grub_boot() {
   QEMU_PID=
 }
 
-# After the GRUB boot: check it worked, remove the build-only units, reset first-boot state.
+# After the GRUB boot: check it worked, remove the build-only units, reset first-boot state
+# (the disk stays mounted on $MNT for the images).
 finalize_disk() {
   LOOP=$(losetup --find --show --offset "$PART_OFFSET" "$RAW")
   mount "$LOOP" "$MNT"
@@ -494,10 +524,6 @@ finalize_disk() {
   : >"$MNT/etc/machine-id"
   rm -f "$MNT"/etc/ssh/ssh_host_* "$MNT/var/lib/systemd/random-seed" "$MNT/var/lib/systemd/credential.secret"
   rm -rf "$MNT"/var/log/journal/* "$MNT"/var/lib/dhcp/* "$MNT"/tmp/* "$MNT"/var/tmp/*
-  fstrim "$MNT" >/dev/null 2>&1 || true # punch freed blocks out of the raw file
-  umount "$MNT"
-  losetup -d "$LOOP"
-  LOOP=
 }
 
 package_box() {
