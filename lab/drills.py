@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import httpx
 
-from cablab_cluster.checks.hub import HubResponse, HubSession, event_stream_messages
+from cablab_cluster.checks.hub import HubResponse, HubSession, StreamRefused, event_stream_messages
 from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
@@ -297,6 +297,20 @@ class HubUser:
         return self.api("POST", f"/users/{self.name}/server", options)
 
     def wait_ready(self, what: str) -> float:
+        """Seconds until the server is ready: on the hub's progress stream, as JupyterHub's spawn
+        page waits (ready the moment the hub says so); polling the hub every 5 s where the stream
+        cannot say (refused, dropped, or ended without an outcome: a hub that restarted)."""
+        t0 = time.monotonic()
+        try:
+            for event in self.session.events(f"/hub/api/users/{self.name}/server/progress"):
+                if event.get("failed"):
+                    raise DrillFailed(f"{self.name}'s server failed to start ({what}): "
+                                      f"{event.get('message') or 'no message'}")
+                if event.get("ready"):
+                    return round(time.monotonic() - t0, 1)
+        except (StreamRefused, httpx.HTTPError, OSError):
+            pass
+
         def ready() -> bool:
             server = self.model()
             if server is None:
@@ -304,7 +318,8 @@ class HubUser:
                                   f"{self.start_failure() or 'no message'}")
             return bool(server.get("ready"))
 
-        return wait_for(ready, START_TIMEOUT, f"{self.name}'s server to be ready ({what})", interval=5)[1]
+        wait_for(ready, START_TIMEOUT, f"{self.name}'s server to be ready ({what})", interval=5)
+        return round(time.monotonic() - t0, 1)
 
     def start_failure(self) -> str:
         """The message of the last failed start (the spawn progress stream's failed event)."""

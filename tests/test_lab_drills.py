@@ -156,3 +156,53 @@ def test_manager_lost_spares_the_hubs_host_and_needs_a_surviving_notebook_node()
     plain = tuple(h.model_copy(update={"roles": tuple(r for r in h.roles if r is not Role.NOTEBOOKS)})
                   for h in c.hosts)
     assert drills.manager_loss(c.model_copy(update={"hosts": plain})) == drills.ManagerLoss("node3", ("node1", "node2"))
+
+
+class _StreamSession:
+    """HubUser's session: the progress stream (events, or an exception) and the user's model."""
+
+    def __init__(self, stream, models):
+        self.stream, self.models, self.calls = stream, list(models), []
+
+    def events(self, path, headers=None):
+        self.calls.append(f"stream {path}")
+        if isinstance(self.stream, Exception):
+            raise self.stream
+        yield from self.stream
+
+    def api(self, method, path, data=None):
+        self.calls.append(f"{method} {path}")
+        model = self.models.pop(0)
+        return type("R", (), {"status": 200, "json": lambda self: {"servers": {"": model} if model else {}}})()
+
+    def cookie(self, name):
+        return None
+
+    def request(self, method, path, body=None, headers=None):
+        return type("R", (), {"status": 400, "text": ""})()
+
+
+def _user(session) -> drills.HubUser:
+    user = object.__new__(drills.HubUser)
+    user.name, user.session, user.token = "alice", session, "t"
+    return user
+
+
+def test_a_drill_waits_for_the_server_on_the_progress_stream():
+    session = _StreamSession([{"progress": 50}, {"progress": 100, "ready": True}], models=[])
+    assert _user(session).wait_ready("after node3 was lost") < 5
+    assert session.calls == ["stream /hub/api/users/alice/server/progress"]
+    failed = _StreamSession([{"progress": 100, "failed": True, "message": "Spawn failed: no node"}], models=[])
+    with pytest.raises(DrillFailed, match=r"failed to start \(on node2\): Spawn failed: no node"):
+        _user(failed).wait_ready("on node2")
+
+
+def test_a_drill_polls_where_the_stream_cannot_say(monkeypatch):
+    import httpx
+
+    wait_for = drills.wait_for
+    monkeypatch.setattr(drills, "wait_for", lambda *a, **k: wait_for(*a, **{**k, "sleep": lambda s: None}))
+    for stream in (httpx.ReadError("dropped"), [{"progress": 50}]):
+        session = _StreamSession(stream, models=[{"ready": False}, {"ready": True}])
+        _user(session).wait_ready("after node1 rebooted")
+        assert session.calls[1:] == ["GET /users/alice"] * 2
