@@ -72,6 +72,64 @@ def host_busy() -> float:
     return busy_cpu_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
 
 
+def qemu_guest(cmdline: bytes) -> Optional[str]:
+    """The libvirt domain a QEMU process runs (`-name guest=DOMAIN,...`), from its /proc cmdline."""
+    args = cmdline.split(b"\0")
+    if not args or not os.path.basename(args[0]).startswith(b"qemu-system"):
+        return None
+    for arg in args:
+        m = re.match(rb"guest=([^,]+)", arg)
+        if m:
+            return m.group(1).decode(errors="replace")
+    return None
+
+
+def proc_cpu_seconds(stat: str, ticks_per_s: float) -> float:
+    """utime + stime of a /proc/<pid>/stat line (the fields after the command's closing parenthesis)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+
+def vm_cpu(domains: dict[str, str], proc: Path = Path("/proc")) -> dict[str, float]:
+    """CPU-seconds each of the cluster's VMs (host name -> libvirt domain) has used so far on this
+    machine: its QEMU process's user + system time (every vCPU thread and QEMU's own)."""
+    by_domain = {d: h for h, d in domains.items()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            guest = qemu_guest((pid_dir / "cmdline").read_bytes())
+            if guest in by_domain:
+                used[by_domain[guest]] = proc_cpu_seconds((pid_dir / "stat").read_text(), ticks)
+        except OSError:
+            continue  # gone meanwhile
+    return used
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {h: round(after[h] - before[h], 1) for h in sorted(after) if h in before}
+
+
+ROLES = ("hub's node", "server's node", "other nodes", "all")
+
+
+def by_role(spawns: list[dict[str, Any]], key: str, hub_host: str) -> dict[str, Optional[float]]:
+    """p50 over the spawns of the CPU-seconds (spawn[key]: host -> s) of the hub's VM, of the VM the
+    server started on, of the others together, and of all; a server on the hub's own node counts there."""
+    got: dict[str, list[float]] = {r: [] for r in ROLES}
+    for spawn in spawns:
+        cpu = spawn.get(key) or {}
+        if not cpu:
+            continue
+        got["hub's node"].append(cpu.get(hub_host, 0.0))
+        got["server's node"].append(cpu.get(spawn.get("node", ""), 0.0) if spawn.get("node") != hub_host else 0.0)
+        got["other nodes"].append(sum(v for h, v in cpu.items() if h not in (hub_host, spawn.get("node"))))
+        got["all"].append(sum(cpu.values()))
+    return {r: Summary.of(v).p50 for r, v in got.items()}
+
+
 @dataclass(frozen=True)
 class Summary:
     """p50/p95 (inclusive quantiles, as numpy's `linear`) of some durations in seconds."""
@@ -261,10 +319,17 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     host_cpu_per_spawn: Optional[Summary] = None  # --vms-here: this machine's CPU-seconds per hub spawn
+    hub_host: str = ""  # where the hub runs (the first manager)
+    # --vms-here: CPU-seconds of each VM, by its part in the spawn, p50 over the spawns: for the hub's
+    # spawns (start -> ready) and the floor's (create -> answer), e.g. {"hub": {"server's node": 30.1, ...}}
+    vm_cpu_per_spawn: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
 
     def summarize(self) -> None:
         cpu = [s["host_cpu_s"] for s in self.spawns if s.get("host_cpu_s") is not None and s.get("hub_s")]
         self.host_cpu_per_spawn = Summary.of(cpu) if cpu else None
+        self.vm_cpu_per_spawn = {kind: by_role(self.spawns, key, self.hub_host)
+                                 for kind, key in (("hub", "vm_cpu_s"), ("floor", "floor_vm_cpu_s"))
+                                 if any(s.get(key) for s in self.spawns)}
         self.hub = Summary.of(s["hub_s"] for s in self.spawns if s.get("hub_s") is not None)
         self.floor = Summary.of(s["floor_s"] for s in self.spawns if s.get("floor_s") is not None)
         self.hub_over_floor_p50 = ratio(self.hub.p50, self.floor.p50)
@@ -285,6 +350,8 @@ class Report:
         if self.host_cpu_per_spawn:
             rows.append(f"this machine's CPU per hub spawn (the VMs run here): p50 {f(self.host_cpu_per_spawn.p50)} "
                         f"CPU-s over {f(self.hub.p50 if self.hub else None)} s, of {os.cpu_count()} CPUs")
+        for kind, roles in self.vm_cpu_per_spawn.items():
+            rows.append(f"  CPU-s per {kind} spawn, by VM (p50): " + ", ".join(f"{r} {f(v)}" for r, v in roles.items()))
         if self.breakdown:
             rows.append("one spawn, where the time goes (s):")
             rows += [f"  {b['at_s']:>7.2f}  +{b['step_s']:<6.2f} {b['milestone']}" for b in self.breakdown]
@@ -473,6 +540,8 @@ class Bench:
         self._local = threading.local()
         self.token = self._token(token_file)
         self.manager = c.first_manager.name
+        # --vms-here: each host's libvirt domain, as the lab's Vagrantfile names them (lab/harness.py).
+        self.domains = {h.name: f"cablab-{c.name}-{h.name}" for h in c.hosts}
         self.docker = DockerOverSSH(ssh_config, self.manager, self.control_dir / f"docker-{self.manager}")
         self.offsets: dict[str, Offset] = {}
 
@@ -708,16 +777,24 @@ class Bench:
         service = f"{FLOOR_PREFIX}{user}"
         self.remove_service(service, node)
         thread, probe = self.probe(node, service)
+        busy = host_busy() if self.vms_here else None
+        vms = vm_cpu(self.domains) if self.vms_here else None
         t0 = time.time()
         self.docker.client.api.create_service(
             floor_task_template(template, str(self.cluster.hub.users.home_target)), name=service,
             labels={"cablab.bench": "floor"})
         thread.join(timeout=START_TIMEOUT + 60)
+        # As for the hub's spawn: this machine's CPU from the start to the answer, not the removal.
+        cpu: dict[str, Any] = {}
+        if busy is not None:
+            cpu["floor_host_cpu_s"] = round(host_busy() - busy, 1)
+        if vms:
+            cpu["floor_vm_cpu_s"] = cpu_delta(vms, vm_cpu(self.domains))
         try:
             created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
                                                       type="service", service=service), "service", "create")
             answer, started = probe.get("answer"), first_event(probe.get("events", []), "container", "start")
-            result: dict[str, Any] = {"status_line": probe.get("status_line")}
+            result: dict[str, Any] = {"status_line": probe.get("status_line"), **cpu}
             c_here, a_here = self.local(self.manager, created), self.local(node, answer)
             if c_here and a_here:
                 result["floor_s"] = round(a_here - c_here, 2)
@@ -753,10 +830,13 @@ class Bench:
             node = hosts[i % len(hosts)]
             log(f"{user} on {node}: through the hub")
             busy = host_busy() if self.vms_here else None
+            vms = vm_cpu(self.domains) if self.vms_here else None
             try:
                 result, template = self.hub_spawn(user, node, breakdown=not report.breakdown)
                 if busy is not None:
                     result["host_cpu_s"] = round(host_busy() - busy, 1)
+                if vms:
+                    result["vm_cpu_s"] = cpu_delta(vms, vm_cpu(self.domains))
             finally:
                 self.stop(user, node)
             report.breakdown = report.breakdown or result.pop("breakdown", [])
@@ -895,7 +975,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     bench = Bench(args.spec, args.ssh_config, args.secrets, args.token_file, vms_here=args.vms_here,
                   hub_wait=args.hub_wait)
-    report = Report(bench.cluster.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"), hub_wait=args.hub_wait)
+    report = Report(bench.cluster.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"), hub_wait=args.hub_wait,
+                    hub_host=bench.cluster.hub_host.name)
     out = Path(args.report or ROOT / "lab" / "reports" / f"spawn-{bench.cluster.name}.json")
     try:
         free = bench.free_users()

@@ -346,3 +346,45 @@ def test_polling_asks_the_proxy_every_interval_and_notices_a_failed_spawn(monkey
     monkeypatch.setattr(spawn.time, "sleep", lambda s: None)
     gone = FakeHubSession([], answers_after=10**6, model=None)
     assert bench_with(gone, "poll").wait_ready("bench04", interval=0.01) == (None, "Spawn failed: polled")
+
+
+def test_each_vms_cpu_is_read_from_its_qemu_process(tmp_path, monkeypatch):
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def proc(pid: int, argv: list[str], utime: int, stime: int) -> None:
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+        rest = ["S", "1"] + ["0"] * 9 + [str(utime), str(stime)] + ["0"] * 30
+        (d / "stat").write_text(f"{pid} (qemu-system-x86) " + " ".join(rest) + "\n")
+
+    proc(101, ["/usr/bin/qemu-system-x86_64", "-name", "guest=cablab-lab-ubuntu-node1,debug-threads=on"], 30 * ticks, 5 * ticks)
+    proc(102, ["/usr/bin/qemu-system-x86_64", "-name", "guest=cablab-lab-ubuntu-node2,debug-threads=on"], 7 * ticks, 1 * ticks)
+    proc(103, ["/usr/bin/qemu-system-x86_64", "-name", "guest=someone-elses-vm"], 99 * ticks, 0)
+    proc(104, ["/usr/bin/python3", "guest=cablab-lab-ubuntu-node3"], 50 * ticks, 0)  # not a QEMU
+    (tmp_path / "self").mkdir()
+    domains = {"node1": "cablab-lab-ubuntu-node1", "node2": "cablab-lab-ubuntu-node2", "node3": "cablab-lab-ubuntu-node3"}
+    before = spawn.vm_cpu(domains, proc=tmp_path)
+    assert before == {"node1": 35.0, "node2": 8.0}
+    proc(105, ["/usr/bin/qemu-system-x86_64", "-name", "guest=cablab-lab-ubuntu-node3"], 1 * ticks, 0)
+    after = {**spawn.vm_cpu(domains, proc=tmp_path), "node1": 47.5}
+    assert spawn.cpu_delta(before, after) == {"node1": 12.5, "node2": 0.0}  # node3 was not there before
+
+
+def test_the_stat_fields_are_read_after_the_commands_parenthesis():
+    stat = "4242 (qemu (odd) name) S 1 2 3 4 5 6 7 8 9 10 300 200 0 0 20 0 7 0 100 0 0\n"
+    assert spawn.proc_cpu_seconds(stat, 100) == 5.0
+
+
+def test_cpu_per_spawn_by_the_vms_part_in_it():
+    spawns = [{"node": "node2", "vm_cpu_s": {"node1": 10.0, "node2": 30.0, "node3": 4.0},
+               "floor_vm_cpu_s": {"node1": 2.0, "node2": 20.0, "node3": 3.0}},
+              {"node": "node3", "vm_cpu_s": {"node1": 14.0, "node2": 6.0, "node3": 34.0}},
+              {"node": "node1", "vm_cpu_s": {"node1": 40.0, "node2": 2.0, "node3": 2.0}}]
+    assert spawn.by_role(spawns, "vm_cpu_s", "node1") == {
+        "hub's node": 14.0, "server's node": 30.0, "other nodes": 4.0, "all": 44.0}
+    assert spawn.by_role(spawns, "floor_vm_cpu_s", "node1")["server's node"] == 20.0
+    r = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": 30.0, "floor_s": 20.0, **spawns[0]}], hub_host="node1")
+    r.summarize()
+    assert r.vm_cpu_per_spawn["floor"] == {"hub's node": 2.0, "server's node": 20.0, "other nodes": 3.0, "all": 25.0}
+    assert "CPU-s per hub spawn, by VM (p50): hub's node 10.0, server's node 30.0, other nodes 4.0, all 44.0" in r.table()
