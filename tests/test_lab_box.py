@@ -1,4 +1,4 @@
-"""lab/boxes/build.sh: the guest kernel's mitigations setting is checked before anything is built."""
+"""lab/boxes/build.sh: its settings are checked before anything is built; its wait for the images."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from pathlib import Path
 BUILD = Path(__file__).resolve().parent.parent / "lab" / "boxes" / "build.sh"
 
 
+def build(**env: str) -> subprocess.CompletedProcess:
+    """build.sh baked with these variables, its cache where nothing can be written."""
+    return subprocess.run(["bash", str(BUILD), "baked"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CABLAB_BOX_CACHE": "/nonexistent/cablab-box-cache", **env})
+
+
 def test_an_unknown_mitigations_value_is_refused_before_any_work():
-    out = subprocess.run(["bash", str(BUILD), "baked"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "CABLAB_BOX_MITIGATIONS": "sometimes",
-                              "CABLAB_BOX_CACHE": "/nonexistent/cablab-box-cache"})
+    out = build(CABLAB_BOX_MITIGATIONS="sometimes")
     assert out.returncode == 2, out.stderr
     assert "CABLAB_BOX_MITIGATIONS=sometimes: use off or auto" in out.stderr
 
 
 def test_a_wait_for_the_images_that_is_not_a_number_is_refused_before_any_work():
-    out = subprocess.run(["bash", str(BUILD), "baked"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "CABLAB_BAKED_IMAGES_WAIT": "soon",
-                              "CABLAB_BOX_CACHE": "/nonexistent/cablab-box-cache"})
+    out = build(CABLAB_BAKED_IMAGES_WAIT="soon")
     assert out.returncode == 2, out.stderr
     assert "CABLAB_BAKED_IMAGES_WAIT=soon: a number of seconds" in out.stderr
 
@@ -28,12 +30,9 @@ def test_a_wait_for_the_images_that_is_not_a_number_is_refused_before_any_work()
 def test_a_missing_image_is_refused_before_any_work_unless_it_is_awaited(tmp_path):
     missing = tmp_path / "hub-0123.tar.gz"
     # Past the images' check, the tools' one stops the build: no debootstrap on this PATH.
-    env = {**os.environ, "CABLAB_BAKED_IMAGES": str(missing), "CABLAB_BOX_CACHE": "/nonexistent/cablab-box-cache",
-           "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(["bash", str(BUILD), "baked"], capture_output=True, text=True, timeout=60, env=env)
+    out = build(CABLAB_BAKED_IMAGES=str(missing), PATH="/usr/bin:/bin")
     assert out.returncode == 2 and f"{missing} is missing or empty" in out.stderr
-    out = subprocess.run(["bash", str(BUILD), "baked"], capture_output=True, text=True, timeout=60,
-                         env={**env, "CABLAB_BAKED_IMAGES_WAIT": "600"})
+    out = build(CABLAB_BAKED_IMAGES=str(missing), PATH="/usr/bin:/bin", CABLAB_BAKED_IMAGES_WAIT="600")
     assert out.returncode == 1 and "is missing or empty" not in out.stderr
     assert "debootstrap missing: run lab/host-setup.sh first" in out.stderr
 
