@@ -629,21 +629,13 @@ class Bench:
 
     def progress_ready(self, user: str, end: float) -> Optional[tuple[Optional[float], str]]:
         """wait_ready through the progress stream; None: the stream said neither ready nor failed."""
-        import httpx
+        from cablab_cluster.checks.hub import spawn_outcome
 
-        from cablab_cluster.checks.hub import StreamRefused
-
-        try:
-            for event in self.hub.events(f"/hub/api/users/{user}/server/progress",
-                                         {"Authorization": f"token {self.token}"}):
-                if event.get("failed"):
-                    return None, str(event.get("message") or "the spawn failed")
-                if event.get("ready"):
-                    break
-            else:
-                return None
-        except (StreamRefused, httpx.HTTPError):
+        outcome = spawn_outcome(self.hub, user, {"Authorization": f"token {self.token}"})
+        if outcome is None:
             return None
+        if outcome:
+            return None, outcome
         while time.time() < end:  # the route is in the proxy: the first request normally answers
             if self.answers(user):
                 return time.time(), ""

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import httpx
 
-from cablab_cluster.checks.hub import HubResponse, HubSession, StreamRefused, event_stream_messages
+from cablab_cluster.checks.hub import HubResponse, HubSession, event_stream_messages, spawn_outcome
 from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
@@ -301,15 +301,11 @@ class HubUser:
         page waits (ready the moment the hub says so); polling the hub every 5 s where the stream
         cannot say (refused, dropped, or ended without an outcome: a hub that restarted)."""
         t0 = time.monotonic()
-        try:
-            for event in self.session.events(f"/hub/api/users/{self.name}/server/progress"):
-                if event.get("failed"):
-                    raise DrillFailed(f"{self.name}'s server failed to start ({what}): "
-                                      f"{event.get('message') or 'no message'}")
-                if event.get("ready"):
-                    return round(time.monotonic() - t0, 1)
-        except (StreamRefused, httpx.HTTPError, OSError):
-            pass
+        outcome = spawn_outcome(self.session, self.name)
+        if outcome:
+            raise DrillFailed(f"{self.name}'s server failed to start ({what}): {outcome}")
+        if outcome == "":
+            return round(time.monotonic() - t0, 1)
 
         def ready() -> bool:
             server = self.model()

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cablab_cluster.checks.hub import HubSession, StreamRefused, event_stream_messages
+from cablab_cluster.checks.hub import HubSession, StreamRefused, event_stream_messages, spawn_outcome
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.secretstore import self_signed
 from cablab_cluster.spec import TLSMode, load_spec
@@ -233,3 +233,9 @@ def test_event_stream_messages_of_a_failed_spawn():
     events = event_stream_messages(text)
     assert [e["progress"] for e in events] == [50, 100]
     assert events[-1]["failed"] is True and "node3" in events[-1]["message"]
+
+
+def test_the_spawn_outcome_is_ready_from_the_stream_and_unknown_when_it_is_refused(session, hub):
+    hub.gate.set()
+    assert spawn_outcome(session, "alice") == ""
+    assert spawn_outcome(session, "bob") is None  # 400: not starting; the caller polls

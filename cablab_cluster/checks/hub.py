@@ -60,6 +60,23 @@ class StreamRefused(Exception):
         self.response = response
 
 
+def spawn_outcome(session: "HubSession", user: str, headers: Optional[dict[str, str]] = None) -> Optional[str]:
+    """Wait on the hub's progress stream for `user`'s default server, as JupyterHub's spawn page
+    does: "" once it says ready (the proxy has the route then), the hub's message if it says failed,
+    None if it cannot say: refused (not starting), dropped, or ended without either (a hub that
+    restarted); the caller then polls. One request for the whole start, where polling would ask
+    the hub again and again and notice the server late. The hub ends it by its start_timeout."""
+    try:
+        for event in session.events(f"/hub/api/users/{user}/server/progress", headers):
+            if event.get("failed"):
+                return str(event.get("message") or "the spawn failed")
+            if event.get("ready"):
+                return ""
+    except (StreamRefused, httpx.HTTPError, OSError):
+        return None
+    return None
+
+
 class HubResponse:
     """An httpx.Response under the names the checks use: `.status`, `.text`, `.json()`, `.headers`.
 

@@ -9,13 +9,12 @@ import json
 import uuid
 from typing import Callable, Optional
 
-import httpx
 import pytest
 
 from cablab_cluster.plan import STACK
 from cablab_cluster.render import user_mounts
 
-from .hub import StreamRefused
+from .hub import spawn_outcome
 from .spawner import service_name
 
 pytestmark = pytest.mark.cluster
@@ -47,27 +46,11 @@ class UserServer:
         response = self.session.api("POST", f"/users/{self.name}/server", {"node": node})
         assert response.status in (201, 202), f"starting {self.name}'s server on {node}: {response}"
         what = f"{self.name}'s server on {node} to be ready"
-        outcome = self._progress()
-        if outcome is None:  # the stream said neither: ask the hub every `poll` s
+        outcome = spawn_outcome(self.session, self.name)
+        if outcome is None:  # the stream could not say: ask the hub every `poll` s
             self.wait_until(self._ready, START_TIMEOUT, what, self.poll)
         elif outcome:
             raise AssertionError(f"{what}: {outcome}; {self._where_to_look()}")
-
-    def _progress(self) -> Optional[str]:
-        """Wait on the hub's progress stream, as JupyterHub's spawn page does: "" once it says ready
-        (the proxy has the route), the hub's message if it says failed, None if it ended without
-        either (a restarted hub) or was refused. One request for the whole start, where polling
-        would ask the hub again and again on the CPU the server's start shares under emulation,
-        and notice the server up to `poll` s late. The hub ends the stream by its start_timeout."""
-        try:
-            for event in self.session.events(f"/hub/api/users/{self.name}/server/progress"):
-                if event.get("failed"):
-                    return str(event.get("message") or "the spawn failed")
-                if event.get("ready"):
-                    return ""
-        except (StreamRefused, httpx.HTTPError):
-            return None
-        return None
 
     def _where_to_look(self) -> str:
         return (f"on the first manager see `docker service ps --no-trunc {service_name(self.name)}` "
