@@ -388,3 +388,49 @@ def test_cpu_per_spawn_by_the_vms_part_in_it():
     r.summarize()
     assert r.vm_cpu_per_spawn["floor"] == {"hub's node": 2.0, "server's node": 20.0, "other nodes": 3.0, "all": 25.0}
     assert "CPU-s per hub spawn, by VM (p50): hub's node 10.0, server's node 30.0, other nodes 4.0, all 44.0" in r.table()
+
+
+def test_a_spawns_cpu_is_counted_to_ready_not_over_the_benchs_own_questions_after(monkeypatch):
+    """--vms-here: the hub spawn's CPU is this machine's and each VM's from the start request to
+    ready, as the floor's is from the create to the answer; the bench's questions after ready
+    (the service's spec, the manager's events) use CPU too, and it must not count."""
+    used = {"host": 100.0, "node1": 10.0, "node2": 20.0}
+
+    def work(seconds: float, vm: str) -> None:
+        used["host"] += seconds
+        used[vm] += seconds
+
+    monkeypatch.setattr(spawn, "host_busy", lambda: used["host"])
+    monkeypatch.setattr(spawn, "vm_cpu", lambda domains: {h: used[h] for h in domains})
+    bench = bench_with(FakeHubSession([]))
+    bench.vms_here, bench.domains, bench.manager = True, {"node1": "d1", "node2": "d2"}, "node1"
+    bench.offsets = {h: spawn.Offset(0.0, 0.001) for h in ("node1", "node2")}
+
+    def probe(host, service):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        return thread, {}
+
+    bench.probe = probe
+    bench.api = lambda method, path, data=None: (work(1.0, "node1"), FakeResponse(201))[1]
+
+    def wait_ready(user, interval):
+        work(30.0, "node2")  # the server's start
+        return time.time(), ""
+
+    bench.wait_ready = wait_ready
+
+    class Api:
+        def inspect_service(self, service):
+            work(5.0, "node1")  # after ready: the bench's own question
+            return {"Spec": {"TaskTemplate": {"ContainerSpec": {}}}}
+
+    bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
+    bench.manager_events = lambda since, **filters: (work(2.0, "node1"), [])[1]
+    result, template = bench.hub_spawn("bench01", "node2", breakdown=False)
+    assert template == {"ContainerSpec": {}}
+    assert result["host_cpu_s"] == 31.0 and result["vm_cpu_s"] == {"node1": 1.0, "node2": 30.0}
+
+    bench.vms_here = False
+    result, _ = bench.hub_spawn("bench01", "node2", breakdown=False)
+    assert "host_cpu_s" not in result and "vm_cpu_s" not in result and result["hub_s"] is not None
