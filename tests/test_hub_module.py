@@ -271,6 +271,9 @@ class FakeDocker:
             return self.nodes
         if method == "remove_service":
             return None
+        if method == "create_service":
+            self.created = kwargs
+            return {"ID": "service-id"}
         if method == "inspect_node":
             found = [n for n in self.nodes if n["ID"] == args[0]]
             if not found:
@@ -313,6 +316,20 @@ def test_configure_uses_the_node_aware_spawner_and_polls_often(secrets):
     assert c.Spawner.poll_interval == 15  # swarm marks a node down in ~15 s: noticed well within 60 s
     assert c.CablabSwarmSpawner.notebook_nodes == ["node2", "node3"]
     assert c.CablabSwarmSpawner.node_label == "cablab.node"
+
+
+def test_a_servers_service_has_no_virtual_ip(secrets):
+    """dnsrr: the service's name resolves to its task; no node programs a load balancer for it."""
+    import asyncio
+
+    c = configured(lab=True)
+    fake = FakeDocker(tasks=[[task("pending")]])
+    sp = cablab_spawner(fake, config=c)
+    sp.api_token, sp.get_env = "t0ken", dict
+    asyncio.run(sp.create_object())
+    assert fake.created["endpoint_spec"] == {"Mode": "dnsrr"}
+    assert fake.created["endpoint_spec"].get("Ports") is None  # nothing published (use_internal_ip)
+    assert fake.created["task_template"]["Networks"] == [{"Target": "swarmnet"}]
 
 
 @pytest.mark.parametrize(("tasks", "nodes", "dead"), [
