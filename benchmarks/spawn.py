@@ -5,9 +5,9 @@
 
 1. Spawn vs floor, user by user on the notebook nodes in turn: the hub's REST start → the user's
    /api/status answering through the proxy; then the floor: the same image with the same mounts,
-   network and resources (the hub's own service spec, copied) started directly through the Docker
-   API as a plain `jupyter-server` service on the same node: service create (the manager's Docker
-   event) → the server's first HTTP answer, seen ON the node by a poll loop inside the container's
+   network, resources and endpoint mode (the hub's own service spec, copied) started directly
+   through the Docker API as a plain `jupyter-server` service on the same node: service create (the
+   manager's Docker event) → the server's first HTTP answer, seen ON the node by a poll loop inside the container's
    network namespace (no SSH round trip in the interval). p50/p95 of both and their ratio are
    printed (target: hub p50 <= 1.1 x floor p50), never asserted.
 2. Capacity: --capacity users started at once (the lab sizes its workers so that exactly 10 fit):
@@ -753,11 +753,12 @@ class Bench:
         result: dict[str, Any] = self.cpu_since(cpu)
         thread.join(timeout=120)
         result["hub_s"] = round(ready - t0, 2) if ready else None
+        result["hub_start_at"] = round(t0, 2)  # this machine's clock: to line up with other samples
         if why:
             result["error"] = why
-        template = {}
+        spec: dict[str, Any] = {}
         if ready:
-            template = self.docker.client.api.inspect_service(service)["Spec"]["TaskTemplate"]
+            spec = self.docker.client.api.inspect_service(service)["Spec"]
             created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
                                                       type="service", service=service), "service", "create")
             answer = self.local(node, probe.get("answer"))
@@ -781,17 +782,18 @@ class Bench:
                 if answer:
                     milestones[f"server ({node}): first HTTP answer"] = answer
                 result["breakdown"] = timeline({k: v for k, v in milestones.items() if v is not None})
-        return result, template
+        return result, spec
 
-    def floor_spawn(self, user: str, node: str, template: dict[str, Any]) -> dict[str, Any]:
+    def floor_spawn(self, user: str, node: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """The hub's service `spec` (its TaskTemplate and EndpointSpec) as a plain jupyter-server."""
         service = f"{FLOOR_PREFIX}{user}"
         self.remove_service(service, node)
         thread, probe = self.probe(node, service)
         before = self.cpu_snapshot()
         t0 = time.time()
         self.docker.client.api.create_service(
-            floor_task_template(template, str(self.cluster.hub.users.home_target)), name=service,
-            labels={"cablab.bench": "floor"})
+            floor_task_template(spec["TaskTemplate"], str(self.cluster.hub.users.home_target)), name=service,
+            endpoint_spec=spec.get("EndpointSpec"), labels={"cablab.bench": "floor"})
         thread.join(timeout=START_TIMEOUT + 60)
         # As for the hub's spawn: this machine's CPU from the start to the answer, not the removal.
         cpu = self.cpu_since(before, prefix="floor_")
@@ -799,7 +801,7 @@ class Bench:
             created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
                                                       type="service", service=service), "service", "create")
             answer, started = probe.get("answer"), first_event(probe.get("events", []), "container", "start")
-            result: dict[str, Any] = {"status_line": probe.get("status_line"), **cpu}
+            result: dict[str, Any] = {"status_line": probe.get("status_line"), "floor_start_at": round(t0, 2), **cpu}
             c_here, a_here = self.local(self.manager, created), self.local(node, answer)
             if c_here and a_here:
                 result["floor_s"] = round(a_here - c_here, 2)
@@ -835,14 +837,14 @@ class Bench:
             node = hosts[i % len(hosts)]
             log(f"{user} on {node}: through the hub")
             try:
-                result, template = self.hub_spawn(user, node, breakdown=not report.breakdown)
+                result, spec = self.hub_spawn(user, node, breakdown=not report.breakdown)
             finally:
                 self.stop(user, node)
             report.breakdown = report.breakdown or result.pop("breakdown", [])
             result.pop("breakdown", None)
-            if template:
+            if spec:
                 log(f"{user} on {node}: the floor (the hub's service spec as a plain jupyter-server)")
-                result |= self.floor_spawn(user, node, template)
+                result |= self.floor_spawn(user, node, spec)
             report.spawns.append({"user": user, "node": node, **result})
             log(f"{user}: {report.spawns[-1]}")
         report.summarize()

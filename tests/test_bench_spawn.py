@@ -423,12 +423,12 @@ def test_a_spawns_cpu_is_counted_to_ready_not_over_the_benchs_own_questions_afte
     class Api:
         def inspect_service(self, service):
             work(5.0, "node1")  # after ready: the bench's own question
-            return {"Spec": {"TaskTemplate": {"ContainerSpec": {}}}}
+            return {"Spec": {"TaskTemplate": {"ContainerSpec": {}}, "EndpointSpec": {"Mode": "dnsrr"}}}
 
     bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
     bench.manager_events = lambda since, **filters: (work(2.0, "node1"), [])[1]
-    result, template = bench.hub_spawn("bench01", "node2", breakdown=False)
-    assert template == {"ContainerSpec": {}}
+    result, spec = bench.hub_spawn("bench01", "node2", breakdown=False)
+    assert spec["TaskTemplate"] == {"ContainerSpec": {}}
     assert result["host_cpu_s"] == 31.0 and result["vm_cpu_s"] == {"node1": 1.0, "node2": 30.0}
 
     bench.vms_here = False
