@@ -7,9 +7,9 @@
    /api/status answering through the proxy; then the floor: the same image with the same mounts,
    network, resources and endpoint mode (the hub's own service spec, copied) started directly
    through the Docker API as a plain `jupyter-server` service on the same node: service create (the
-   manager's Docker event) → the server's first HTTP answer, seen ON the node by a poll loop inside the container's
-   network namespace (no SSH round trip in the interval). p50/p95 of both and their ratio are
-   printed (target: hub p50 <= 1.1 x floor p50), never asserted.
+   manager's Docker event) → the server's first HTTP answer, seen ON the node by a poll loop inside
+   the container's network namespace (no SSH round trip in the interval). p50/p95 of both and their
+   ratio are printed (target: hub p50 <= 1.1 x floor p50), never asserted.
 2. Capacity: --capacity users started at once (the lab sizes its workers so that exactly 10 fit):
    all ready or failed, the time to all ready against the CPU-bound ideal (capacity x one spawn /
    the notebook nodes' CPUs), peak memory per node (/proc/meminfo sampled on the nodes); then one
