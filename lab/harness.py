@@ -57,6 +57,28 @@ VARIANTS = ("ubuntu", "centos", "centos-dm")  # lab/<variant>.yml, provisioned w
 DISTRIBUTION_SERVICES = {Variant.CENTOS: ("firewalld",), Variant.UBUNTU: ()}
 
 
+# This machine's speed, as a figure in the report beside the phases: a fixed pure-Python loop in a
+# fresh interpreter, best of three. The lab's phases are CPU-bound emulation on this machine, and the
+# same code's phases here have varied by half between runs hours apart (lab/README, fourteenth and
+# fifteenth sessions); a budget read against this figure says whether the code or the machine moved.
+REFERENCE_LOOP = "sum(i * i % 7 for i in range({n}))"
+REFERENCE_N = 4_000_000
+
+
+def reference_seconds(n: int = REFERENCE_N, runs: int = 3) -> dict[str, float]:
+    """Wall and CPU seconds of REFERENCE_LOOP (best of `runs`), in a fresh interpreter each time."""
+    code = ("import time\nw, c = time.perf_counter(), time.process_time()\n"
+            + REFERENCE_LOOP.format(n=int(n))
+            + "\nprint(time.perf_counter() - w, time.process_time() - c)")
+    best: dict[str, float] = {}
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        wall, cpu = (float(x) for x in out.split())
+        if not best or wall < best["wall"]:
+            best = {"wall": round(wall, 3), "cpu": round(cpu, 3)}
+    return best
+
+
 def log(msg: str) -> None:
     print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -631,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         if "host" in todo:
             with r.phase("host"):
                 lab.host_setup()
+        r.notes["reference loop (s)"] = {"before": reference_seconds()}
         if "box" in todo or "provision" in todo:  # baked into the box, uploaded if missing (cached: ~1 s)
             with r.phase("images"):  # with the box's build beside them when the box is built too
                 lab.build_images(box_beside="box" in todo)
@@ -656,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         if "verify" in todo:
             with r.phase("verify"):
                 lab.verify()
+            r.notes["reference loop (s)"]["after verify"] = reference_seconds()
         if (args.drills and "drills" in todo) or args.start == "drills":
             with r.phase("drills"):
                 drills.run(lab)

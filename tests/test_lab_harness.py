@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cablab_cluster.plan import make_plan
 from cablab_cluster.spec import load_spec
-from lab.harness import PHASES, Gates, Report, stray_domains
+from lab.harness import PHASES, Gates, Report, reference_seconds, stray_domains
 
 
 def test_the_budget_is_converge_idempotence_and_verify_only():
@@ -267,3 +267,11 @@ def test_cached_images_build_nothing_and_the_box_alone_after_them(tmp_path, monk
     assert events == ["base built"]
     lab.build_box()  # not started beside: build.sh runs now (its cache says whether it builds)
     assert events == ["base built", "box started", "box built"]
+
+
+def test_the_reference_loop_gives_this_machines_wall_and_cpu_seconds():
+    small = reference_seconds(n=200_000, runs=2)
+    assert set(small) == {"wall", "cpu"} and small["wall"] > 0 and small["cpu"] > 0
+    assert small["cpu"] <= small["wall"] * 1.5 + 0.01  # one thread: its CPU time is about its wall time
+    larger = reference_seconds(n=2_000_000, runs=1)
+    assert larger["cpu"] > small["cpu"]  # the figure grows with the work: it measures the loop
