@@ -657,15 +657,14 @@ class Bench:
     def failure(self, user: str) -> str:
         import httpx
 
-        from cablab_cluster.checks.hub import event_stream_messages
+        from cablab_cluster.checks.hub import failure_message
 
         try:
             r = self.hub.request("GET", f"/hub/api/users/{user}/server/progress",
                                  headers={"Authorization": f"token {self.token}", "Accept": "text/event-stream"})
         except httpx.HTTPError:
             return ""
-        failed = [e for e in event_stream_messages(r.text) if e.get("failed")] if r.status == 200 else []
-        return str(failed[-1].get("message", "")) if failed else ""
+        return failure_message(r.text) if r.status == 200 else ""
 
     def stop(self, user: str, node: Optional[str] = None) -> None:
         from cablab_cluster.checks.spawner import service_name

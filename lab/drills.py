@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import httpx
 
-from cablab_cluster.checks.hub import HubResponse, HubSession, event_stream_messages, spawn_outcome
+from cablab_cluster.checks.hub import HubResponse, HubSession, failure_message, spawn_outcome
 from cablab_cluster.checks.spawner import service_name
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.plan import STACK
@@ -324,8 +324,7 @@ class HubUser:
                                              "X-XSRFToken": self.session.cookie("_xsrf") or ""})
         if response is None or response.status != 200:
             return ""
-        failed = [e for e in event_stream_messages(response.text) if e.get("failed")]
-        return str(failed[-1].get("message", "")) if failed else ""
+        return failure_message(response.text)
 
     def stop(self) -> None:
         if self.model() is None:

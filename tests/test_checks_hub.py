@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cablab_cluster.checks.hub import HubSession, StreamRefused, event_stream_messages, spawn_outcome
+from cablab_cluster.checks.hub import HubSession, StreamRefused, event_stream_messages, failure_message, spawn_outcome
 from cablab_cluster.checks.tls import hub_tls_context
 from cablab_cluster.secretstore import self_signed
 from cablab_cluster.spec import TLSMode, load_spec
@@ -233,6 +233,8 @@ def test_event_stream_messages_of_a_failed_spawn():
     events = event_stream_messages(text)
     assert [e["progress"] for e in events] == [50, 100]
     assert events[-1]["failed"] is True and "node3" in events[-1]["message"]
+    assert failure_message(text) == "Spawn failed: node node3 cannot take a new server"
+    assert failure_message('data: {"progress": 50, "message": "pending"}\n') == ""
 
 
 def test_the_spawn_outcome_is_ready_from_the_stream_and_unknown_when_it_is_refused(session, hub):

@@ -51,6 +51,12 @@ def event_stream_messages(text: str) -> list[dict[str, Any]]:
     return [e for e in map(event_data, text.splitlines()) if e is not None]
 
 
+def failure_message(text: str) -> str:
+    """The message of the last `failed` event of a whole progress stream ("" if none failed)."""
+    failed = [e for e in event_stream_messages(text) if e.get("failed")]
+    return str(failed[-1].get("message", "")) if failed else ""
+
+
 class StreamRefused(Exception):
     """An event stream answered with something other than 200 (e.g. JupyterHub's 400 for a server
     that is neither starting nor running); `.response` is the HubResponse (its body read)."""

@@ -20,7 +20,7 @@ from cablab_cluster.plan import STACK
 from cablab_cluster.spec import memory_bytes
 
 from .early import Role
-from .hub import event_stream_messages
+from .hub import failure_message
 from .spawner import service_name
 from .test_notebook import open_kernel, user_token
 from .test_user import UserServer
@@ -237,8 +237,7 @@ def ask_the_impossible(session, wait_until) -> dict[str, object]:
                 progress = session.api("GET", f"/users/{REFUSAL_USER}/server/progress")
             except httpx.TimeoutException:
                 return ""  # still pending, quietly: ask again
-            events = event_stream_messages(progress.text)
-            return next((e["message"] for e in reversed(events) if e.get("failed")), "")
+            return failure_message(progress.text)
 
         message = wait_until(failure, 300, f"{REFUSAL_USER}'s spawn to fail", interval=2)
     elapsed = round(time.monotonic() - started, 1)
