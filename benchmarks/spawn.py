@@ -9,7 +9,11 @@
    through the Docker API as a plain `jupyter-server` service on the same node: service create (the
    manager's Docker event) → the server's first HTTP answer, seen ON the node by a poll loop inside
    the container's network namespace (no SSH round trip in the interval). p50/p95 of both and their
-   ratio are printed (target: hub p50 <= 1.1 x floor p50), never asserted.
+   ratio are printed (target: hub p50 <= 1.1 x floor p50), never asserted. Between the two, the
+   direct start: the hub's service spec itself (`jupyterhub-singleuser`, JupyterHub's variables)
+   created through the Docker API, measured as the floor is. It splits the ratio in two: direct /
+   floor is JupyterHub's single-user extension in the server's own start; hub / direct is the hub's
+   part (its request, the service's creation, its wait for the task and the answer, the proxy route).
 2. Capacity: --capacity users started at once (the lab sizes its workers so that exactly 10 fit):
    all ready or failed, the time to all ready against the CPU-bound ideal (capacity x one spawn /
    the notebook nodes' CPUs), peak memory per node (/proc/meminfo sampled on the nodes); then one
@@ -52,6 +56,7 @@ START_TIMEOUT = 900.0  # s, generous: a failure is reported, never a slow start
 KEEPALIVE = 30.0  # s between requests that keep the capacity run's servers active (inside any cull timeout)
 SERVER_PORT = 8888  # dockerspawner's port for the single-user server
 FLOOR_PREFIX = "cablab-bench-floor-"
+DIRECT_PREFIX = "cablab-bench-direct-"
 HUB_WAITS = ("progress", "poll")  # how a hub spawn is waited for (Bench.wait_ready)
 
 
@@ -313,6 +318,11 @@ class Report:
     hub: Optional[Summary] = None
     floor: Optional[Summary] = None
     hub_over_floor_p50: Optional[float] = None
+    # The hub's own service spec started without the hub (Bench.direct_spawn): its p50 against the
+    # floor's (the single-user extension's part) and the hub's against it (the hub's part).
+    direct: Optional[Summary] = None
+    direct_over_floor_p50: Optional[float] = None
+    hub_over_direct_p50: Optional[float] = None
     breakdown: list[dict[str, Any]] = field(default_factory=list)
     capacity: dict[str, Any] = field(default_factory=dict)
     clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -328,11 +338,17 @@ class Report:
         cpu = [s["host_cpu_s"] for s in self.spawns if s.get("host_cpu_s") is not None and s.get("hub_s")]
         self.host_cpu_per_spawn = Summary.of(cpu) if cpu else None
         self.vm_cpu_per_spawn = {kind: by_role(self.spawns, key, self.hub_host)
-                                 for kind, key in (("hub", "vm_cpu_s"), ("floor", "floor_vm_cpu_s"))
+                                 for kind, key in (("hub", "vm_cpu_s"), ("floor", "floor_vm_cpu_s"),
+                                                   ("direct", "direct_vm_cpu_s"))
                                  if any(s.get(key) for s in self.spawns)}
         self.hub = Summary.of(s["hub_s"] for s in self.spawns if s.get("hub_s") is not None)
         self.floor = Summary.of(s["floor_s"] for s in self.spawns if s.get("floor_s") is not None)
         self.hub_over_floor_p50 = ratio(self.hub.p50, self.floor.p50)
+        direct = [s["direct_s"] for s in self.spawns if s.get("direct_s") is not None]
+        self.direct = Summary.of(direct) if direct else None
+        if self.direct:
+            self.direct_over_floor_p50 = ratio(self.direct.p50, self.floor.p50)
+            self.hub_over_direct_p50 = ratio(self.hub.p50, self.direct.p50)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -342,11 +358,15 @@ class Report:
             return "—" if x is None else f"{x:.1f}" if isinstance(x, float) else str(x)
 
         rows = [f"hub spawns waited for by: {self.hub_wait}",
-                "spawn (s)               n    p50    p95    min    max"]
-        for name, s in (("hub: start -> ready", self.hub), ("floor: create -> answer", self.floor)):
+                "spawn (s)                n    p50    p95    min    max"]
+        for name, s in (("hub: start -> ready", self.hub), ("direct: create -> answer", self.direct),
+                        ("floor: create -> answer", self.floor)):
             if s is not None:
-                rows.append(f"{name:<23} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}")
+                rows.append(f"{name:<24} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}")
         rows.append(f"hub p50 / floor p50: {f(self.hub_over_floor_p50)} (target <= {HUB_TARGET})")
+        if self.direct:
+            rows.append(f"  of which: direct / floor {f(self.direct_over_floor_p50)} (JupyterHub's single-user "
+                        f"extension in the server's start), hub / direct {f(self.hub_over_direct_p50)} (the hub's part)")
         if self.host_cpu_per_spawn:
             rows.append(f"this machine's CPU per hub spawn (the VMs run here): p50 {f(self.host_cpu_per_spawn.p50)} "
                         f"CPU-s over {f(self.hub.p50 if self.hub else None)} s, of {os.cpu_count()} CPUs")
@@ -507,6 +527,15 @@ def floor_task_template(hub_template: dict[str, Any], notebook_dir: str, port: i
     spec["Args"] = ["jupyter-server", "--ServerApp.ip=0.0.0.0", f"--ServerApp.port={port}", "--IdentityProvider.token=",
                     "--ServerApp.allow_remote_access=True", f"--ServerApp.root_dir={notebook_dir}",
                     "--ServerApp.open_browser=False"]
+    template.pop("ForceUpdate", None)
+    return template
+
+
+def direct_task_template(hub_template: dict[str, Any]) -> dict[str, Any]:
+    """The hub's service TaskTemplate as it is (`jupyterhub-singleuser`, JupyterHub's variables, the
+    server's API token), to be started without the hub: what the single-user server's own start costs
+    with JupyterHub's extension, no hub waiting on it and no proxy route to add."""
+    template = json.loads(json.dumps(hub_template))  # a deep copy
     template.pop("ForceUpdate", None)
     return template
 
@@ -785,30 +814,42 @@ class Bench:
 
     def floor_spawn(self, user: str, node: str, spec: dict[str, Any]) -> dict[str, Any]:
         """The hub's service `spec` (its TaskTemplate and EndpointSpec) as a plain jupyter-server."""
-        service = f"{FLOOR_PREFIX}{user}"
+        template = floor_task_template(spec["TaskTemplate"], str(self.cluster.hub.users.home_target))
+        return self.service_spawn("floor", FLOOR_PREFIX + user, node, template, spec.get("EndpointSpec"))
+
+    def direct_spawn(self, user: str, node: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """The hub's service `spec` itself, created through the Docker API: no hub in the start."""
+        return self.service_spawn("direct", DIRECT_PREFIX + user, node, direct_task_template(spec["TaskTemplate"]),
+                                  spec.get("EndpointSpec"))
+
+    def service_spawn(self, kind: str, service: str, node: str, template: dict[str, Any],
+                      endpoint_spec: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """Create the service, time create (the manager's event) -> the server's first answer on the
+        node, then remove it. The result's keys start with `kind`_ (the floor's status line is
+        `status_line`, as before)."""
         self.remove_service(service, node)
         thread, probe = self.probe(node, service)
         before = self.cpu_snapshot()
         t0 = time.time()
-        self.docker.client.api.create_service(
-            floor_task_template(spec["TaskTemplate"], str(self.cluster.hub.users.home_target)), name=service,
-            endpoint_spec=spec.get("EndpointSpec"), labels={"cablab.bench": "floor"})
+        self.docker.client.api.create_service(template, name=service, endpoint_spec=endpoint_spec,
+                                              labels={"cablab.bench": kind})
         thread.join(timeout=START_TIMEOUT + 60)
         # As for the hub's spawn: this machine's CPU from the start to the answer, not the removal.
-        cpu = self.cpu_since(before, prefix="floor_")
+        cpu = self.cpu_since(before, prefix=f"{kind}_")
         try:
             created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
                                                       type="service", service=service), "service", "create")
             answer, started = probe.get("answer"), first_event(probe.get("events", []), "container", "start")
-            result: dict[str, Any] = {"status_line": probe.get("status_line"), "floor_start_at": round(t0, 2), **cpu}
+            status_key = "status_line" if kind == "floor" else f"{kind}_status_line"
+            result: dict[str, Any] = {status_key: probe.get("status_line"), f"{kind}_start_at": round(t0, 2), **cpu}
             c_here, a_here = self.local(self.manager, created), self.local(node, answer)
             if c_here and a_here:
-                result["floor_s"] = round(a_here - c_here, 2)
+                result[f"{kind}_s"] = round(a_here - c_here, 2)
                 s_here = self.local(node, started)
                 if s_here:
-                    result["floor_create_to_container_start_s"] = round(s_here - c_here, 2)
+                    result[f"{kind}_create_to_container_start_s"] = round(s_here - c_here, 2)
             else:
-                result["floor_error"] = f"probe rc {probe.get('rc')}: created {created}, answer {answer}"
+                result[f"{kind}_error"] = f"probe rc {probe.get('rc')}: created {created}, answer {answer}"
             return result
         finally:
             self.remove_service(service, node)
@@ -844,6 +885,8 @@ class Bench:
             if spec:
                 log(f"{user} on {node}: the floor (the hub's service spec as a plain jupyter-server)")
                 result |= self.floor_spawn(user, node, spec)
+                log(f"{user} on {node}: direct (the hub's service spec, created without the hub)")
+                result |= self.direct_spawn(user, node, spec)
             report.spawns.append({"user": user, "node": node, **result})
             log(f"{user}: {report.spawns[-1]}")
         report.summarize()

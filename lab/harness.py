@@ -618,8 +618,8 @@ class Lab:
             if out.exists():
                 got = json.loads(out.read_text())
                 self.report.notes["spawn benchmark"] = {
-                    k: got.get(k) for k in ("hub", "floor", "hub_over_floor_p50", "host_cpu_per_spawn", "breakdown",
-                                             "capacity")}
+                    k: got.get(k) for k in ("hub", "floor", "hub_over_floor_p50", "direct", "direct_over_floor_p50",
+                                             "hub_over_direct_p50", "host_cpu_per_spawn", "breakdown", "capacity")}
 
     def destroy(self) -> None:
         self.machines.destroy()

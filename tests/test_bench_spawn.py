@@ -169,6 +169,36 @@ def test_the_floor_is_the_hubs_service_without_the_hub():
     assert hub["ContainerSpec"]["Env"][0].startswith("JUPYTERHUB_")  # the hub's own spec is untouched
 
 
+def test_the_direct_start_is_the_hubs_service_as_it_is():
+    hub = {"ContainerSpec": {"Image": "cablab/singleuser:lab", "Args": ["jupyterhub-singleuser"],
+                             "Env": ["JUPYTERHUB_API_TOKEN=secret", "JUPYTERHUB_API_URL=http://cablab_hub:8081/hub/api"],
+                             "Mounts": [{"Type": "bind", "Source": "/srv/cablab/homes/bob", "Target": "/home/jovyan"}]},
+           "Resources": {"Reservations": {"MemoryBytes": 536870912}}, "Networks": [{"Target": "abc"}],
+           "ForceUpdate": 3}
+    direct = spawn.direct_task_template(hub)
+    assert direct["ContainerSpec"] == hub["ContainerSpec"] and direct["ContainerSpec"] is not hub["ContainerSpec"]
+    assert direct["Resources"] == hub["Resources"] and direct["Networks"] == hub["Networks"]
+    assert "ForceUpdate" not in direct and hub["ForceUpdate"] == 3  # the hub's own spec is untouched
+    direct["ContainerSpec"]["Env"].clear()
+    assert hub["ContainerSpec"]["Env"]  # a deep copy
+
+
+def test_the_direct_start_splits_the_ratio_into_the_extension_and_the_hub():
+    r = Report("lab-ubuntu", "now", spawns=[
+        {"user": "a", "hub_s": 24.0, "direct_s": 21.0, "floor_s": 18.0},
+        {"user": "b", "hub_s": 26.0, "direct_s": 23.0, "floor_s": 20.0},
+        {"user": "c", "hub_s": 25.0, "direct_s": None, "floor_s": 19.0}])
+    r.summarize()
+    assert (r.hub.p50, r.direct.p50, r.floor.p50) == (25.0, 22.0, 19.0) and r.direct.n == 2
+    assert r.direct_over_floor_p50 == 1.158 and r.hub_over_direct_p50 == 1.136
+    table = r.table()
+    assert "direct: create -> answer  2   22.0" in table
+    assert "direct / floor 1.2" in table and "hub / direct 1.1" in table
+    bare = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": 24.0, "floor_s": 18.0}])
+    bare.summarize()  # a report without direct starts (an older bench's) prints no split
+    assert bare.direct is None and bare.hub_over_direct_p50 is None and "direct" not in bare.table()
+
+
 def test_the_report_summarizes_prints_and_serializes():
     r = Report("lab-ubuntu", "now", users=["a", "b"],
                spawns=[{"user": "a", "hub_s": 44.0, "floor_s": 40.0}, {"user": "b", "hub_s": 46.0, "floor_s": None}],
@@ -434,3 +464,47 @@ def test_a_spawns_cpu_is_counted_to_ready_not_over_the_benchs_own_questions_afte
     bench.vms_here = False
     result, _ = bench.hub_spawn("bench01", "node2", breakdown=False)
     assert "host_cpu_s" not in result and "vm_cpu_s" not in result and result["hub_s"] is not None
+
+
+def test_the_direct_start_creates_the_hubs_spec_times_it_as_the_floor_and_removes_it():
+    import docker
+
+    bench = bench_with(FakeHubSession([]))
+    bench.vms_here, bench.manager = False, "node1"
+    bench.offsets = {"node1": spawn.Offset(0.0, 0.001), "node2": spawn.Offset(2.0, 0.001)}  # node2 is 2 s ahead
+    calls: list[tuple] = []
+    services: set[str] = set()
+
+    class Api:
+        def create_service(self, template, name, endpoint_spec, labels):
+            calls.append(("create", name, template, endpoint_spec, labels))
+            services.add(name)
+
+        def remove_service(self, name):
+            if name not in services:
+                raise docker.errors.NotFound(name)
+            calls.append(("remove", name))
+            services.discard(name)
+
+    bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
+    bench.container_gone = lambda node, service: calls.append(("gone", node, service))
+
+    def probe(host, service):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        started = spawn.DockerEvent("container", "start", "c1", {}, 1009.0)  # node2's clock
+        return thread, {"answer": 1022.0, "status_line": "HTTP/1.1 404 Not Found", "events": [started]}
+
+    bench.probe = probe
+    bench.manager_events = lambda since, **filters: [spawn.DockerEvent("service", "create", "s1", {}, 1000.0)]
+    template = {"ContainerSpec": {"Args": ["jupyterhub-singleuser"], "Env": ["JUPYTERHUB_API_TOKEN=t"]},
+                "ForceUpdate": 1}
+    spec = {"TaskTemplate": template, "EndpointSpec": {"Mode": "dnsrr"}}
+    result = bench.direct_spawn("bob", "node2", spec)
+    assert result["direct_s"] == 20.0 and result["direct_create_to_container_start_s"] == 7.0
+    assert result["direct_status_line"] == "HTTP/1.1 404 Not Found" and "status_line" not in result
+    assert "floor_s" not in result and "hub_s" not in result
+    (create,) = [c for c in calls if c[0] == "create"]
+    assert create[1] == "cablab-bench-direct-bob" and create[3] == {"Mode": "dnsrr"}
+    assert create[2] == {"ContainerSpec": template["ContainerSpec"]} and create[4] == {"cablab.bench": "direct"}
+    assert calls[-2:] == [("remove", "cablab-bench-direct-bob"), ("gone", "node2", "cablab-bench-direct-bob")]
