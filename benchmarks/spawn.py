@@ -516,27 +516,27 @@ class DockerOverSSH:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def direct_task_template(hub_template: dict[str, Any]) -> dict[str, Any]:
+    """The hub's service TaskTemplate as it is (`jupyterhub-singleuser`, JupyterHub's variables, the
+    server's API token), to be started without the hub: what the single-user server's own start costs
+    with JupyterHub's extension, no hub waiting on it and no proxy route to add. A deep copy, without
+    the hub's ForceUpdate counter."""
+    template = json.loads(json.dumps(hub_template))
+    template.pop("ForceUpdate", None)
+    return template
+
+
 def floor_task_template(hub_template: dict[str, Any], notebook_dir: str, port: int = SERVER_PORT) -> dict[str, Any]:
     """The hub's service TaskTemplate (image, mounts, network, resources, placement) running a plain
     `jupyter-server` without the hub (the args, not the entrypoint, as dockerspawner): JupyterHub's
     variables dropped, no token (it is reached on the node only)."""
-    template = json.loads(json.dumps(hub_template))  # a deep copy
+    template = direct_task_template(hub_template)
     spec = template.setdefault("ContainerSpec", {})
     spec["Env"] = [e for e in spec.get("Env") or [] if not e.startswith(("JUPYTERHUB_", "JPY_"))]
     spec.pop("Command", None)  # the image's entrypoint (tini) stays, as for the hub's server
     spec["Args"] = ["jupyter-server", "--ServerApp.ip=0.0.0.0", f"--ServerApp.port={port}", "--IdentityProvider.token=",
                     "--ServerApp.allow_remote_access=True", f"--ServerApp.root_dir={notebook_dir}",
                     "--ServerApp.open_browser=False"]
-    template.pop("ForceUpdate", None)
-    return template
-
-
-def direct_task_template(hub_template: dict[str, Any]) -> dict[str, Any]:
-    """The hub's service TaskTemplate as it is (`jupyterhub-singleuser`, JupyterHub's variables, the
-    server's API token), to be started without the hub: what the single-user server's own start costs
-    with JupyterHub's extension, no hub waiting on it and no proxy route to add."""
-    template = json.loads(json.dumps(hub_template))  # a deep copy
-    template.pop("ForceUpdate", None)
     return template
 
 
