@@ -151,6 +151,12 @@ def test_the_clock_offset_comes_from_the_shortest_round_trip():
     assert (o.seconds, o.uncertainty) == (50.0, 0.2)
 
 
+def test_every_server_is_asked_for_its_api_version_under_its_own_prefix():
+    assert spawn.server_api_path("bench01") == "/user/bench01/api"  # the hub's and the direct start's
+    assert spawn.server_api_path() == "/api"  # the floor's jupyter-server serves at /
+    assert spawn.server_api_path("a/b") == "/user/a%2Fb/api"
+
+
 def test_the_floor_is_the_hubs_service_without_the_hub():
     hub = {"ContainerSpec": {"Image": "cablab/singleuser:lab", "Args": ["jupyterhub-singleuser", "--port=8888"],
                              "Env": ["JUPYTERHUB_API_TOKEN=secret", "JPY_API_TOKEN=secret", "LANG=C.UTF-8"],
@@ -197,6 +203,65 @@ def test_the_direct_start_splits_the_ratio_into_the_extension_and_the_hub():
     bare = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": 24.0, "floor_s": 18.0}])
     bare.summarize()  # a report without direct starts (an older bench's) prints no split
     assert bare.direct is None and bare.hub_over_direct_p50 is None and "direct" not in bare.table()
+
+
+def test_the_first_start_through_the_hub_is_its_own_row_not_the_one_timed_against_the_floor():
+    r = Report("lab-ubuntu", "now", spawns=[
+        {"user": "a", "first_hub_s": 27.0, "first_home_new": True, "hub_s": 24.0, "floor_s": 18.0},
+        {"user": "b", "first_hub_s": 25.0, "first_home_new": False, "hub_s": 26.0, "floor_s": 20.0},
+        {"user": "c", "first_hub_s": None, "first_home_new": True, "hub_s": None, "floor_s": None}])
+    r.summarize()
+    assert (r.first.n, r.first.p50, r.first_new_homes) == (2, 26.0, 1)
+    assert r.hub.p50 == 25.0 and r.hub_over_floor_p50 == 1.316 and r.first_over_hub_p50 == 1.04
+    assert "hub: the first start      2   26.0" in r.table() and "1 of 2 with a new home" in r.table()
+    older = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": 24.0, "floor_s": 18.0}])
+    older.summarize()  # an older bench's report: one start through the hub, no first row
+    assert older.first is None and "first start" not in older.table()
+
+
+def test_a_home_is_new_while_missing_or_empty(tmp_path):
+    import shlex
+
+    def rc(path):
+        return subprocess.run(spawn.HOME_IS_NEW % shlex.quote(str(path)), shell=True).returncode
+
+    home = tmp_path / "it's a home"
+    assert rc(home) == 0
+    home.mkdir()
+    assert rc(home) == 0  # the NFS server's run makes every userlist user's home, empty
+    (home / ".cache").mkdir()
+    assert rc(home) == 1
+
+
+def test_each_user_starts_through_the_hub_twice_then_the_floor_and_direct_start_on_the_same_node():
+    bench = object.__new__(spawn.Bench)
+    bench.cluster = type("Cl", (), {"notebook_hosts": (type("H", (), {"name": "node2"})(),)})()
+    bench.manager, bench.offsets = "node1", {h: spawn.Offset(0.0, 0.001) for h in ("node1", "node2")}
+    calls: list[tuple] = []
+    homes = {"a": True, "b": False}
+    bench.home_is_new = lambda user: homes[user]
+    spec = {"TaskTemplate": {"ContainerSpec": {}}}
+    starts = iter([27.0, 24.0, 25.0, 23.0])
+
+    def hub_spawn(user, node, breakdown):
+        calls.append(("hub", user, node, breakdown))
+        return {"hub_s": next(starts), "breakdown": [{"milestone": "m"}] if breakdown else []}, spec
+
+    bench.hub_spawn = hub_spawn
+    bench.stop = lambda user, node=None: calls.append(("stop", user))
+    bench.floor_spawn = lambda user, node, s: (calls.append(("floor", user, node)), {"floor_s": 18.0})[1]
+    bench.direct_spawn = lambda user, node, s: (calls.append(("direct", user, node)), {"direct_s": 20.0})[1]
+    report = Report("lab-ubuntu", "now")
+    bench.spawns(["a", "b"], report)
+    assert calls == [("hub", "a", "node2", False), ("stop", "a"), ("hub", "a", "node2", True), ("stop", "a"),
+                     ("floor", "a", "node2"), ("direct", "a", "node2"),
+                     ("hub", "b", "node2", False), ("stop", "b"), ("hub", "b", "node2", False), ("stop", "b"),
+                     ("floor", "b", "node2"), ("direct", "b", "node2")]
+    a, b = report.spawns
+    assert (a["first_hub_s"], a["first_home_new"], a["hub_s"]) == (27.0, True, 24.0)
+    assert (b["first_hub_s"], b["first_home_new"], b["hub_s"]) == (25.0, False, 23.0)
+    assert report.breakdown == [{"milestone": "m"}] and "breakdown" not in a and "first_breakdown" not in a
+    assert report.hub.p50 == 23.5 and report.first.p50 == 26.0 and report.first_new_homes == 1
 
 
 def test_the_report_summarizes_prints_and_serializes():
@@ -286,22 +351,32 @@ esac
         with socket.create_server(("127.0.0.1", port)) as srv:
             conn, _ = srv.accept()
             with conn:
-                conn.recv(1024)
+                asked.append(conn.recv(1024).split(b"\r\n")[0])
                 conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
 
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
-    t0 = time.monotonic()
-    done = subprocess.run(["bash", "-c", spawn.PROBE, "probe", "svc", str(port), "20"], capture_output=True,
-                          text=True, env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"}, timeout=30,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    assert "cid123" in done.stdout.splitlines()[0]
-    out = spawn.parse_probe(done.stdout)
-    assert out["answer"] - out["running"] > 0.2  # the socket answered after the container "started"
-    assert out["status_line"] == "HTTP/1.1 200 OK", done.stdout
-    assert calls.read_text().split() == ["events", "inspect", "events"]  # no call per try
-    assert time.monotonic() - t0 < 10
+    # The container's process comes from its cgroup (systemd's layout here); `docker inspect` only
+    # where neither layout has it.
+    cgroups = tmp_path / "cgroup"
+    (cgroups / "system.slice" / "docker-cid123.scope").mkdir(parents=True)
+    (cgroups / "system.slice" / "docker-cid123.scope" / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    for root, expected in ((cgroups, ["events", "events"]), (tmp_path / "none", ["events", "inspect", "events"])):
+        calls.write_text("")
+        asked: list[bytes] = []
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        t0 = time.monotonic()
+        done = subprocess.run(["bash", "-c", spawn.PROBE, "probe", "svc", str(port), "20", "/user/bob/api", str(root)],
+                              capture_output=True, text=True, timeout=30, check=False,
+                              env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"})
+        server.join(timeout=10)
+        assert done.returncode == 0, done.stderr
+        assert "cid123" in done.stdout.splitlines()[0]
+        out = spawn.parse_probe(done.stdout)
+        assert out["answer"] - out["running"] > 0.2  # the socket answered after the container "started"
+        assert out["status_line"] == "HTTP/1.1 200 OK", done.stdout
+        assert calls.read_text().split() == expected  # no call per try
+        assert asked == [b"GET /user/bob/api HTTP/1.0"]
+        assert time.monotonic() - t0 < 10
 
 
 class FakeHubSession:
@@ -436,7 +511,8 @@ def test_a_spawns_cpu_is_counted_to_ready_not_over_the_benchs_own_questions_afte
     bench.vms_here, bench.domains, bench.manager = True, {"node1": "d1", "node2": "d2"}, "node1"
     bench.offsets = {h: spawn.Offset(0.0, 0.001) for h in ("node1", "node2")}
 
-    def probe(host, service):
+    def probe(host, service, path):
+        assert path == "/user/bench01/api"
         thread = threading.Thread(target=lambda: None)
         thread.start()
         return thread, {}
@@ -488,12 +564,14 @@ def test_the_direct_start_creates_the_hubs_spec_times_it_as_the_floor_and_remove
 
     bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
     bench.container_gone = lambda node, service: calls.append(("gone", node, service))
+    paths: list[str] = []
 
-    def probe(host, service):
+    def probe(host, service, path):
+        paths.append(path)
         thread = threading.Thread(target=lambda: None)
         thread.start()
         started = spawn.DockerEvent("container", "start", "c1", {}, 1009.0)  # node2's clock
-        return thread, {"answer": 1022.0, "status_line": "HTTP/1.1 404 Not Found", "events": [started]}
+        return thread, {"answer": 1022.0, "status_line": "HTTP/1.1 200 OK", "events": [started]}
 
     bench.probe = probe
     bench.manager_events = lambda since, **filters: [spawn.DockerEvent("service", "create", "s1", {}, 1000.0)]
@@ -502,7 +580,8 @@ def test_the_direct_start_creates_the_hubs_spec_times_it_as_the_floor_and_remove
     spec = {"TaskTemplate": template, "EndpointSpec": {"Mode": "dnsrr"}}
     result = bench.direct_spawn("bob", "node2", spec)
     assert result["direct_s"] == 20.0 and result["direct_create_to_container_start_s"] == 7.0
-    assert result["direct_status_line"] == "HTTP/1.1 404 Not Found" and "status_line" not in result
+    assert result["direct_status_line"] == "HTTP/1.1 200 OK" and "status_line" not in result
+    assert paths == ["/user/bob/api"]  # the server's API version under the hub's prefix, as the floor's at /
     assert "floor_s" not in result and "hub_s" not in result
     (create,) = [c for c in calls if c[0] == "create"]
     assert create[1] == "cablab-bench-direct-bob" and create[3] == {"Mode": "dnsrr"}
