@@ -4,10 +4,10 @@
                                [--capacity 10] [--report lab/reports/spawn-<cluster>.json]
 
 1. Spawn vs floor, user by user on the notebook nodes in turn: the hub's REST start → the user's
-   /api/status answering through the proxy, twice (the first start may make the user's home and read
-   the image from the node's disk: printed on its own row; the second is the one timed against the
-   others, which find the home made and the image cached, as it does); then the floor: the same image with the same mounts,
-   network, resources and endpoint mode (the hub's own service spec, copied) started directly
+   /api/status answering through the proxy, twice: the first start fills a new home and follows the
+   node's idle time (printed on its own row); the second is the one timed against the others, which,
+   like it, find the home filled and the node just used. Then the floor: the same image with the same
+   mounts, network, resources and endpoint mode (the hub's own service spec, copied) started directly
    through the Docker API as a plain `jupyter-server` service on the same node: service create (the
    manager's Docker event) → the server's first HTTP answer, seen ON the node by a poll loop inside
    the container's network namespace (no SSH round trip in the interval). p50/p95 of both and their
@@ -266,6 +266,7 @@ def hub_log_milestones(lines: Iterable[str], user: str, service: str) -> dict[st
         "hub: waiting for the task": rf"Starting service {s} ",
         "hub: server answered the hub": rf"User {u} took [\d.]+ seconds to start",
         "hub: proxy route added": rf"Adding user {u} to proxy ",
+        "hub: its progress stream says ready": rf"Server {u} is ready$",
     }
     found: dict[str, float] = {}
     for raw in lines:
@@ -700,6 +701,7 @@ class Bench:
             return None
         if outcome:
             return None, outcome
+        self._local.ready_event = time.time()  # a milestone of hub_spawn's breakdown
         while time.time() < end:  # the route is in the proxy: the first request normally answers
             if self.answers(user):
                 return time.time(), ""
@@ -806,6 +808,7 @@ class Bench:
         service = service_name(user)
         thread, probe = self.probe(node, service, server_api_path(user))
         cpu = self.cpu_snapshot()
+        self._local.ready_event = None
         t0 = time.time()
         response = self.api("POST", f"/users/{user}/server", {"node": node})
         if response.status not in (201, 202):
@@ -829,7 +832,8 @@ class Bench:
             if answer and created_here:
                 result["hub_create_to_answer_s"] = round(answer - created_here, 2)
             if breakdown:
-                milestones = {"bench: start request sent": t0, "bench: ready through the proxy": ready}
+                milestones = {"bench: start request sent": t0, "bench: ready through the proxy": ready,
+                              "bench: the progress stream's ready event": self._local.ready_event}
                 since = int(t0 + self.offset(self.manager).seconds) - 5
                 logs = self.nodes.try_run(self.manager, "docker service logs --raw --timestamps --since %s %s",
                                           str(since), f"{STACK}_hub")
@@ -922,10 +926,10 @@ class Bench:
             report.clock_offsets[host] = {"seconds": o.seconds, "uncertainty": o.uncertainty}
         for i, user in enumerate(users):
             node = hosts[i % len(hosts)]
-            # Two starts through the hub: the first may make the user's home (the hub makes it, the
-            # image's entrypoint seeds it, the server writes its first files there) and reads the
-            # image from the node's disk; the second, timed against the floor and the direct start,
-            # finds what they find: the home made, the image in the node's cache.
+            # Two starts through the hub: the first may fill a new home (the hub's links, the image's
+            # seed, the server's first files) and comes after the node sat idle while the other
+            # node ran the previous user's starts; the second, timed against the floor and the direct
+            # start, finds what they find: the home filled, the node just used.
             new_home = self.home_is_new(user)
             log(f"{user} on {node}: through the hub, the first start"
                 + {True: " (a new home)", False: " (the home was there)", None: ""}[new_home])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 import os
 import shutil
 import subprocess
@@ -117,6 +118,8 @@ HUB_LOG = """\
 2026-11-26T17:00:40.00Z [I JupyterHub base:1193] User bench01 took 38.000 seconds to start
 2026-11-26T17:00:40.20Z [I JupyterHub proxy:336] Adding user bench01 to proxy /user/bench01/ => http://10.0.1.5:8888
 2026-11-26T17:00:41.00Z [I JupyterHub proxy:336] Adding user bench010 to proxy /user/bench010/ => http://x
+2026-11-26T17:00:40.40Z [I JupyterHub users:1105] Server bench01 is ready
+2026-11-26T17:00:41.50Z [I JupyterHub users:1105] Server bench010 is ready
 """
 
 
@@ -125,7 +128,8 @@ def test_hub_log_milestones_of_one_user_with_the_post_arrival_backdated():
     t0 = spawn.log_time("2026-11-26T17:00:00Z")
     assert {k: round(v - t0, 2) for k, v in found.items()} == {
         "hub: start request received": 2.0, "hub: service created": 3.0, "hub: waiting for the task": 3.1,
-        "hub: server answered the hub": 40.0, "hub: proxy route added": 40.2}
+        "hub: server answered the hub": 40.0, "hub: proxy route added": 40.2,
+        "hub: its progress stream says ready": 40.4}
     # docker service logs without --raw: the task's name before a bar
     prefixed = [f"cablab_hub.1.x7@node1    | {line}" for line in HUB_LOG.splitlines()]
     assert spawn.hub_log_milestones(prefixed, "bench01", "jupyter-bench01") == found
@@ -540,6 +544,53 @@ def test_a_spawns_cpu_is_counted_to_ready_not_over_the_benchs_own_questions_afte
     bench.vms_here = False
     result, _ = bench.hub_spawn("bench01", "node2", breakdown=False)
     assert "host_cpu_s" not in result and "vm_cpu_s" not in result and result["hub_s"] is not None
+
+
+def test_one_spawns_breakdown_has_the_hubs_ready_event_and_the_benchs_between_the_route_and_the_answer(monkeypatch):
+    t0 = 1_795_000_000.0
+    now = [t0]  # this machine's clock, moved on by the fake hub as the spawn goes
+    monkeypatch.setattr(spawn.time, "time", lambda: now[0])
+
+    class Hub(FakeHubSession):
+        def events(self, path, headers=None):
+            yield {"progress": 50}
+            now[0] = t0 + 20.35  # the hub sent its ready event at 20.3
+            yield {"progress": 100, "ready": True}
+
+        def request(self, method, path, body=None, headers=None):
+            now[0] += 0.5
+            return super().request(method, path, body, headers)
+
+    bench = bench_with(Hub([]))
+    bench.vms_here, bench.manager = False, "node1"
+    bench.offsets = {h: spawn.Offset(0.0, 0.001) for h in ("node1", "node2")}
+    stamp = lambda dt: datetime.fromtimestamp(t0 + dt, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
+    log = "\n".join([f"{stamp(0.1)} [I JupyterHub log:192] 202 POST /hub/api/users/bench01/server (alice@x) 50.00ms",
+                     f"{stamp(0.5)} [I JupyterHub dockerspawner:1318] Created service jupyter-bench01 (id: 1) from x",
+                     f"{stamp(20.0)} [I JupyterHub base:1193] User bench01 took 19.900 seconds to start",
+                     f"{stamp(20.1)} [I JupyterHub proxy:336] Adding user bench01 to proxy /user/bench01/ => x",
+                     f"{stamp(20.3)} [I JupyterHub users:1105] Server bench01 is ready"])
+    bench.nodes = type("N", (), {"try_run": lambda self, host, cmd, *a: type("R", (), {"stdout": log, "stderr": ""})()})()
+
+    def probe(host, service, path):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        return thread, {"answer": t0 + 19.8, "events": [spawn.DockerEvent("container", "start", "c", {}, t0 + 8.0)]}
+
+    bench.probe = probe
+    bench.api = lambda method, path, data=None: FakeResponse(201)
+
+    class Api:
+        def inspect_service(self, service):
+            return {"Spec": {"TaskTemplate": {}}}
+
+    bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
+    bench.manager_events = lambda since, **filters: [spawn.DockerEvent("service", "create", "s", {}, t0 + 0.4)]
+    result, _ = bench.hub_spawn("bench01", "node2", breakdown=True)
+    steps = [b["milestone"] for b in result["breakdown"]]
+    assert steps[-4:] == ["hub: proxy route added", "hub: its progress stream says ready",
+                          "bench: the progress stream's ready event", "bench: ready through the proxy"], steps
+    assert "server (node2): first HTTP answer" in steps and "docker (node2): container started" in steps
 
 
 def test_the_direct_start_creates_the_hubs_spec_times_it_as_the_floor_and_removes_it():
