@@ -932,7 +932,7 @@ class Bench:
             # start, finds what they find: the home filled, the node just used.
             new_home = self.home_is_new(user)
             log(f"{user} on {node}: through the hub, the first start"
-                + {True: " (a new home)", False: " (the home was there)", None: ""}[new_home])
+                + {True: " (a new home)", False: " (a home used before)", None: ""}[new_home])
             try:
                 first, spec = self.hub_spawn(user, node, breakdown=False)
             finally:
