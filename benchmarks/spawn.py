@@ -373,14 +373,12 @@ class Report:
 
         rows = [f"hub spawns waited for by: {self.hub_wait}",
                 "spawn (s)                n    p50    p95    min    max"]
-        for name, s in (("hub: start -> ready", self.hub), ("direct: create -> answer", self.direct),
-                        ("floor: create -> answer", self.floor)):
+        first_note = (f"  ({self.first_new_homes} of {self.first.n} with a new home; p50 "
+                      f"{f(self.first_over_hub_p50)} x the next start's)") if self.first else ""
+        for name, s, note in (("hub: start -> ready", self.hub, ""), ("direct: create -> answer", self.direct, ""),
+                              ("floor: create -> answer", self.floor, ""), ("hub: the first start", self.first, first_note)):
             if s is not None:
-                rows.append(f"{name:<24} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}")
-        if self.first is not None:
-            s = self.first
-            rows.append(f"{'hub: the first start':<24} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}"
-                        f"  ({self.first_new_homes} of {s.n} with a new home; p50 {f(self.first_over_hub_p50)} x the next start's)")
+                rows.append(f"{name:<24} {s.n:>2} {f(s.p50):>6} {f(s.p95):>6} {f(s.min):>6} {f(s.max):>6}{note}")
         rows.append(f"hub p50 / floor p50: {f(self.hub_over_floor_p50)} (target <= {HUB_TARGET})")
         if self.direct:
             rows.append(f"  of which: direct / floor {f(self.direct_over_floor_p50)} (JupyterHub's single-user "
@@ -937,7 +935,6 @@ class Bench:
                 first, spec = self.hub_spawn(user, node, breakdown=False)
             finally:
                 self.stop(user, node)
-            first.pop("breakdown", None)
             result: dict[str, Any] = {"first_home_new": new_home, **{f"first_{k}": v for k, v in first.items()}}
             if spec:
                 log(f"{user} on {node}: through the hub again")
@@ -945,8 +942,8 @@ class Bench:
                     again, spec_again = self.hub_spawn(user, node, breakdown=not report.breakdown)
                 finally:
                     self.stop(user, node)
-                report.breakdown = report.breakdown or again.pop("breakdown", [])
-                again.pop("breakdown", None)
+                breakdown = again.pop("breakdown", [])
+                report.breakdown = report.breakdown or breakdown
                 result |= again
                 spec = spec_again or spec
             if spec:
