@@ -16,6 +16,10 @@
    created through the Docker API, measured as the floor is. It splits the ratio in two: direct /
    floor is JupyterHub's single-user extension in the server's own start; hub / direct is the hub's
    part (its request, the service's creation, its wait for the task and the answer, the proxy route).
+   The same three ratios are also taken user by user (a user's starts run back to back on one node)
+   and printed as medians with a distribution-free interval for each (the sign test's order
+   statistics; with 6 users, the whole range, 97 %), and how many users' hub start was within the
+   target: the p50s' ratio alone moved by 0.09 between two runs on the same VMs.
 2. Capacity: --capacity users started at once (the lab sizes its workers so that exactly 10 fit):
    all ready or failed, the time to all ready against the CPU-bound ideal (capacity x one spawn /
    the notebook nodes' CPUs), peak memory per node (/proc/meminfo sampled on the nodes); then one
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -169,6 +174,53 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return round(a / b, 3) if a is not None and b else None
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    """The median of some values with a distribution-free interval for it: the order statistics
+    x(k) and x(n+1-k), with the largest k whose coverage, 1 - 2 P(Binomial(n, 1/2) < k) (the
+    sign test's), is at least the level asked; k = 1 (the whole range) when none is. Made for the
+    bench's few per-user ratios (n of 6 to 10), where a bootstrap says less than it seems to."""
+
+    n: int
+    p50: float
+    low: float
+    high: float
+    coverage: float  # the interval's exact coverage of the true median, whatever the distribution
+
+    @classmethod
+    def of(cls, values: Iterable[float], level: float = 0.9) -> Optional["MedianInterval"]:
+        xs = sorted(values)
+        n = len(xs)
+        if n == 0:
+            return None
+
+        def coverage(k: int) -> float:
+            return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+
+        k = 1
+        while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+            k += 1
+        return cls(n, round(statistics.median(xs), 3), round(xs[k - 1], 3), round(xs[n - k], 3),
+                   round(coverage(k), 3))
+
+
+# Per-user ratios: each user's hub, direct and floor starts run back to back on the same node, so
+# their ratio leaves out what moves between users and over the run (the node, this machine's speed).
+PAIRED = (("hub_over_floor", "hub_s", "floor_s"), ("direct_over_floor", "direct_s", "floor_s"),
+          ("hub_over_direct", "hub_s", "direct_s"))
+
+
+def paired_ratios(spawns: Iterable[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
+    """Each PAIRED ratio over the users that have both starts: its median and interval."""
+    got: dict[str, MedianInterval] = {}
+    for name, top, bottom in PAIRED:
+        values = [s[top] / s[bottom] for s in spawns if s.get(top) is not None and s.get(bottom)]
+        interval = MedianInterval.of(values, level)
+        if interval is not None:
+            got[name] = interval
+    return got
 
 
 def cpu_bound_ideal(one_spawn: float, spawns: int, cpus: float) -> float:
@@ -332,6 +384,10 @@ class Report:
     first: Optional[Summary] = None
     first_new_homes: int = 0
     first_over_hub_p50: Optional[float] = None
+    # The same ratios user by user (PAIRED): median, and an interval that holds the true median with
+    # `coverage`, e.g. {"hub_over_floor": {"n": 6, "p50": 1.21, "low": 1.12, "high": 1.33, ...}}.
+    paired: dict[str, MedianInterval] = field(default_factory=dict)
+    hub_within_target: Optional[int] = None  # users whose hub start took <= HUB_TARGET x their floor
     breakdown: list[dict[str, Any]] = field(default_factory=list)
     capacity: dict[str, Any] = field(default_factory=dict)
     clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -363,6 +419,9 @@ class Report:
         if self.direct:
             self.direct_over_floor_p50 = ratio(self.direct.p50, self.floor.p50)
             self.hub_over_direct_p50 = ratio(self.hub.p50, self.direct.p50)
+        self.paired = paired_ratios(self.spawns)
+        pairs = [s for s in self.spawns if s.get("hub_s") is not None and s.get("floor_s")]
+        self.hub_within_target = sum(1 for s in pairs if s["hub_s"] <= HUB_TARGET * s["floor_s"]) if pairs else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -383,6 +442,14 @@ class Report:
         if self.direct:
             rows.append(f"  of which: direct / floor {f(self.direct_over_floor_p50)} (JupyterHub's single-user "
                         f"extension in the server's start), hub / direct {f(self.hub_over_direct_p50)} (the hub's part)")
+        if self.paired:
+            level = min(m.coverage for m in self.paired.values())
+            rows.append(f"user by user (each user's starts back to back on one node): median [{level:.0%} interval]")
+            rows.append("  " + ", ".join(f"{name.replace('_over_', ' / ')} {m.p50:.2f} [{m.low:.2f}-{m.high:.2f}]"
+                                         for name, m in self.paired.items()))
+            if self.hub_within_target is not None:
+                rows.append(f"  hub <= {HUB_TARGET} x floor for {self.hub_within_target} of "
+                            f"{self.paired['hub_over_floor'].n} users")
         if self.host_cpu_per_spawn:
             rows.append(f"this machine's CPU per hub spawn (the VMs run here): p50 {f(self.host_cpu_per_spawn.p50)} "
                         f"CPU-s over {f(self.hub.p50 if self.hub else None)} s, of {os.cpu_count()} CPUs")

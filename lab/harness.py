@@ -620,7 +620,7 @@ class Lab:
                 self.report.notes["spawn benchmark"] = {
                     k: got.get(k) for k in ("hub", "floor", "hub_over_floor_p50", "direct", "direct_over_floor_p50",
                                              "hub_over_direct_p50", "first", "first_new_homes", "first_over_hub_p50",
-                                             "host_cpu_per_spawn", "breakdown", "capacity")}
+                                             "paired", "hub_within_target", "host_cpu_per_spawn", "breakdown", "capacity")}
 
     def destroy(self) -> None:
         self.machines.destroy()

@@ -639,3 +639,39 @@ def test_the_direct_start_creates_the_hubs_spec_times_it_as_the_floor_and_remove
     assert create[1] == "cablab-bench-direct-bob" and create[3] == {"Mode": "dnsrr"}
     assert create[2] == {"ContainerSpec": template["ContainerSpec"]} and create[4] == {"cablab.bench": "direct"}
     assert calls[-2:] == [("remove", "cablab-bench-direct-bob"), ("gone", "node2", "cablab-bench-direct-bob")]
+
+
+def test_the_median_interval_is_the_sign_tests_order_statistics():
+    six = spawn.MedianInterval.of([1.3, 1.1, 1.2, 1.25, 1.15, 1.4])
+    # n = 6: (x2, x5) holds the median with 1 - 2 * 7/64 = 0.781 < 0.9, so the whole range (0.969)
+    assert (six.n, six.p50, six.low, six.high, six.coverage) == (6, 1.225, 1.1, 1.4, 0.969)
+    ten = spawn.MedianInterval.of(range(1, 11))
+    # n = 10: (x2, x9) covers 1 - 2 * 11/1024 = 0.979; (x3, x8) 1 - 2 * 56/1024 = 0.891 < 0.9
+    assert (ten.p50, ten.low, ten.high, ten.coverage) == (5.5, 2, 9, 0.979)
+    wider = spawn.MedianInterval.of(range(1, 11), level=0.8)
+    assert (wider.low, wider.high, wider.coverage) == (3, 8, 0.891)
+    one = spawn.MedianInterval.of([1.2])
+    assert (one.p50, one.low, one.high, one.coverage) == (1.2, 1.2, 1.2, 0.0)
+    assert spawn.MedianInterval.of([]) is None
+
+
+def test_the_ratios_are_also_taken_user_by_user_with_how_many_met_the_target():
+    r = Report("lab-ubuntu", "now", spawns=[
+        {"user": "a", "hub_s": 22.0, "direct_s": 21.0, "floor_s": 20.0},   # 1.10: within the target
+        {"user": "b", "hub_s": 26.0, "direct_s": 23.0, "floor_s": 20.0},   # 1.30
+        {"user": "c", "hub_s": 18.0, "direct_s": None, "floor_s": 15.0},   # 1.20, no direct start
+        {"user": "d", "hub_s": None, "direct_s": 20.0, "floor_s": 16.0}])  # the hub's start failed
+    r.summarize()
+    hf, df, hd = r.paired["hub_over_floor"], r.paired["direct_over_floor"], r.paired["hub_over_direct"]
+    assert (hf.n, hf.p50, hf.low, hf.high) == (3, 1.2, 1.1, 1.3)
+    assert (df.n, df.p50, df.low, df.high) == (3, 1.15, 1.05, 1.25)
+    assert (hd.n, hd.low, hd.high) == (2, 1.048, 1.13)
+    assert r.hub_within_target == 1
+    table = r.table()
+    assert "hub / floor 1.20 [1.10-1.30]" in table and "hub / direct 1.09 [1.05-1.13]" in table
+    assert "hub <= 1.1 x floor for 1 of 3 users" in table
+    assert json.loads(r.to_json())["paired"]["hub_over_floor"] == {
+        "n": 3, "p50": 1.2, "low": 1.1, "high": 1.3, "coverage": 0.75}
+    bare = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": None, "floor_s": 18.0}])
+    bare.summarize()
+    assert bare.paired == {} and bare.hub_within_target is None and "user by user" not in bare.table()
