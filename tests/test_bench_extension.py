@@ -1,0 +1,83 @@
+"""The native extension benchmark's pure parts (benchmarks/extension.py); its starts need Docker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from benchmarks import extension
+from benchmarks.spawn import floor_task_template
+
+
+def test_the_stub_hub_says_the_locked_version_and_takes_activity(tmp_path):
+    lock = tmp_path / "lock.txt"
+    lock.write_text("aiohttp==3.14.5\nJupyterHub==6.1.1\n")
+    assert extension.locked_jupyterhub(lock) == "6.1.1"
+    assert extension.locked_jupyterhub() == next(  # the image's own lock
+        line.split("==")[1] for line in extension.LOCK.read_text().splitlines() if line.startswith("jupyterhub=="))
+    hub = extension.StubHub("6.1.1")
+    try:
+        with urllib.request.urlopen(hub.api_url + "/") as r:
+            assert r.headers["X-JupyterHub-Version"] == "6.1.1" and json.load(r) == {"version": "6.1.1"}
+        post = urllib.request.Request(hub.api_url + "/users/bench/activity", data=b'{"servers": {}}', method="POST")
+        with urllib.request.urlopen(post) as r:
+            assert r.status == 200 and json.load(r) == {}
+    finally:
+        hub.close()
+
+
+def test_the_two_starts_are_the_spawners_and_the_spawn_benchmarks_floor():
+    hub = extension.create_command("hub", "img:1", "c1", 18888, 1.0, "http://127.0.0.1:9/hub/api")
+    assert hub[:2] == ["docker", "create"] and "--cpus=1" in hub and ["--network", "host"] == hub[4:6]
+    assert "/home/jovyan:uid=1000,gid=100,mode=0700" in hub
+    assert hub[-3:] == ["img:1", "jupyterhub-singleuser", "--ServerApp.root_dir=/home/jovyan"]
+    env = dict(hub[i + 1].split("=", 1) for i, a in enumerate(hub) if a == "--env")
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/user/bench/"
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:18888/user/bench/"
+    assert env["JUPYTERHUB_API_URL"] == "http://127.0.0.1:9/hub/api"
+    assert env["JUPYTERHUB_ACTIVITY_URL"] == "http://127.0.0.1:9/hub/api/users/bench/activity"
+    floor = extension.create_command("floor", "img:1", "c2", 18889, 0.5, "http://127.0.0.1:9/hub/api")
+    assert "--cpus=0.5" in floor and "--env" not in floor
+    assert floor[floor.index("img:1") + 1:] == floor_task_template({}, "/home/jovyan", 18889)["ContainerSpec"]["Args"]
+    assert extension.answer_url("hub", 5) == "http://127.0.0.1:5/user/bench/api"
+    assert extension.answer_url("floor", 5) == "http://127.0.0.1:5/api"
+
+
+def test_the_first_answer_is_any_status_once_the_server_listens():
+    port = extension.free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    assert extension.first_answer(url, timeout=0.2) is None  # nothing listens
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), NotFound)
+    threading.Timer(0.3, server.serve_forever).start()  # bound now, answering 0.3 s later
+    try:
+        t0 = time.monotonic()
+        answered = extension.first_answer(url, timeout=10)
+        assert answered is not None and answered - t0 >= 0.25
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_report_gives_both_the_ratio_and_the_difference():
+    r = extension.Report("img:1", 1.0, "now")
+    r.starts = {"hub": [1.8, 1.7, 1.75], "floor": [1.5, 1.45, 1.55]}
+    r.failures = ["hub #4: no answer within 60 s"]
+    r.summarize()
+    assert (r.hub.p50, r.floor.p50, r.hub_over_floor_p50, r.extension_s) == (1.75, 1.5, 1.167, 0.25)
+    table = r.table()
+    assert "hub's way (jupyterhub-singleuser) 3  1.750  1.700  1.800" in table
+    assert "hub's way / floor p50: 1.167; the extension: 0.250 s" in table and "failed: hub #4" in table
+    empty = extension.Report("img:1", 1.0, "now")
+    empty.summarize()
+    assert empty.hub_over_floor_p50 is None and empty.extension_s is None and "—" in empty.table()
