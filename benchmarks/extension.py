@@ -164,10 +164,10 @@ class Report:
             return "—" if x is None else f"{x:.3f}"
 
         rows = [f"{self.image} on this machine's Docker, --cpus {self.cpus:g}: docker start -> first answer (s)",
-                "                                 n    p50    min    max"]
+                "                                   n    p50    min    max"]
         for name, s in (("hub's way (jupyterhub-singleuser)", self.hub), ("floor (jupyter-server)", self.floor)):
             if s is not None:
-                rows.append(f"{name:<33} {s.n:>1} {f(s.p50):>6} {f(s.min):>6} {f(s.max):>6}")
+                rows.append(f"{name:<33} {s.n:>3} {f(s.p50):>6} {f(s.min):>6} {f(s.max):>6}")
         rows.append(f"hub's way / floor p50: {self.hub_over_floor_p50 if self.hub_over_floor_p50 is not None else '—'}"
                     f"; the extension: {f(self.extension_s)} s")
         rows += [f"failed: {x}" for x in self.failures]

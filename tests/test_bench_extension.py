@@ -76,7 +76,7 @@ def test_the_report_gives_both_the_ratio_and_the_difference():
     r.summarize()
     assert (r.hub.p50, r.floor.p50, r.hub_over_floor_p50, r.extension_s) == (1.75, 1.5, 1.167, 0.25)
     table = r.table()
-    assert "hub's way (jupyterhub-singleuser) 3  1.750  1.700  1.800" in table
+    assert "hub's way (jupyterhub-singleuser)   3  1.750  1.700  1.800" in table
     assert "hub's way / floor p50: 1.167; the extension: 0.250 s" in table and "failed: hub #4" in table
     empty = extension.Report("img:1", 1.0, "now")
     empty.summarize()
