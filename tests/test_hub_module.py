@@ -514,6 +514,55 @@ def test_a_briefly_unplaceable_start_waits_for_its_task():
     assert fake.calls.count("tasks") == 4
 
 
+def test_a_waits_checks_come_soon_then_half_again_later_each_time_up_to_the_longest():
+    delays = cablab_hub.checks(0.1, 5.0)
+    assert [next(delays) for _ in range(11)] == pytest.approx([
+        0.1, 0.15, 0.225, 0.3375, 0.5062, 0.7594, 1.1391, 1.7086, 2.5629, 3.8443, 5.0], abs=1e-4)
+    assert next(delays) == 5.0
+    assert [next(cablab_hub.checks(9.0, 0.5)) for _ in range(2)] == [0.5, 0.5]  # never above the longest
+
+
+def _recorded_sleeps(monkeypatch) -> list[float]:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay, *args, **kwargs):
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(cablab_hub.asyncio, "sleep", sleep)
+    return slept
+
+
+def test_the_start_loop_checks_its_task_soon_then_less_often(monkeypatch):
+    """A container starts within a second or two on a real cluster: the loop's task checks come at
+    0, 0.1, 0.25, 0.475, 0.81 s ... (were 0, 1.0, 2.5 s), up to one every 5 s."""
+    slept = _recorded_sleeps(monkeypatch)
+    fake = FakeDocker([[task("pending")]] * 12 + [[task("running")]])
+    sp = cablab_spawner(fake)
+    assert sp.start_check_interval == 0.1
+    asyncio.run(asyncio.wait_for(sp.start_object(), 5))
+    assert fake.calls.count("tasks") == 13
+    assert slept == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.5062, 0.7594, 1.1391, 1.7086, 2.5629, 3.8443, 5.0, 5.0],
+                                  abs=1e-4)
+
+
+def test_the_answer_checks_come_soon_then_every_ready_check_interval(monkeypatch):
+    slept = _recorded_sleeps(monkeypatch)
+    replies = [False] * 9 + [True]
+
+    async def answering(url):
+        assert url == "http://10.0.1.5:8888/user/alice/api"
+        return replies.pop(0)
+
+    monkeypatch.setattr(cablab_hub, "answers", answering)
+    sp = cablab_spawner(FakeDocker())
+    assert (sp.ready_check_first, sp.ready_check_interval) == (0.05, 0.5)
+    asyncio.run(asyncio.wait_for(sp.wait_until_answering("http://10.0.1.5:8888/user/alice/api"), 5))
+    assert replies == []
+    assert slept == pytest.approx([0.05, 0.075, 0.1125, 0.1688, 0.2531, 0.3797, 0.5, 0.5, 0.5], abs=1e-4)
+
+
 def test_a_task_that_ends_while_starting_fails_the_start():
     sp = cablab_spawner(FakeDocker([[task("failed", err="starting container failed: no such image")]]),
                         start_check_interval=0.0)
