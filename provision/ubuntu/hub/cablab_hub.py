@@ -323,9 +323,12 @@ def node_refusal(name: str, nodes: Sequence[Mapping[str, Any]], notebook_nodes: 
 # half again the time waited so far after what it waits for (or the longest delay, if less). Natively
 # (the single-user image as a swarm service on this project's machine, benchmarks/native_start.py) a
 # task runs 0.33 s after its service is created and the server answers at 0.71 s (p50): the earlier
-# fixed waits (task checks 1.0 s apart at first, answer checks every 0.5 s) found it at 1.00 s, these
-# at 0.71 s. Under emulation (the lab) a server answers ~7 s after its container starts: there the
-# later, longer delays are the ones that count, and the early checks are a few more Docker and HTTP calls.
+# fixed waits (task checks 1.0 s apart at first, answer checks every 0.5 s) found it at 1.00 s. Under
+# emulation (the lab) a task runs ~5 s after its service is created and its server answers ~7 s later:
+# there the early checks are calls in vain, and a task check (a Docker API call) is not cheap: task
+# checks from 0.1 s (nine before 5 s) cost the hub's VM ~1 CPU-s more per start than from 1.0 s (four; one run each),
+# taken from the cores the starting server shares with it. From 0.25 s: six before 5 s; natively the
+# start is found at 0.75 s (0.71 s from 0.1 s). An answer check costs the hub ~5 ms of CPU (lab).
 TASK_CHECK_MOST = 5.0  # s: the longest wait between two task checks
 
 
@@ -462,7 +465,7 @@ class CablabSwarmSpawner(SwarmSpawner):
 
     def user_resources(self) -> Mapping[str, Any]:
         return (self.resources.get("users") or {}).get(self.user.name) or self.resources.get("default") or {}
-    start_check_interval = Float(0.1, config=True, help="""Seconds between the start loop's first two task
+    start_check_interval = Float(0.25, config=True, help="""Seconds between the start loop's first two task
         checks (then 1.5 times longer each time, up to 5 s; see `checks`).""")
     ready_check_first = Float(0.05, config=True, help="""Seconds between the first two checks, at the end of
         a start, that the server answers (then 1.5 times longer each time, up to ready_check_interval).""")
