@@ -198,6 +198,18 @@ def one_start(kind: str, image: str, cpus: float, api_url: str, timeout: float) 
         docker("rm", "-f", name)
 
 
+def publish(report: Any, path: Optional[str], default_name: str) -> Path:
+    """Summarize `report` (a dataclass), print its table, write it as JSON to `path` (default:
+    lab/reports/`default_name`); the path written. Shared with benchmarks/native_start.py."""
+    report.summarize()
+    print(report.table())
+    out = Path(path) if path else ROOT / "lab" / "reports" / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+    print(f"report: {out}")
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", default="cablab/singleuser:lab", help="the single-user image (default: the lab's)")
@@ -227,12 +239,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"[extension] {kind} #{i + 1}/{args.runs}: {took:.3f} s", flush=True)
     finally:
         hub.close()
-    report.summarize()
-    print(report.table())
-    out = Path(args.report) if args.report else ROOT / "lab" / "reports" / "extension.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    print(f"report: {out}")
+    publish(report, args.report, "extension.json")
     return 1 if report.failures and not (report.starts["hub"] and report.starts["floor"]) else 0
 
 

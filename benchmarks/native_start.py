@@ -20,12 +20,11 @@ checks (wait_until_answering), with the schedules of cablab_hub.checks: the one 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.extension import publish  # noqa: E402
 from benchmarks.spawn import Summary, floor_task_template, ratio  # noqa: E402
 
 HOME = "/home/jovyan"
@@ -199,12 +199,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         if joined:
             client.swarm.leave(force=True)
-    report.summarize()
-    print(report.table())
-    out = Path(args.report) if args.report else ROOT / "lab" / "reports" / "native-start.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    print(f"report: {out}")
+    publish(report, args.report, "native-start.json")
     return 0 if report.starts else 1
 
 

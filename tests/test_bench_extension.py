@@ -81,3 +81,13 @@ def test_the_report_gives_both_the_ratio_and_the_difference():
     empty = extension.Report("img:1", 1.0, "now")
     empty.summarize()
     assert empty.hub_over_floor_p50 is None and empty.extension_s is None and "—" in empty.table()
+
+
+def test_a_report_is_printed_and_written_as_json(tmp_path, capsys):
+    r = extension.Report("img:1", 1.0, "now")
+    r.starts = {"hub": [0.66], "floor": [0.57]}
+    out = extension.publish(r, str(tmp_path / "sub" / "x.json"), "unused.json")
+    assert out == tmp_path / "sub" / "x.json"
+    assert json.loads(out.read_text())["hub_over_floor_p50"] == 1.158  # summarized before it was written
+    printed = capsys.readouterr().out
+    assert "the extension: 0.090 s" in printed and f"report: {out}" in printed
