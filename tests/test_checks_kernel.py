@@ -55,3 +55,22 @@ def test_a_silent_execution_keeps_the_server_active():
 def test_without_keepalive_a_silence_is_a_timeout():
     with pytest.raises(websocket.WebSocketTimeoutException):
         kernel(FakeWS(silent=1)).execute("work()", timeout=600)
+
+
+class ClosingWS(FakeWS):
+    """Answers one stream message, then the server's close frame (websocket-client's recv() gives '')."""
+
+    def recv(self) -> str:
+        if self.silent:
+            return super().recv()
+        return json.dumps(self.queue.pop(0)) if len(self.queue) > 1 else ""
+
+
+def test_a_websocket_closed_mid_execution_says_so_with_its_timings():
+    pokes = []
+    with pytest.raises(kmod.KernelSocketClosed) as closed:
+        kernel(ClosingWS(silent=2), lambda: pokes.append(1)).execute("run_samples()", timeout=600)
+    message = str(closed.value)
+    assert "the kernel's websocket was closed" in message and "the longest keepalive request" in message
+    assert "run_samples()" in message and len(pokes) == 2
+    assert isinstance(closed.value, ConnectionError)

@@ -32,6 +32,10 @@ class Execution:
         return self
 
 
+class KernelSocketClosed(ConnectionError):
+    """The server (or the proxy) closed the kernel's websocket in the middle of an execution."""
+
+
 class Kernel:
     """One kernel of a user's server, reached through the hub's proxy with the user's API token."""
 
@@ -62,7 +66,9 @@ class Kernel:
         msg_id = msg["header"]["msg_id"]
         self.ws.send(json.dumps(msg))
         out = Execution()
-        deadline = time.monotonic() + timeout
+        began = last_message = time.monotonic()
+        deadline = began + timeout
+        longest_keepalive = 0.0  # the socket is not read (nor its pings answered) while one runs
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -73,8 +79,18 @@ class Kernel:
             except websocket.WebSocketTimeoutException:
                 if self.keepalive is None:
                     raise
+                asked = time.monotonic()
                 self.keepalive()
+                longest_keepalive = max(longest_keepalive, time.monotonic() - asked)
                 continue
+            now = time.monotonic()
+            if raw == "":  # websocket-client's recv() of a close frame
+                raise KernelSocketClosed(
+                    f"the kernel's websocket was closed {now - began:.1f} s into the execution, "
+                    f"{now - last_message:.1f} s after its last message; the longest keepalive request "
+                    f"meanwhile took {longest_keepalive:.1f} s (jupyter-server closes a websocket after 90 s "
+                    f"without a pong): {code[:120]!r}")
+            last_message = now
             reply = json.loads(raw)
             if reply.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
