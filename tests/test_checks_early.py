@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -334,3 +335,18 @@ def test_a_restart_that_does_not_end_fails_the_day_with_what_it_waited_for():
     window.wait_restored(0.05)
     with pytest.raises(AssertionError, match="hub restart, beside this check, did not end in 0 s"):
         window.wait_done(0.05)
+
+
+def test_a_wait_with_something_to_do_meanwhile_does_it_in_slices_until_the_restore(monkeypatch):
+    monkeypatch.setattr(early_mod, "WAIT_SLICE", 0.05)
+    window = early_mod.HubRestart(expected=True)
+    window.open()
+    slices: list[float] = []
+    threading.Timer(0.3, window.restored).start()
+    window.wait_restored(5, meanwhile=lambda s: (slices.append(s), time.sleep(0.01)))
+    assert window._restored.is_set() and slices and max(slices) <= 0.05
+    late = early_mod.HubRestart(expected=True)
+    late.open()
+    with pytest.raises(AssertionError, match="did not put the database and the homes back in 0 s"):
+        late.wait_restored(0.2, meanwhile=lambda s: time.sleep(s))
+    early_mod.HubRestart(expected=False).wait_restored(5, meanwhile=slices.append)  # nothing waits

@@ -74,3 +74,13 @@ def test_a_websocket_closed_mid_execution_says_so_with_its_timings():
     assert "the kernel's websocket was closed" in message and "the longest keepalive request" in message
     assert "run_samples()" in message and len(pokes) == 2
     assert isinstance(closed.value, ConnectionError)
+
+
+def test_pumping_between_executions_reads_the_socket_and_notices_a_close():
+    ws = FakeWS(silent=1)
+    kernel(ws).pump(0.5)  # a read that times out: nothing arrived, the pings were answered
+    assert ws.timeouts and ws.timeouts[0] <= 0.5
+    closed = ClosingWS(silent=0)
+    closed.queue = [{"msg_type": "status"}]
+    with pytest.raises(kmod.KernelSocketClosed, match="while the check waited between executions"):
+        kernel(closed).pump(5)

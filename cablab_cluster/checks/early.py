@@ -34,6 +34,7 @@ from cablab_cluster.spec import Cluster
 
 KEEPALIVE_EVERY = 30.0  # s, well inside any cull timeout a check waits out (>= 60 s)
 FOLLOW_UP_TIMEOUT = 3600.0  # s: the culler's watch waits out a cull timeout of up to 900 s, and more
+WAIT_SLICE = 2.0  # s: a wait that does something meanwhile (HubRestart) looks at its event this often
 HUB_RESTART_TIMEOUT = 900.0  # s: a hub restarting under emulation, its database restored (HubRestart)
 
 
@@ -275,13 +276,27 @@ class HubRestart:
         self._restored.set()
         self._done.set()
 
-    def _wait(self, event: threading.Event, what: str, timeout: float) -> None:
-        if self.expected and self._open.is_set() and not event.wait(timeout):
-            raise AssertionError(f"the backup check's hub restart, beside this check, did not {what} in {timeout:.0f} s")
+    def _wait(self, event: threading.Event, what: str, timeout: float,
+              meanwhile: Optional[Callable[[float], None]] = None) -> None:
+        if not (self.expected and self._open.is_set()):
+            return
+        deadline = time.monotonic() + timeout
+        while not event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the backup check's hub restart, beside this check, did not {what} "
+                                     f"in {timeout:.0f} s")
+            if meanwhile is None:
+                event.wait(left)
+            else:
+                meanwhile(min(left, WAIT_SLICE))
 
-    def wait_restored(self, timeout: float) -> None:
-        """The opener: return once the restore has put the database and homes back (or nothing waits)."""
-        self._wait(self._restored, "put the database and the homes back", timeout)
+    def wait_restored(self, timeout: float, meanwhile: Optional[Callable[[float], None]] = None) -> None:
+        """The opener: return once the restore has put the database and homes back (or nothing waits).
+        `meanwhile(seconds)`, if given, is called in slices while it waits (the day keeps its kernel's
+        websocket read: jupyter-server closes one whose pings go unanswered for 90 s, and the lane may
+        wait minutes for the other checks to leave the hub alone before it backs up)."""
+        self._wait(self._restored, "put the database and the homes back", timeout, meanwhile)
 
     def wait_done(self, timeout: float) -> None:
         """The opener: return once the hub answers again after the restart (or nothing waits)."""

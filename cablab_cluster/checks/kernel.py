@@ -51,6 +51,20 @@ class Kernel:
     def close(self) -> None:
         self.ws.close()
 
+    def pump(self, seconds: float) -> None:
+        """Read the websocket for `seconds` while nothing runs: websocket-client answers the server's
+        pings as it reads (a socket left unread for 90 s is closed by jupyter-server); what arrives is
+        dropped. A closed socket raises KernelSocketClosed."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.ws.settimeout(left)
+            try:
+                raw = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                return
+            if raw == "":  # websocket-client's recv() of a close frame
+                raise KernelSocketClosed("the kernel's websocket was closed while the check waited between executions")
+
     def _message(self, msg_type: str, content: dict) -> dict:
         return {
             "header": {"msg_id": uuid.uuid4().hex, "username": "cablab-verify", "session": self.session,
