@@ -119,17 +119,24 @@ def answer_url(kind: str, port: int) -> str:
     return f"http://127.0.0.1:{port}" + server_api_path(USER if kind == "hub" else None)
 
 
+def answers(url: str) -> bool:
+    """Whether an HTTP server answers at `url` now (any status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
 def first_answer(url: str, timeout: float, every: float = 0.01) -> Optional[float]:
     """The monotonic time of `url`'s first HTTP answer (any status), None after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return time.monotonic()
-        except urllib.error.HTTPError:
+        if answers(url):
             return time.monotonic()
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(every)
+        time.sleep(every)
     return None
 
 

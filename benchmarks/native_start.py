@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -32,19 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.extension import publish  # noqa: E402
+from benchmarks.extension import answers, publish  # noqa: E402
 from benchmarks.spawn import Summary, floor_task_template, ratio  # noqa: E402
 
 HOME = "/home/jovyan"
 PORT0 = 19100
 EVERY = 0.02  # s between this benchmark's own asks (task state, answer)
-
-
-def fixed_schedule(first: float, factor: float, most: float) -> Iterator[float]:
-    delay = first
-    while True:
-        yield delay
-        delay = min(delay * factor, most)
 
 
 def schedules() -> dict[str, tuple]:
@@ -57,7 +48,8 @@ def schedules() -> dict[str, tuple]:
     ready_most = traits["ready_check_interval"].default_value
     return {
         "now": (lambda: hub.checks(task_first, hub.TASK_CHECK_MOST), lambda: hub.checks(ready_first, ready_most)),
-        "before": (lambda: fixed_schedule(1.0, 1.5, 5.0), lambda: fixed_schedule(0.5, 1.0, 0.5)),
+        # before 3fe8eee: task checks 1.0 s apart, then 1.5 times longer each time up to 5 s; answers every 0.5 s
+        "before": (lambda: hub.checks(1.0, 5.0), lambda: hub.checks(0.5, 0.5)),
     }
 
 
@@ -119,16 +111,6 @@ class Report:
             rows.append(f"spawner ({name}) p50 / first answer p50: {r if r is not None else '—'}")
         rows += [f"failed: {x}" for x in self.failures]
         return "\n".join(rows)
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return False
 
 
 def one_start(client, image: str, name: str, port: int, timeout: float) -> Start:

@@ -212,12 +212,16 @@ PAIRED = (("hub_over_floor", "hub_s", "floor_s"), ("direct_over_floor", "direct_
           ("hub_over_direct", "hub_s", "direct_s"))
 
 
-def paired_ratios(spawns: Iterable[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
+def per_user(spawns: Iterable[dict[str, Any]], top: str, bottom: str) -> list[float]:
+    """`top` / `bottom` of each user that has both starts."""
+    return [s[top] / s[bottom] for s in spawns if s.get(top) is not None and s.get(bottom)]
+
+
+def paired_ratios(spawns: list[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
     """Each PAIRED ratio over the users that have both starts: its median and interval."""
     got: dict[str, MedianInterval] = {}
     for name, top, bottom in PAIRED:
-        values = [s[top] / s[bottom] for s in spawns if s.get(top) is not None and s.get(bottom)]
-        interval = MedianInterval.of(values, level)
+        interval = MedianInterval.of(per_user(spawns, top, bottom), level)
         if interval is not None:
             got[name] = interval
     return got
@@ -420,8 +424,8 @@ class Report:
             self.direct_over_floor_p50 = ratio(self.direct.p50, self.floor.p50)
             self.hub_over_direct_p50 = ratio(self.hub.p50, self.direct.p50)
         self.paired = paired_ratios(self.spawns)
-        pairs = [s for s in self.spawns if s.get("hub_s") is not None and s.get("floor_s")]
-        self.hub_within_target = sum(1 for s in pairs if s["hub_s"] <= HUB_TARGET * s["floor_s"]) if pairs else None
+        hub_over_floor = per_user(self.spawns, "hub_s", "floor_s")
+        self.hub_within_target = sum(1 for r in hub_over_floor if r <= HUB_TARGET) if hub_over_floor else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
