@@ -154,8 +154,6 @@ def test_pre_spawn_hook_makes_the_home_and_links_as_the_user_and_pins(homes):
     assert all(p.lstat().st_uid == 20000 for p in home.iterdir())
     assert sp.extra_placement_spec == {"constraints": ["engine.labels.cablab.notebooks == true",
                                                        "engine.labels.cablab.node == node3"]}
-    with pytest.raises(ValueError, match="does not run notebooks"):
-        hook(FakeSpawner("alice", {"node": "node1"}))
 
 
 def test_pre_spawn_hook_replaces_empty_mount_points_and_keeps_the_users_things(homes):
@@ -307,6 +305,47 @@ def cablab_spawner(fake: FakeDocker, options: dict | None = None, **traits) -> c
     sp.user_options = dict(options or {})
     sp.docker = fake  # the spawner's docker client, faked
     return sp
+
+
+def test_user_options_are_applied_by_the_hubs_hook_node_checked_before_anything_starts(secrets):
+    """JupyterHub's own path (Spawner._run_apply_user_options) with the configured hook: a pinned start
+    logs nothing (JupyterHub's "unhandled user_options" warning is gone), a bad node is a 400 naming
+    the nodes to use, and any other key is ignored and named in the log."""
+    import logging
+
+    c = configured(lab=True)
+    hook = c.Spawner.apply_user_options
+    assert callable(hook) and cablab_hub.USER_OPTIONS == ("node",)
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                warned.append(record.getMessage())
+
+    log = logging.getLogger("cablab.test.user_options")
+    log.addHandler(Recorder())
+    warned: list[str] = []
+
+    def apply(options):
+        sp = cablab_spawner(FakeDocker(), options, apply_user_options=hook)
+        sp.log = log
+        warned.clear()
+        asyncio.run(sp._run_apply_user_options(sp.user_options))
+        return list(warned)
+
+    assert apply({"node": "node3"}) == []
+    assert apply({}) == []
+    assert apply({"node": ""}) == []  # no pin, as the pre-spawn hook and start() read it
+    for bad in ("node1", "node9", ["node2"], {"node2": 1}, 2):
+        with pytest.raises(web.HTTPError) as e:
+            apply({"node": bad})
+        assert e.value.status_code == 400
+        assert "does not run notebooks; use one of node2, node3" in e.value.log_message
+    with pytest.raises(web.HTTPError) as e:
+        apply({"node": "n" * 10_000})
+    assert len(e.value.log_message) < 200  # the caller's value, shortened
+    warned = apply({"node": "node2", "image": "evil/image", "cpu_limit": 64})
+    assert warned == ["alice's start: ignoring user option(s) 'cpu_limit', 'image' (this hub reads: node)"]
 
 
 def test_configure_uses_the_node_aware_spawner_and_polls_often(secrets):

@@ -14,6 +14,7 @@ import fcntl
 import hmac
 import json
 import os
+import reprlib
 import subprocess
 import sys
 from collections import deque
@@ -210,7 +211,6 @@ def uid_resolver(spawner_data: Mapping[str, Any]):
 def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
     home_root = Path(spawner_data["home_root"])
     links = dict(spawner_data["home_links"])
-    nodes = list(spawner_data["notebook_nodes"])
     placement = list(spawner_data["placement"])
     node_label = str(spawner_data["node_label"])
     gid = int(spawner_data["gid"])
@@ -218,7 +218,7 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
 
     def pre_spawn_hook(spawner: Any) -> None:
         """Make the home as the user's uid, run the server as it, then place the server
-        (user option `node` pins it to a notebook node)."""
+        (user option `node`, checked by `apply_user_options` before, pins it to a notebook node)."""
         uid = uid_of(spawner.user.name)
         make_home(home_root / spawner.user.name, uid, gid, links)
         # The container runs as the user's own uid (no passwd entry: HOME comes from the image's
@@ -228,12 +228,37 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
         constraints = list(placement)
         node = (spawner.user_options or {}).get("node")
         if node:
-            if node not in nodes:
-                raise ValueError(f"node {node!r} does not run notebooks; use one of {', '.join(nodes)}")
             constraints.append(f"engine.labels.{node_label} == {node}")
         spawner.extra_placement_spec = {"constraints": constraints}
 
     return pre_spawn_hook
+
+
+# --- User options: what a start may ask -----------------------------------------
+# A start's user options come from whoever calls the REST API: `node` (a notebook node's name, for
+# this start only) is the one this hub reads. JupyterHub (>= 5.3) hands them to `apply_user_options`
+# right before the pre-spawn hook, and without one logged a warning that called `node` unhandled at
+# every pinned start. A bad `node` is refused there with 400 and the nodes to choose from, before
+# anything is made; any other key is ignored, and said so once in the log.
+
+USER_OPTIONS = ("node",)
+
+
+def make_apply_user_options(spawner_data: Mapping[str, Any]):
+    nodes = list(spawner_data["notebook_nodes"])
+
+    def apply_user_options(spawner: Any, user_options: Mapping[str, Any] | None) -> None:
+        options = user_options or {}
+        node = options.get("node")
+        if node and (not isinstance(node, str) or node not in nodes):
+            raise web.HTTPError(400, f"node {reprlib.repr(node)} does not run notebooks; "
+                                     f"use one of {', '.join(nodes)}")
+        ignored = sorted(reprlib.repr(k) for k in options if k not in USER_OPTIONS)
+        if ignored:
+            spawner.log.warning("%s's start: ignoring user option(s) %s (this hub reads: %s)",
+                                spawner.user.name, ", ".join(ignored), ", ".join(USER_OPTIONS))
+
+    return apply_user_options
 
 
 # --- Faults: a server lost with its node, a start that cannot be placed ----------
@@ -677,6 +702,7 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     # (dockerspawner's {username} is escaped: a-b → a-2db).
     c.SwarmSpawner.volumes = {sp["home_root"].rstrip("/") + "/{raw_username}": sp["home_target"]}
     c.SwarmSpawner.read_only_volumes = dict(sp["read_only_volumes"])
+    c.Spawner.apply_user_options = make_apply_user_options(sp)
     c.Spawner.pre_spawn_hook = make_pre_spawn_hook(sp)
 
     # Faults (CablabSwarmSpawner): a server lost with its node is noticed within
