@@ -135,3 +135,25 @@ def test_wrong_password_and_unknown_user_are_refused(hub_client, username, passw
         response = browser.login(name, secret)
         assert response.status != 302 and not browser.cookie("jupyterhub-hub-login"), \
             f"{name} logged in with a wrong password or without being in the userlist"
+
+
+# lab/userlist.lab's user that only the spawn bench starts (its "one more"): during verify its server
+# is never running, so its start reaches the user-options check instead of "already running".
+UNPINNABLE_USER = "bench11"
+
+
+def test_a_start_pinned_to_a_node_that_runs_no_notebooks_is_refused_at_once(hub_client, spec, cluster, nodes,
+                                                                             password):
+    """The `node` user option must name a notebook node (the hub's apply_user_options): any other
+    name is a 400 with the nodes to use, answered to the start request itself, and no service is made."""
+    if UNPINNABLE_USER not in {u.name for u in spec.userlist.users}:
+        pytest.skip(f"{UNPINNABLE_USER} is not in the userlist: this check needs a user no other check starts")
+    session = hub_client().logged_in(UNPINNABLE_USER, password)
+    response = session.api("POST", f"/users/{UNPINNABLE_USER}/server", {"node": "cablab-no-such-node"})
+    assert response.status == 400, f"a start pinned to a node that does not exist: {response}"
+    message = response.json().get("message", "")
+    assert "'cablab-no-such-node' does not run notebooks; use one of " in message, message
+    offered = set(message.rsplit("use one of ", 1)[1].split(", "))
+    assert offered == {h.name for h in cluster.notebook_hosts}, message
+    made = nodes[cluster.first_manager].run("docker service inspect %s", service_name(UNPINNABLE_USER))
+    assert made.rc != 0, f"{service_name(UNPINNABLE_USER)} was made for a refused start"
