@@ -309,8 +309,9 @@ def cablab_spawner(fake: FakeDocker, options: dict | None = None, **traits) -> c
 
 def test_user_options_are_applied_by_the_hubs_hook_node_checked_before_anything_starts(secrets):
     """JupyterHub's own path (Spawner._run_apply_user_options) with the configured hook: a pinned start
-    logs nothing (JupyterHub's "unhandled user_options" warning is gone), a bad node is a 400 naming
-    the nodes to use, and any other key is ignored and named in the log."""
+    logs nothing (JupyterHub's "unhandled user_options" warning is gone), a bad node or an image is a
+    400 before anything is made, any other key is ignored and named in the log, and none of a start's
+    options is kept for the next start (one that JupyterHub saved before the hook ran included)."""
     import logging
 
     c = configured(lab=True)
@@ -323,29 +324,45 @@ def test_user_options_are_applied_by_the_hubs_hook_node_checked_before_anything_
                 warned.append(record.getMessage())
 
     log = logging.getLogger("cablab.test.user_options")
-    log.addHandler(Recorder())
+    recorder = Recorder()
+    log.addHandler(recorder)
     warned: list[str] = []
 
     def apply(options):
+        # as JupyterHub's spawn does: the request's options saved as the next start's, then the hook
         sp = cablab_spawner(FakeDocker(), options, apply_user_options=hook)
         sp.log = log
         warned.clear()
-        asyncio.run(sp._run_apply_user_options(sp.user_options))
+        try:
+            asyncio.run(sp._run_apply_user_options(sp.user_options))
+        finally:
+            assert sp.orm_spawner.user_options == {}, "a start's options were kept for the next start"
+        assert sp.user_options == options  # this start still sees them
         return list(warned)
 
-    assert apply({"node": "node3"}) == []
-    assert apply({}) == []
-    assert apply({"node": ""}) == []  # no pin, as the pre-spawn hook and start() read it
-    for bad in ("node1", "node9", ["node2"], {"node2": 1}, 2):
+    try:
+        assert apply({"node": "node3"}) == []
+        assert apply({}) == []
+        assert apply({"node": ""}) == []  # no pin, as the pre-spawn hook and start() read it
+        assert apply({"image": ""}) == []  # nothing asked, as dockerspawner reads it
+        for bad in ("node1", "node9", ["node2"], {"node2": 1}, 2):
+            with pytest.raises(web.HTTPError) as e:
+                apply({"node": bad})
+            assert e.value.status_code == 400
+            assert "does not run notebooks; use one of node2, node3" in e.value.log_message
         with pytest.raises(web.HTTPError) as e:
-            apply({"node": bad})
-        assert e.value.status_code == 400
-        assert "does not run notebooks; use one of node2, node3" in e.value.log_message
-    with pytest.raises(web.HTTPError) as e:
-        apply({"node": "n" * 10_000})
-    assert len(e.value.log_message) < 200  # the caller's value, shortened
-    warned = apply({"node": "node2", "image": "evil/image", "cpu_limit": 64})
-    assert warned == ["alice's start: ignoring user option(s) 'cpu_limit', 'image' (this hub reads: node)"]
+            apply({"node": "n" * 10_000})
+        assert len(e.value.log_message) < 200  # the caller's value, shortened
+        with pytest.raises(web.HTTPError) as e:
+            apply({"node": "node2", "image": "evil/image"})
+        assert e.value.status_code == 400 and "`image` is not taken" in e.value.log_message
+        assert apply({"node": "node2", "colour": "blue", "cpu_limit": 64}) == [
+            "alice's start: ignoring user option(s) 'colour', 'cpu_limit' (this hub reads: node)"]
+        many = apply({f"k{i:02d}": i for i in range(40)})
+        assert many == ["alice's start: ignoring user option(s) 'k00', 'k01', 'k02', 'k03', 'k04' and 35 more "
+                        "(this hub reads: node)"]
+    finally:
+        log.removeHandler(recorder)
 
 
 def test_configure_uses_the_node_aware_spawner_and_polls_often(secrets):
@@ -411,8 +428,6 @@ def test_a_start_pinned_to_a_down_node_is_refused_at_once(monkeypatch):
     assert refused.value.status_code == 400
     message = refused.value.log_message
     assert "node node3" in message and "down" in message and "one of node2" in message, message
-    # the node option applied to this start only; other options are kept for the next start
-    assert sp.orm_spawner.user_options == {"profile": "small"}
 
 
 @pytest.mark.parametrize("nodes", [
@@ -432,7 +447,6 @@ def test_a_start_pinned_to_a_ready_node_goes_ahead_once(monkeypatch, nodes):
     sp = cablab_spawner(FakeDocker(nodes=nodes), {"node": "node3"})
     assert asyncio.run(sp.start()) == ("jupyter-alice", 8888)
     assert sp.user_options == {"node": "node3"}  # this start sees it (the hook pinned it)
-    assert sp.orm_spawner.user_options == {}  # a restart without a body is placed freely
 
 
 async def _close_hub_http_client() -> None:
@@ -786,7 +800,7 @@ def test_a_restarted_proxy_gets_its_routes_back_within_seconds(secrets, monkeypa
     asyncio.run(proxy.restore_routes())  # logged, not raised: the next pass tries again
 
 
-def test_the_forgotten_node_option_survives_a_request_finishing_during_the_spawn():
+def test_the_forgotten_options_stay_forgotten_when_a_request_finishes_during_the_spawn():
     """JupyterHub's handlers roll back dirty objects when a request finishes (handlers/base.py), and a
     spawn's requests and the hub's others share one session: the lab saw a user pinned once stay
     pinned, because a poll finishing mid-spawn dropped the change. The real ORM, a real rollback."""
@@ -801,10 +815,10 @@ def test_the_forgotten_node_option_survives_a_request_finishing_during_the_spawn
     row.user_options = {"node": "node2", "profile": "small"}
     db.commit()
     spawner = type("Spawner", (), {"orm_spawner": row})()
-    cablab_hub.forget_one_shot_options(spawner)
+    cablab_hub.forget_user_options(spawner)
     db.rollback()  # what BaseHandler.finish does with dirty objects
     db.expire_all()
-    assert db.query(orm.Spawner).one().user_options == {"profile": "small"}
+    assert db.query(orm.Spawner).one().user_options == {}
 
 
 # -- starts, at most one per notebook CPU at a time ----------------------------------

@@ -238,25 +238,47 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
 # A start's user options come from whoever calls the REST API: `node` (a notebook node's name, for
 # this start only) is the one this hub reads. JupyterHub (>= 5.3) hands them to `apply_user_options`
 # right before the pre-spawn hook, and without one logged a warning that called `node` unhandled at
-# every pinned start. A bad `node` is refused there with 400 and the nodes to choose from, before
-# anything is made; any other key is ignored, and said so once in the log.
+# every pinned start. A bad `node`, and `image` (dockerspawner would refuse it only after the home
+# was made and the start had waited its turn), are refused there with 400, before anything is made;
+# any other key is ignored, and said so once in the log. JupyterHub saves a start's options as the
+# next start's (a start without a body reuses them): this hub keeps none, so a pin is for one start
+# and a refused option does not refuse every later start.
 
 USER_OPTIONS = ("node",)
+REFUSED_OPTIONS = {"image": "this hub starts every server from its one single-user image"}
+LOGGED_KEYS = 5  # ignored keys named in the log line, at most
+
+
+def forget_user_options(spawner: Any) -> None:
+    """Keep none of this start's options for the next start; this start still sees them. Committed at
+    once: the hub's one database session is shared by every request, and a rollback anywhere before
+    the spawn's next commit dropped the change (the lab saw pinned users stay pinned)."""
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    if orm_spawner is not None and orm_spawner.user_options:
+        orm_spawner.user_options = {}
+        session = object_session(orm_spawner)
+        if session is not None:
+            session.commit()
 
 
 def make_apply_user_options(spawner_data: Mapping[str, Any]):
     nodes = list(spawner_data["notebook_nodes"])
 
     def apply_user_options(spawner: Any, user_options: Mapping[str, Any] | None) -> None:
+        forget_user_options(spawner)
         options = user_options or {}
+        for key, why in REFUSED_OPTIONS.items():
+            if options.get(key):
+                raise web.HTTPError(400, f"the user option `{key}` is not taken: {why}; start without it")
         node = options.get("node")
         if node and (not isinstance(node, str) or node not in nodes):
             raise web.HTTPError(400, f"node {reprlib.repr(node)} does not run notebooks; "
                                      f"use one of {', '.join(nodes)}")
-        ignored = sorted(reprlib.repr(k) for k in options if k not in USER_OPTIONS)
+        ignored = sorted(reprlib.repr(k) for k in options if k not in USER_OPTIONS and k not in REFUSED_OPTIONS)
         if ignored:
-            spawner.log.warning("%s's start: ignoring user option(s) %s (this hub reads: %s)",
-                                spawner.user.name, ", ".join(ignored), ", ".join(USER_OPTIONS))
+            more = f" and {len(ignored) - LOGGED_KEYS} more" if len(ignored) > LOGGED_KEYS else ""
+            spawner.log.warning("%s's start: ignoring user option(s) %s%s (this hub reads: %s)", spawner.user.name,
+                                ", ".join(ignored[:LOGGED_KEYS]), more, ", ".join(USER_OPTIONS))
 
     return apply_user_options
 
@@ -272,7 +294,6 @@ def make_apply_user_options(spawner_data: Mapping[str, Any]):
 TASK_STARTING = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "rejected"})
 UNPLACEABLE = "no suitable node"  # swarm's scheduler: "no suitable node (scheduling constraints not ...)"
 UNSCHEDULABLE_GRACE = 20.0  # s a server's task may wait for a node that can take it
-ONE_SHOT_OPTIONS = ("node",)  # user options that apply to the start that sent them only
 
 
 def task_state(task: Mapping[str, Any]) -> str:
@@ -455,20 +476,6 @@ class StartQueue:
                 turn.set_result(None)
 
 
-def forget_one_shot_options(spawner: Any) -> None:
-    """Drop the one-shot options from the options JupyterHub keeps for the next start
-    (a start without a body reuses them): this start still sees them. Committed at once: the hub's
-    one database session is shared by every request, and a rollback anywhere before the spawn's
-    next commit dropped the change (the lab saw pinned users stay pinned)."""
-    orm_spawner = getattr(spawner, "orm_spawner", None)
-    kept = dict(getattr(orm_spawner, "user_options", None) or {})
-    if orm_spawner is not None and any(k in kept for k in ONE_SHOT_OPTIONS):
-        orm_spawner.user_options = {k: v for k, v in kept.items() if k not in ONE_SHOT_OPTIONS}
-        session = object_session(orm_spawner)
-        if session is not None:
-            session.commit()
-
-
 class CablabSwarmSpawner(SwarmSpawner):
     """dockerspawner's SwarmSpawner, aware of swarm nodes: see the section's comment."""
 
@@ -529,7 +536,6 @@ class CablabSwarmSpawner(SwarmSpawner):
     async def start(self):
         apply_resources(self, self.user_resources())
         node = (self.user_options or {}).get("node")
-        forget_one_shot_options(self)
         nodes = await self.docker("nodes")
         if node:
             refusal = node_refusal(str(node), nodes, self.notebook_nodes, self.node_label)

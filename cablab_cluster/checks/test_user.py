@@ -157,3 +157,19 @@ def test_a_start_pinned_to_a_node_that_runs_no_notebooks_is_refused_at_once(hub_
     assert offered == {h.name for h in cluster.notebook_hosts}, message
     made = nodes[cluster.first_manager].run("docker service inspect %s", service_name(UNPINNABLE_USER))
     assert made.rc != 0, f"{service_name(UNPINNABLE_USER)} was made for a refused start"
+    # JupyterHub saved the request's options as the next start's before refusing them: a start without
+    # a body would reuse the bad node, and be refused again, unless the hub forgot them.
+    kept = nodes[cluster.hub_host].check_output(
+        "docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=%s_hub) python3 -c %s %s",
+        STACK, _SAVED_OPTIONS, UNPINNABLE_USER)
+    assert json.loads(kept) in (None, {}), f"{UNPINNABLE_USER}'s next start would reuse {kept}"
+
+
+# The options JupyterHub keeps for a user's next start, read from the hub's database in the hub's container.
+_SAVED_OPTIONS = (
+    "import sqlite3, sys; "
+    "db = sqlite3.connect('file:/srv/jupyterhub/data/jupyterhub.sqlite?mode=ro', uri=True, timeout=10); "
+    "row = db.execute(\"select s.user_options from spawners s join users u on u.id = s.user_id "
+    "where u.name = ? and s.name = ''\", (sys.argv[1],)).fetchone(); "
+    "print(row[0] if row and row[0] else 'null')"
+)
