@@ -9,6 +9,8 @@ import pytest
 
 from cablab_cluster.steps.docker_engine import OFFLINE_ENV
 
+from .test_user import running_container
+
 pytestmark = pytest.mark.cluster
 
 
@@ -118,10 +120,7 @@ def test_the_users_network_is_held_open_on_each_notebook_host(notebook_host, nod
 
     host = nodes[notebook_host]
     service = f"{STACK}_{ANCHOR_SERVICE}"
-    ids = host.check_output("docker ps -q --filter label=com.docker.swarm.service.name=%s --filter status=running",
-                            service).split()
-    assert len(ids) == 1, f"{len(ids)} running tasks of {service} on {notebook_host.name} (want 1)"
-    container = json.loads(host.check_output("docker inspect %s", ids[0]))[0]
+    container = json.loads(host.check_output("docker inspect %s", running_container(nodes, notebook_host, service)))[0]
     config, limits = container["Config"], container["HostConfig"]
     assert config["User"] == NOBODY and limits["ReadonlyRootfs"] is True, (config["User"], limits["ReadonlyRootfs"])
     assert [c.upper() for c in limits.get("CapDrop") or []] in (["ALL"], ["CAP_ALL"]), limits.get("CapDrop")

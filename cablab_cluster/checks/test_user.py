@@ -83,11 +83,16 @@ def placement(nodes, cluster, username: str) -> str:
         "docker service ps --filter desired-state=running --format %s %s", "{{.Node}}", service_name(username)).strip()
 
 
-def container(nodes, host, username: str) -> str:
-    label = f"label=com.docker.swarm.service.name={service_name(username)}"
+def running_container(nodes, host, service: str) -> str:
+    """The one running container of the swarm service `service` on `host`."""
+    label = f"label=com.docker.swarm.service.name={service}"
     ids = nodes[host].check_output("docker ps -q --filter %s --filter status=running", label).split()
-    assert len(ids) == 1, f"{len(ids)} running containers of {service_name(username)} on {host.name}"
+    assert len(ids) == 1, f"{len(ids)} running containers of {service} on {host.name} (want 1)"
     return ids[0]
+
+
+def container(nodes, host, username: str) -> str:
+    return running_container(nodes, host, service_name(username))
 
 
 # In the user's container, one `docker exec` each (a Docker CLI start is ~1 s on an emulated VM):
@@ -159,9 +164,8 @@ def test_a_start_pinned_to_a_node_that_runs_no_notebooks_is_refused_at_once(hub_
     assert made.rc != 0, f"{service_name(UNPINNABLE_USER)} was made for a refused start"
     # JupyterHub saved the request's options as the next start's before refusing them: a start without
     # a body would reuse the bad node, and be refused again, unless the hub forgot them.
-    kept = nodes[cluster.hub_host].check_output(
-        "docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=%s_hub) python3 -c %s %s",
-        STACK, _SAVED_OPTIONS, UNPINNABLE_USER)
+    hub = running_container(nodes, cluster.hub_host, f"{STACK}_hub")
+    kept = nodes[cluster.hub_host].check_output("docker exec %s python3 -c %s %s", hub, _SAVED_OPTIONS, UNPINNABLE_USER)
     assert json.loads(kept) in (None, {}), f"{UNPINNABLE_USER}'s next start would reuse {kept}"
 
 
