@@ -26,6 +26,9 @@ LETSENCRYPT_LIVE = PurePosixPath("/etc/letsencrypt/live")  # certbot's lineages:
 RUN_SUMMARY = STATE_DIR / "last-run.json"  # the provisioner's summary of its last run
 PROVISIONER = PurePosixPath("/usr/local/sbin/cablab-provision")  # where a host's script is put and run
 PROVISION_LOG = PurePosixPath("/var/log/cablab-provision.log")  # the provisioner's command output
+# restore.sh saves the hub's log here before it stops the hub: scaling the service to 0 removes its
+# task, and `docker service logs` loses that task's lines with it. One file per restore, 0600.
+HUB_LOG_DIR = PurePosixPath("/var/log/cablab")
 STACK = "cablab"  # docker stack name of the hub
 # The swarm node label (`true`) that pins the hub and the proxy to the hub host: set by the hub
 # host's own run (a manager), not its hostname (cloud-init may restore the metadata hostname).

@@ -33,6 +33,7 @@ from .layout import (
     HUB_DIR,
     HUB_IMAGE_RECORD,
     HUB_LABEL,
+    HUB_LOG_DIR,
     IMAGE_DIR,
     NODE_LABEL,
     NOTEBOOKS_LABEL,
@@ -481,7 +482,8 @@ class Renderer:
             ("stack.yml", "0644", self.stack()),
             ("deploy.sh", "0755", self.deploy()),
             ("backup.sh", "0755", self.render_template("bundle/backup.sh.j2", **self.backup_params())),
-            ("restore.sh", "0755", self.render_template("bundle/restore.sh.j2", **self.backup_params())),
+            ("restore.sh", "0755", self.render_template("bundle/restore.sh.j2", hub_log_dir=HUB_LOG_DIR,
+                                                        **self.backup_params())),
             ("userlist", "0644", self.plan.spec.userlist.render()),
         ]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cablab_cluster.layout import HUB_DATA, HUB_DIR, HUB_IMAGE_RECORD, STATE_DIR, UPGRADE_BACKUPS, secrets_hub_reads
+from cablab_cluster.layout import (HUB_DATA, HUB_DIR, HUB_IMAGE_RECORD, HUB_LOG_DIR, STATE_DIR, UPGRADE_BACKUPS,
+                                   secrets_hub_reads)
 from cablab_cluster.plan import make_plan
 from cablab_cluster.render import Renderer
 from cablab_cluster.spec import load_spec
@@ -166,9 +167,30 @@ def test_a_restore_stops_the_hub_and_starts_the_same_stack_again_or_deploys_a_re
     plain = [" ".join(c[1:]) for c in between(run, "restore", "with-config")]
     assert [c for c in plain if c.startswith("service scale")] == [
         "service scale --detach=false cablab_hub=0", "service scale --detach cablab_hub=1"], plain
+    # The hub's log is kept before its task goes: scaling to 0 takes its lines from `docker service logs`.
+    assert plain.index("service logs --timestamps --no-trunc cablab_hub") < plain.index(
+        "service scale --detach=false cablab_hub=0"), plain
     assert not [c for c in plain if c.startswith("stack deploy")]
     assert "\ndb\n" in run.output  # the database is the backup's
     config = kinds(between(run, "with-config"))
-    assert config.index("service scale") < config.index("stack deploy")
+    assert config.index("service logs") < config.index("service scale") < config.index("stack deploy")
     assert [" ".join(c[1:]) for c in between(run, "with-config") if c[1:3] == ("service", "scale")] == [
         "service scale --detach=false cablab_hub=0"]
+
+
+def test_a_restore_keeps_the_hub_log_it_would_lose_and_restores_even_when_it_cannot(renderer):
+    """restore.sh saves `docker service logs` of the hub into HUB_LOG_DIR, 0600 in a 0700 directory,
+    one file per restore, before the scale to 0 removes the task; where the log cannot be read it
+    says so and restores all the same."""
+    run = run_flow(renderer, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
+                   f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)",
+                   f'{HUB_DIR}/restore.sh "$b"',
+                   f"stat -c 'dir %a' {HUB_LOG_DIR}; for f in {HUB_LOG_DIR}/hub-before-restore-*.log; do "
+                   "stat -c 'file %a' \"$f\"; cat \"$f\"; done",
+                   f"rm -f {HUB_LOG_DIR}/*; echo lost >{HUB_DATA}/jupyterhub.sqlite; : >/var/lib/cablab-stub-nologs",
+                   f'{HUB_DIR}/restore.sh "$b" 2>&1', f"cat {HUB_DATA}/jupyterhub.sqlite")
+    first, second = run.output.split("could not save", 1) if "could not save" in run.output else (run.output, "")
+    assert f"saved the hub's log to {HUB_LOG_DIR}/hub-before-restore-" in first
+    assert "dir 700" in first and "file 600" in first
+    assert "cablab_hub.1.stubtask@stubnode    | 2026-11-28T10:00:00.000000000Z [I JupyterHub app:1] stub hub line" in first  # as docker gave them
+    assert "restoring anyway" in second and second.rstrip().endswith("db")  # restored all the same

@@ -9,13 +9,14 @@ notebooks ask it nothing. The check here then claims the lane's outcome."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Callable, Optional
 
 import pytest
 
-from cablab_cluster.layout import HUB_DATA, HUB_DIR
+from cablab_cluster.layout import HUB_DATA, HUB_DIR, HUB_LOG_DIR, STACK
 
 from .early import HUB_RESTART_TIMEOUT, HubRestart
 from .spawner import deployed_uids
@@ -58,10 +59,17 @@ def backup_and_restore(session, username: str, cluster, nodes, hub_client: Calla
             hub.check_output("rm -f %s", probe)
 
         t0 = time.monotonic()
-        hub.check_output("%s/restore.sh %s", str(HUB_DIR), backup)
+        said = hub.check_output("%s/restore.sh %s", str(HUB_DIR), backup)
         timings["restore.sh" + beside] = round(time.monotonic() - t0, 1)
         if window is not None:
             window.restored()
+        # The hub's log from before the restore is kept (scaling it to 0 takes its task's lines from
+        # `docker service logs`): the file restore.sh names holds the stopped hub's own start.
+        saved = re.search(r"^saved the hub's log to (\S+)$", said, re.MULTILINE)
+        assert saved and saved.group(1).startswith(f"{HUB_LOG_DIR}/"), said
+        assert hub.check_output("stat -c %%a:%%U %s", saved.group(1)) == "600:root"
+        kept = hub.check_output("cat %s", saved.group(1))
+        assert re.search(rf"^{STACK}_hub\.1\.\w+@\S+ +\| \S+ .*JupyterHub is now running", kept, re.MULTILINE), kept[-2000:]
 
         def token_works() -> bool:
             try:

@@ -3286,10 +3286,11 @@ install_file 0755 /opt/cablab/hub/restore.sh <<'CABLAB_EOF'
 #!/usr/bin/env bash
 # Restore the hub of cluster lab-centos from a directory made by backup.sh:
 #   /opt/cablab/hub/restore.sh BACKUP_DIR [--with-config]
-# Checks the manifest's sums, stops the hub (the proxy and the users' servers keep running),
-# puts the database back and the homes' files (files made since the backup stay),
-# and with --with-config also the secrets and this bundle (a rebuilt hub host), then starts
-# the hub again (with --with-config, or where it had no service: deploys the stack again). Rendered by cablab-cluster from centos.yml.
+# Checks the manifest's sums, saves the hub's log into /var/log/cablab, stops the hub (the
+# proxy and the users' servers keep running), puts the database back and the homes' files (files
+# made since the backup stay), and with --with-config also the secrets and this bundle (a rebuilt hub
+# host), then starts the hub again (with --with-config, or where it had no service: deploys the
+# stack again). Rendered by cablab-cluster from centos.yml.
 set -euo pipefail
 umask 077
 usage="usage: $0 BACKUP_DIR [--with-config]"
@@ -3309,6 +3310,15 @@ fi
 service=cablab_hub
 stopped=no
 if docker service inspect "$service" >/dev/null 2>&1; then
+  # Scaling to 0 removes the hub's task, and its lines go from `docker service logs` with it: keep them.
+  logs=/var/log/cablab
+  install -d -m 0700 "$logs"
+  log="$logs/hub-before-restore-$(date -u +%Y%m%dT%H%M%SZ).log"
+  if docker service logs --timestamps --no-trunc "$service" >"$log" 2>&1; then
+    echo "saved the hub's log to $log"
+  else
+    echo "could not save the hub's log (docker service logs failed; see $log); restoring anyway" >&2
+  fi
   docker service scale --detach=false "$service=0" >/dev/null
   stopped=yes
 fi

@@ -32,6 +32,9 @@ case "$name" in
         for a in "${@:3}"; do case "$a" in --*) break ;; *) echo "$a.1 Running 1 second ago" ;; esac; done ;;
       "service ps"*) echo "Running 1 second ago" ;;
       "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
+      "service logs"*)  # the hub task's lines; none to give when the stub says so
+        [ ! -e /var/lib/cablab-stub-nologs ] || { echo "Error: no logs" >&2; exit 1; }
+        echo "cablab_hub.1.stubtask@stubnode    | 2026-11-28T10:00:00.000000000Z [I JupyterHub app:1] stub hub line" ;;
       "stack deploy"*) : >/var/lib/cablab-stub-service ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
     esac ;;
