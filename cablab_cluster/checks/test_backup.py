@@ -64,12 +64,13 @@ def backup_and_restore(session, username: str, cluster, nodes, hub_client: Calla
         if window is not None:
             window.restored()
         # The hub's log from before the restore is kept (scaling it to 0 takes its task's lines from
-        # `docker service logs`): the file restore.sh names holds the stopped hub's own start.
+        # `docker service logs`): the file restore.sh names holds the stopped hub's own start, each line
+        # as `docker service logs --timestamps` gives it (the time, then the task).
         saved = re.search(r"^saved the hub's log to (\S+)$", said, re.MULTILINE)
         assert saved and saved.group(1).startswith(f"{HUB_LOG_DIR}/"), said
         assert hub.check_output("stat -c %%a:%%U %s", saved.group(1)) == "600:root"
         kept = hub.check_output("cat %s", saved.group(1))
-        assert re.search(rf"^{STACK}_hub\.1\.\w+@\S+ +\| \S+ .*JupyterHub is now running", kept, re.MULTILINE), kept[-2000:]
+        assert re.search(rf"^\S+ {STACK}_hub\.1\.\w+@\S+ +\| .*JupyterHub is now running", kept, re.MULTILINE), kept[-2000:]
 
         def token_works() -> bool:
             try:

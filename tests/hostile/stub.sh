@@ -34,7 +34,7 @@ case "$name" in
       "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
       "service logs"*)  # the hub task's lines; none to give when the stub says so
         [ ! -e /var/lib/cablab-stub-nologs ] || { echo "Error: no logs" >&2; exit 1; }
-        echo "cablab_hub.1.stubtask@stubnode    | 2026-11-28T10:00:00.000000000Z [I JupyterHub app:1] stub hub line" ;;
+        echo "2026-11-28T10:00:00.000000000Z cablab_hub.1.stubtask@stubnode    | [I JupyterHub app:1] stub hub line" ;;
       "stack deploy"*) : >/var/lib/cablab-stub-service ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
     esac ;;
