@@ -219,6 +219,7 @@ def test_hub_pages_carry_hsts(secrets):
 from docker.errors import APIError  # noqa: E402
 from dockerspawner import SwarmSpawner  # noqa: E402
 from tornado import web  # noqa: E402
+from sqlalchemy.orm import object_session  # noqa: E402
 
 
 def node(name: str, state: str = "ready", availability: str = "active", node_id: str | None = None,
@@ -300,8 +301,11 @@ def orm_spawner(options: dict):
 
 def cablab_spawner(fake: FakeDocker, options: dict | None = None, **traits) -> cablab_hub.CablabSwarmSpawner:
     user = type("User", (), {"name": "alice", "escaped_name": "alice", "url": "/user/alice/"})()
-    sp = cablab_hub.CablabSwarmSpawner(user=user, orm_spawner=orm_spawner(dict(options or {})),
+    sp = cablab_hub.CablabSwarmSpawner(user=user, orm_spawner=orm_spawner({}),
                                        notebook_nodes=["node2", "node3"], node_label="cablab.node", **traits)
+    # as JupyterHub's spawn does with a request's options: saved as the next start's, then handed over
+    sp.orm_spawner.user_options = dict(options or {})
+    object_session(sp.orm_spawner).commit()
     sp.user_options = dict(options or {})
     sp.docker = fake  # the spawner's docker client, faked
     return sp
@@ -798,6 +802,39 @@ def test_a_restarted_proxy_gets_its_routes_back_within_seconds(secrets, monkeypa
 
     monkeypatch.setattr(Proxy, "check_routes", failing)
     asyncio.run(proxy.restore_routes())  # logged, not raised: the next pass tries again
+
+
+def test_options_an_older_hub_kept_are_cleared_when_the_hub_loads_a_stopped_server(secrets):
+    """A hub before this one kept a start's options for the next, so an upgraded hub finds rows holding
+    a pin, or a node the old hook refused. JupyterHub's own User builds the spawner from the row, and
+    its spawn hands the row's options to a start without a body: the stopped server's row is cleared as
+    the spawner is built (committed: a rollback keeps it so), and that start passes the hook. A running
+    server's row keeps the options it runs with."""
+    from jupyterhub import orm
+    from jupyterhub.user import User
+
+    c = configured(lab=True)
+    settings = {"spawner_class": cablab_hub.CablabSwarmSpawner, "config": c}
+
+    def user_with(options: dict, running: bool = False):
+        row = orm_spawner(options)
+        if running:
+            row.server = orm.Server()
+            object_session(row).commit()
+        return User(row.user, settings), row
+
+    user, row = user_with({"node": "node1"})  # refused by the old hook, and kept
+    sp = user.spawners[""]
+    assert sp.user_options == {}
+    db = object_session(row)
+    db.rollback()  # what a request's end does with dirty objects
+    db.expire_all()
+    assert row.user_options == {}
+    # the bodyless start, as User.spawn reads it, passes the hook
+    asyncio.run(sp._run_apply_user_options(sp.orm_spawner.user_options or {}))
+
+    user, row = user_with({"node": "node3"}, running=True)
+    assert user.spawners[""].user_options == {"node": "node3"} and row.user_options == {"node": "node3"}
 
 
 def test_the_forgotten_options_stay_forgotten_when_a_request_finishes_during_the_spawn():

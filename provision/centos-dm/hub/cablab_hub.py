@@ -242,7 +242,8 @@ def make_pre_spawn_hook(spawner_data: Mapping[str, Any]):
 # was made and the start had waited its turn), are refused there with 400, before anything is made;
 # any other key is ignored, and said so once in the log. JupyterHub saves a start's options as the
 # next start's (a start without a body reuses them): this hub keeps none, so a pin is for one start
-# and a refused option does not refuse every later start.
+# and a refused option does not refuse every later start; what an older hub kept is cleared when
+# this one builds the user's spawner (CablabSwarmSpawner.__init__).
 
 USER_OPTIONS = ("node",)
 REFUSED_OPTIONS = {"image": "this hub starts every server from its one single-user image"}
@@ -494,6 +495,17 @@ class CablabSwarmSpawner(SwarmSpawner):
         return max(0.0, float(self.start_timeout) - OWN_START_S)
     start_queue = StartQueue()  # one per hub: see "Starts, at most one per notebook CPU at a time"
     _turn: asyncio.Future | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A hub before this one kept each start's options as the next start's, and JupyterHub hands
+        # saved options to a start without a body: what such a hub left (a pin, or a node it refused
+        # and kept) would pin or refuse that user's next start. This hub keeps none (see "User
+        # options"), so a stopped server's row is cleared when the hub first loads it; a running
+        # server's options are the ones it runs with, and its next start clears them.
+        if getattr(self.orm_spawner, "server", None) is None and self.user_options:
+            forget_user_options(self)
+            self.user_options = {}
 
     def user_resources(self) -> Mapping[str, Any]:
         return (self.resources.get("users") or {}).get(self.user.name) or self.resources.get("default") or {}
