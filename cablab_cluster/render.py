@@ -74,6 +74,9 @@ PROXY_API_PORT = 8001
 INTERNAL_NETWORK = "internal"  # in the stack: cablab_internal
 PROXY_API_ALIAS = "proxy-api"
 HEREDOC_END = "CABLAB_EOF"
+# restore.sh's bound on saving the hub's log: `docker service logs` can hang at the stream's end
+# (docker/cli#4678, open), and a restore must go on; what it gave by then stays in the file.
+RESTORE_LOG_TIMEOUT_S = 60
 
 
 def _step_template(name: str) -> tuple[str, str, Callable[[], bool]] | None:
@@ -483,6 +486,7 @@ class Renderer:
             ("deploy.sh", "0755", self.deploy()),
             ("backup.sh", "0755", self.render_template("bundle/backup.sh.j2", **self.backup_params())),
             ("restore.sh", "0755", self.render_template("bundle/restore.sh.j2", hub_log_dir=HUB_LOG_DIR,
+                                                        log_timeout=RESTORE_LOG_TIMEOUT_S,
                                                         **self.backup_params())),
             ("userlist", "0644", self.plan.spec.userlist.render()),
         ]

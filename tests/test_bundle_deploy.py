@@ -194,3 +194,22 @@ def test_a_restore_keeps_the_hub_log_it_would_lose_and_restores_even_when_it_can
     assert "dir 700" in first and "file 600" in first
     assert "2026-11-28T10:00:00.000000000Z cablab_hub.1.stubtask@stubnode    | [I JupyterHub app:1] stub hub line" in first  # as docker gave them
     assert "restoring anyway" in second and second.rstrip().endswith("db")  # restored all the same
+
+
+def test_a_restore_does_not_wait_for_a_hanging_log_stream(monkeypatch):
+    """`docker service logs` can hang at its stream's end (docker/cli#4678): restore.sh bounds it
+    (render.RESTORE_LOG_TIMEOUT_S; 1 s here), keeps what it gave, says so and restores."""
+    import cablab_cluster.render as render
+
+    monkeypatch.setattr(render, "RESTORE_LOG_TIMEOUT_S", 1)
+    r = Renderer(make_plan(load_spec(LAB / "ubuntu.yml")))
+    run = run_flow(r, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
+                   f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)",
+                   f"echo lost >{HUB_DATA}/jupyterhub.sqlite; : >/var/lib/cablab-stub-logs-hang",
+                   f"s=$(date +%s); {HUB_DIR}/restore.sh \"$b\" 2>&1; echo took $(( $(date +%s) - s ))",
+                   f"cat {HUB_LOG_DIR}/hub-before-restore-*.log", f"cat {HUB_DATA}/jupyterhub.sqlite")
+    assert "took over 1 s; what it gave is in" in run.output and "restoring anyway" in run.output
+    took = int(run.output.split("\ntook ", 1)[1].split()[0])
+    print(f"restore.sh took {took} s with the log stream hanging")
+    assert took < 30, run.output  # the stub would wait for ever
+    assert "| partial line" in run.output and run.output.rstrip().endswith("db")

@@ -3103,10 +3103,11 @@ if docker service inspect "$service" >/dev/null 2>&1; then
   logs=/var/log/cablab
   install -d -m 0700 "$logs"
   log="$logs/hub-before-restore-$(date -u +%Y%m%dT%H%M%SZ).log"
-  if docker service logs --timestamps --no-trunc "$service" >"$log" 2>&1; then
+  # Bounded: `docker service logs` can hang at the end of its stream (docker/cli#4678).
+  if timeout 60 docker service logs --timestamps --no-trunc "$service" >"$log" 2>&1; then
     echo "saved the hub's log to $log"
   else
-    echo "could not save the hub's log (docker service logs failed; see $log); restoring anyway" >&2
+    echo "could not save all of the hub's log (docker service logs failed, or took over 60 s; what it gave is in $log); restoring anyway" >&2
   fi
   docker service scale --detach=false "$service=0" >/dev/null
   stopped=yes

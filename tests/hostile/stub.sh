@@ -34,6 +34,8 @@ case "$name" in
       "service inspect"*) [ -e /var/lib/cablab-stub-service ] || exit 1 ;;
       "service logs"*)  # the hub task's lines; none to give when the stub says so
         [ ! -e /var/lib/cablab-stub-nologs ] || { echo "Error: no logs" >&2; exit 1; }
+        # the stream's end never comes (docker/cli#4678): the lines, then a wait
+        [ ! -e /var/lib/cablab-stub-logs-hang ] || { echo "cablab_hub.1.stubtask@stubnode    | partial line"; exec tail -f /dev/null; }
         echo "2026-11-28T10:00:00.000000000Z cablab_hub.1.stubtask@stubnode    | [I JupyterHub app:1] stub hub line" ;;
       "stack deploy"*) : >/var/lib/cablab-stub-service ;;
       "swarm join-token"*) echo SWMTKN-stub ;;
