@@ -1,6 +1,6 @@
 """JupyterHub's single-user extension in a server's start, natively on this machine's Docker (issue 12).
 
-    python benchmarks/extension.py [--image cablab/singleuser:lab] [--runs 5] [--cpus 1] [--report FILE]
+    python benchmarks/extension.py [--image cablab/singleuser:lab] [--runs 5] [--cpus 1] [--imports] [--report FILE]
 
 The spawn benchmark (benchmarks/spawn.py) splits the hub's spawn against the floor in two: direct /
 floor, the hub's own service spec started without the hub against the same image as a plain
@@ -14,6 +14,10 @@ benchmark's floor (the same `jupyter-server` arguments). Each container is creat
 timed from `docker start` to the server's first HTTP answer at its API (`/user/<name>/api`, `/api`),
 asked every 10 ms from here; host network, `--cpus`, the image's uid, a fresh tmpfs home. Prints
 p50/min/max of both, the ratio of the p50s and their difference; never asserts a time.
+
+With `--imports`, also what the extension's imports add: in a fresh container each time, the image's
+python imports what `jupyter-server` imports itself (its app and the enabled server extensions),
+then times aiohttp and the rest of `jupyterhub.singleuser.extension` (IMPORT_PROBE).
 """
 
 from __future__ import annotations
@@ -42,6 +46,46 @@ LOCK = ROOT / "cablab_cluster" / "bundle" / "singleuser-constraints.txt"
 USER = "bench"
 HOME = "/home/jovyan"  # the image's HOME (and the spawner's notebook_dir)
 KINDS = ("hub", "floor")
+
+# Run by the image's python (`--imports`): what the floor's `jupyter-server` imports itself first
+# (its app and the server extensions enabled in jupyter's config path, JupyterHub's left out), then
+# aiohttp (JupyterHub 6's HTTP client), then the rest of JupyterHub's single-user extension, each
+# timed. One JSON line: what the extension's imports add to the floor's start.
+IMPORT_PROBE = r"""
+import glob, json, os, time
+import jupyter_server.serverapp
+from jupyter_core.paths import jupyter_config_path
+enabled = set()
+for d in jupyter_config_path():
+    for f in sorted(glob.glob(os.path.join(d, "jupyter_server_config.d", "*.json"))):
+        with open(f) as fh:
+            exts = json.load(fh).get("ServerApp", {}).get("jpserver_extensions", {})
+        enabled |= {m for m, on in exts.items() if on and not m.startswith("jupyterhub")}
+for m in sorted(enabled):
+    __import__(m)
+t = time.perf_counter()
+import aiohttp
+a = time.perf_counter() - t
+t = time.perf_counter()
+import jupyterhub.singleuser.extension
+b = time.perf_counter() - t
+print(json.dumps({"aiohttp_ms": round(a * 1e3, 1), "extension_ms": round((a + b) * 1e3, 1),
+                  "preloaded": sorted(enabled)}))
+"""
+
+
+def import_probe(image: str, timeout: float = 120) -> dict[str, Any]:
+    """IMPORT_PROBE in a fresh container of `image` (no network, the image's user): its JSON line."""
+    done = docker("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", IMPORT_PROBE,
+                  timeout=timeout)
+    return probe_result(done.stdout, done.stderr, done.returncode)
+
+
+def probe_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
+    lines = stdout.strip().splitlines()
+    if rc != 0 or not lines:
+        raise RuntimeError(f"the import probe failed ({rc}): {(stderr or stdout).strip()[-300:]}")
+    return json.loads(lines[-1])
 
 
 def locked_jupyterhub(lock: Path = LOCK) -> str:
@@ -159,12 +203,20 @@ class Report:
     floor: Optional[Summary] = None
     hub_over_floor_p50: Optional[float] = None
     extension_s: Optional[float] = None  # hub p50 - floor p50
+    # --imports: IMPORT_PROBE's figures, one per run (ms), and the modules imported before them
+    imports: dict[str, list[float]] = field(default_factory=lambda: {"extension_ms": [], "aiohttp_ms": []})
+    preloaded: list[str] = field(default_factory=list)
+    extension_imports: Optional[Summary] = None
+    aiohttp_import: Optional[Summary] = None
 
     def summarize(self) -> None:
         self.hub, self.floor = Summary.of(self.starts["hub"]), Summary.of(self.starts["floor"])
         self.hub_over_floor_p50 = ratio(self.hub.p50, self.floor.p50)
         if self.hub.p50 is not None and self.floor.p50 is not None:
             self.extension_s = round(self.hub.p50 - self.floor.p50, 3)
+        if self.imports["extension_ms"]:
+            self.extension_imports = Summary.of(self.imports["extension_ms"])
+            self.aiohttp_import = Summary.of(self.imports["aiohttp_ms"])
 
     def table(self) -> str:
         def f(x: Optional[float]) -> str:
@@ -177,6 +229,12 @@ class Report:
                 rows.append(f"{name:<33} {s.n:>3} {f(s.p50):>6} {f(s.min):>6} {f(s.max):>6}")
         rows.append(f"hub's way / floor p50: {self.hub_over_floor_p50 if self.hub_over_floor_p50 is not None else '—'}"
                     f"; the extension: {f(self.extension_s)} s")
+        if self.extension_imports is not None and self.aiohttp_import is not None:
+            e, a = self.extension_imports, self.aiohttp_import
+            rows.append(f"the extension's imports beyond the floor's own (n={e.n}): p50 {e.p50:.1f} ms "
+                        f"({e.min:.1f}-{e.max:.1f}), of which aiohttp {a.p50:.1f} ms ({a.min:.1f}-{a.max:.1f})")
+            rows.append(f"  imported first, as jupyter-server does: jupyter_server.serverapp, "
+                        f"{', '.join(self.preloaded) or 'no enabled server extension'}")
         rows += [f"failed: {x}" for x in self.failures]
         return "\n".join(rows)
 
@@ -224,6 +282,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--cpus", type=float, default=1.0, help="docker --cpus, as the lab's per-user limit (default 1)")
     ap.add_argument("--timeout", type=float, default=60.0, help="s to wait for a server's answer")
     ap.add_argument("--report", help="JSON report (default: lab/reports/extension.json)")
+    ap.add_argument("--imports", action="store_true", help="""also time, --runs times in fresh containers,
+        what the extension's imports add once the floor's own are done (aiohttp apart)""")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -246,6 +306,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"[extension] {kind} #{i + 1}/{args.runs}: {took:.3f} s", flush=True)
     finally:
         hub.close()
+    for i in range(args.runs if args.imports else 0):
+        try:
+            got = import_probe(args.image)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+            report.failures.append(f"imports #{i + 1}: {exc}")
+            print(f"[extension] imports #{i + 1}: failed: {exc}", flush=True)
+            continue
+        report.imports["extension_ms"].append(got["extension_ms"])
+        report.imports["aiohttp_ms"].append(got["aiohttp_ms"])
+        report.preloaded = got["preloaded"]
+        print(f"[extension] imports #{i + 1}/{args.runs}: the extension {got['extension_ms']} ms, "
+              f"aiohttp {got['aiohttp_ms']} ms", flush=True)
     publish(report, args.report, "extension.json")
     return 1 if report.failures and not (report.starts["hub"] and report.starts["floor"]) else 0
 

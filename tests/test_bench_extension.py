@@ -91,3 +91,65 @@ def test_a_report_is_printed_and_written_as_json(tmp_path, capsys):
     assert json.loads(out.read_text())["hub_over_floor_p50"] == 1.158  # summarized before it was written
     printed = capsys.readouterr().out
     assert "the extension: 0.090 s" in printed and f"report: {out}" in printed
+
+
+def _fake_site(root, sleeps: dict[str, float]) -> None:
+    """Stand-ins for the image's modules: jupyter_server's app, jupyter_core's config path (one
+    directory under `root`, enabling `fakeext` and JupyterHub's own, disabling `offext`), aiohttp and
+    the single-user extension (which imports aiohttp, as JupyterHub's does), each sleeping as told."""
+    def module(path: str, body: str = "") -> None:
+        f = root / path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        name = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        f.write_text(f"import time\ntime.sleep({sleeps.get(name, 0)})\n{body}")
+
+    for pkg in ("jupyter_server", "jupyter_core", "jupyterhub", "jupyterhub/singleuser"):
+        module(f"{pkg}/__init__.py")
+    module("jupyter_server/serverapp.py")
+    module("jupyter_core/paths.py", f"def jupyter_config_path():\n    return [{str(root / 'etc')!r}]\n")
+    module("fakeext.py")
+    module("offext.py", "raise SystemExit('a disabled extension was imported')\n")
+    module("aiohttp.py")
+    module("jupyterhub/singleuser/extension.py", "import aiohttp\n")
+    conf = root / "etc" / "jupyter_server_config.d"
+    conf.mkdir(parents=True)
+    (conf / "a.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
+        "fakeext": True, "offext": False, "jupyterhub": True}}}))
+
+
+def test_the_import_probe_times_the_extension_after_what_the_floor_imports_itself(tmp_path):
+    """IMPORT_PROBE run for real (this python, stand-in modules): the floor's app and its enabled
+    extensions come first and are not counted; aiohttp is counted apart and inside the extension's
+    figure; a disabled extension and JupyterHub's own are not imported first."""
+    import subprocess
+    import sys
+
+    _fake_site(tmp_path, {"jupyter_server.serverapp": 0.3, "fakeext": 0.3, "aiohttp": 0.05,
+                          "jupyterhub.singleuser.extension": 0.02})
+    done = subprocess.run([sys.executable, "-c", extension.IMPORT_PROBE], capture_output=True, text=True,
+                          cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    got = extension.probe_result(done.stdout, done.stderr, done.returncode)
+    assert got["preloaded"] == ["fakeext"]
+    assert 50 <= got["aiohttp_ms"] < 300  # the floor's own 0.6 s are not in it
+    assert got["aiohttp_ms"] + 20 <= got["extension_ms"] < 300
+
+
+def test_a_failed_probe_is_said_and_the_table_gives_the_imports():
+    try:
+        extension.probe_result("", "ModuleNotFoundError: No module named 'aiohttp'", 1)
+    except RuntimeError as e:
+        assert "No module named 'aiohttp'" in str(e)
+    else:
+        raise AssertionError("a failed probe passed")
+    r = extension.Report("img:1", 1.0, "now")
+    r.starts = {"hub": [0.66], "floor": [0.57]}
+    r.imports = {"extension_ms": [53.0, 50.2, 55.1], "aiohttp_ms": [42.0, 40.1, 43.0]}
+    r.preloaded = ["jupyter_lsp", "jupyterlab"]
+    r.summarize()
+    table = r.table()
+    assert "the extension's imports beyond the floor's own (n=3): p50 53.0 ms (50.2-55.1), of which aiohttp " \
+           "42.0 ms (40.1-43.0)" in table
+    assert "imported first, as jupyter-server does: jupyter_server.serverapp, jupyter_lsp, jupyterlab" in table
+    none = extension.Report("img:1", 1.0, "now")
+    none.summarize()
+    assert "imports" not in none.table()
