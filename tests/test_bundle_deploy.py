@@ -156,11 +156,15 @@ def test_the_stack_carries_the_image_identities(renderer, tmp_path):
     assert other.stack() != stack
 
 
+# The restore tests' start: the hub deployed, a database in place ("db"), and `$b` its backup.
+BACKED_UP = ("deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
+             f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)")
+
+
 def test_a_restore_stops_the_hub_and_starts_the_same_stack_again_or_deploys_a_restored_bundle(renderer):
     """restore.sh: the hub scaled to 0 while the database is replaced; then back to one replica of the
     stack as it stands, or, with --with-config (secrets and bundle restored too), deployed again."""
-    run = run_flow(renderer, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
-                   f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)",
+    run = run_flow(renderer, *BACKED_UP,
                    f"echo lost >{HUB_DATA}/jupyterhub.sqlite",
                    "docker mark restore", f'{HUB_DIR}/restore.sh "$b"', f"cat {HUB_DATA}/jupyterhub.sqlite",
                    "docker mark with-config", f'{HUB_DIR}/restore.sh "$b" --with-config')
@@ -182,8 +186,7 @@ def test_a_restore_keeps_the_hub_log_it_would_lose_and_restores_even_when_it_can
     """restore.sh saves `docker service logs` of the hub into HUB_LOG_DIR, 0600 in a 0700 directory,
     one file per restore, before the scale to 0 removes the task; where the log cannot be read it
     says so and restores all the same."""
-    run = run_flow(renderer, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
-                   f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)",
+    run = run_flow(renderer, *BACKED_UP,
                    f'{HUB_DIR}/restore.sh "$b"',
                    f"stat -c 'dir %a' {HUB_LOG_DIR}; for f in {HUB_LOG_DIR}/hub-before-restore-*.log; do "
                    "stat -c 'file %a' \"$f\"; cat \"$f\"; done",
@@ -196,15 +199,14 @@ def test_a_restore_keeps_the_hub_log_it_would_lose_and_restores_even_when_it_can
     assert "restoring anyway" in second and second.rstrip().endswith("db")  # restored all the same
 
 
-def test_a_restore_does_not_wait_for_a_hanging_log_stream(monkeypatch):
+def test_a_restore_does_not_wait_for_a_hanging_log_stream(renderer, monkeypatch):
     """`docker service logs` can hang at its stream's end (docker/cli#4678): restore.sh bounds it
-    (render.RESTORE_LOG_TIMEOUT_S; 1 s here), keeps what it gave, says so and restores."""
+    (render.RESTORE_LOG_TIMEOUT_S, read when the bundle is rendered; 1 s here), keeps what it gave, says
+    so and restores."""
     import cablab_cluster.render as render
 
     monkeypatch.setattr(render, "RESTORE_LOG_TIMEOUT_S", 1)
-    r = Renderer(make_plan(load_spec(LAB / "ubuntu.yml")))
-    run = run_flow(r, "deploy first", f"echo db >{HUB_DATA}/jupyterhub.sqlite",
-                   f"b=$({HUB_DIR}/backup.sh /var/backups/t --without-homes | tail -n 1)",
+    run = run_flow(renderer, *BACKED_UP,
                    f"echo lost >{HUB_DATA}/jupyterhub.sqlite; : >/var/lib/cablab-stub-logs-hang",
                    f"s=$(date +%s); {HUB_DIR}/restore.sh \"$b\" 2>&1; echo took $(( $(date +%s) - s ))",
                    f"cat {HUB_LOG_DIR}/hub-before-restore-*.log", f"cat {HUB_DATA}/jupyterhub.sqlite")
