@@ -18,6 +18,12 @@ IMAGE_DIR = PurePosixPath("/opt/cablab/images")  # Dockerfiles for `source: buil
 SEED_DIR = PurePosixPath("/var/cache/cablab/seed")  # the NFS server's inputs for seeded shares
 STATE_DIR = PurePosixPath("/var/lib/cablab")  # what cablab keeps on a host
 HUB_DATA = STATE_DIR / "hub"  # the hub's sqlite database
+# Inside the hub's container (its image's WORKDIR): the bundle's configs are mounted here, HUB_DATA
+# below it.
+HUB_CONTAINER_DIR = PurePosixPath("/srv/jupyterhub")
+HUB_CONTAINER_DATA = HUB_CONTAINER_DIR / "data"
+HUB_DB = "jupyterhub.sqlite"  # the hub's database, in HUB_DATA (HUB_CONTAINER_DATA in the hub) and in a backup
+HUB_ORG_UIDS = "org-uids.json"  # beside it: the uids the hub gave organisation members
 HUB_IMAGE_RECORD = STATE_DIR / "hub-image"  # "<image id> <JupyterHub version>" of the last deployed hub
 UPGRADE_BACKUPS = PurePosixPath("/var/backups/cablab/upgrades")  # backup.sh's target before a new hub image
 ACME_WEBROOT = STATE_DIR / "acme"  # letsencrypt: certbot's --webroot, served read-only on port 80 (hub host)

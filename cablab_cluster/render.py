@@ -29,11 +29,15 @@ from . import bundle as static
 from . import steps as step_units
 from .layout import (
     ACME_WEBROOT,
+    HUB_CONTAINER_DATA,
+    HUB_CONTAINER_DIR,
     HUB_DATA,
+    HUB_DB,
     HUB_DIR,
     HUB_IMAGE_RECORD,
     HUB_LABEL,
     HUB_LOG_DIR,
+    HUB_ORG_UIDS,
     IMAGE_DIR,
     NODE_LABEL,
     NOTEBOOKS_LABEL,
@@ -64,6 +68,8 @@ START = static.START
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme responder (published as 80)
 ACME_RESPONDER = "acme_responder.py"  # letsencrypt: port 80's challenge + redirect (bundle/, a swarm config)
+# The hub's command: its image's CMD and its service's (the bundle's config, mounted in its WORKDIR).
+HUB_COMMAND = ["jupyterhub", "-f", str(HUB_CONTAINER_DIR / "jupyterhub_config.py")]
 NOBODY = "65534:65534"
 ANCHOR_SERVICE = "anchor"  # in the stack: cablab_anchor, one task per notebook host (Renderer.anchor_service)
 ANCHOR_MEMORY = "16M"  # tini and sleep: ~1 MiB
@@ -245,6 +251,10 @@ class Renderer:
             "stack": STACK,
             "hub_dir": HUB_DIR,
             "hub_data": HUB_DATA,
+            "hub_db": HUB_DB,
+            "hub_org_uids": HUB_ORG_UIDS,
+            "hub_container_dir": HUB_CONTAINER_DIR,
+            "hub_container_data": HUB_CONTAINER_DATA,
             "hub_label": HUB_LABEL,
             "secrets_dir": SECRETS_DIR,
             "token_dir": SWARM_TOKEN_DIR,
@@ -270,7 +280,7 @@ class Renderer:
         files = {"Dockerfile": self.render_template(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
                                        stack=SINGLEUSER_STACK, constraints=CONSTRAINTS,
                                        lazy_imports=LAZY_IMPORTS, start=START,
-                                       identity=image_identity(self.c, key))}
+                                       identity=image_identity(self.c, key), hub_command=HUB_COMMAND)}
         if key == "singleuser":
             files |= {name: static.text(name) for name in static.SINGLEUSER_CONTEXT}
         return files
@@ -288,6 +298,7 @@ class Renderer:
             "public_url": hub.public_url + "/",
             "proxy_api_url": f"http://{PROXY_API_ALIAS}:{PROXY_API_PORT}",
             "hub_connect_ip": f"{STACK}_hub",
+            "db_url": f"sqlite:///{HUB_CONTAINER_DATA / HUB_DB}",  # HUB_DATA, mounted there
             "allowed_users": sorted(self.plan.spec.userlist.allowed),
             "admin_users": sorted(self.plan.spec.userlist.admins),
             "github": {
@@ -305,7 +316,7 @@ class Renderer:
                 # allowed_organizations outside it get one from the hub's own range (cablab_hub.OrgUids).
                 "uids": dict(sorted(self.uids.uids.items())),
                 "org_uids": {"first": self.uids.org_base, "count": ORG_UIDS,
-                             "file": "/srv/jupyterhub/data/org-uids.json"},
+                             "file": str(HUB_CONTAINER_DATA / HUB_ORG_UIDS)},
                 "gid": users.gid,
                 "default_url": "/lab",
                 "read_only_volumes": {m.host_path: m.container_path for m in mounts},
@@ -430,13 +441,13 @@ class Renderer:
                 },
                 "hub": {
                     "image": c.hub.images.hub.name,
-                    "command": ["jupyterhub", "-f", "/srv/jupyterhub/jupyterhub_config.py"],
+                    "command": HUB_COMMAND,
                     "environment": {**image_id, "CABLAB_SINGLEUSER_IDENTITY": self.singleuser_identity()},
-                    "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:/srv/jupyterhub/data",
+                    "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:{HUB_CONTAINER_DATA}",
                                 f"{self.home_root}:{self.home_root}"],
                     # `net`: the users' servers reach the hub's API (8081); internal: the proxy's API.
                     "networks": [net, INTERNAL_NETWORK],
-                    "configs": [{"source": n.replace(".", "_"), "target": f"/srv/jupyterhub/{n}", "mode": 0o444}
+                    "configs": [{"source": n.replace(".", "_"), "target": str(HUB_CONTAINER_DIR / n), "mode": 0o444}
                                 for n in configs],
                     # Not the TLS pair (the proxy's): a renewed certificate rolls the proxy only.
                     "secrets": secret_refs(tuple(n for n in self.secrets if n not in (TLS_CERT, TLS_KEY))),

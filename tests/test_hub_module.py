@@ -39,7 +39,8 @@ SPAWNER = {
 def data(lab: bool, orgs: list[str] | None = None) -> dict:
     return {
         "cluster": "t", "public_url": "https://hub.example/", "proxy_api_url": "http://proxy-api:8001",
-        "hub_connect_ip": "cablab_hub", "allowed_users": ["alice", "bob"], "admin_users": ["alice"],
+        "hub_connect_ip": "cablab_hub", "db_url": "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite",
+        "allowed_users": ["alice", "bob"], "admin_users": ["alice"],
         "github": {"client_id": "cid", "callback_url": "https://hub.example/hub/oauth_callback",
                    "allowed_organizations": orgs or []},
         "lab_password": lab, "spawner": SPAWNER,

@@ -11,12 +11,12 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
-from cablab_cluster.layout import NODE_LABEL, NOTEBOOKS_LABEL
+from cablab_cluster.layout import HUB_DATA, HUB_DB, NODE_LABEL, NOTEBOOKS_LABEL
 from cablab_cluster.plan import make_plan
 from cablab_cluster.render import MARKER, notebook_placement, render_plan, write_tree
 from cablab_cluster.spec import Role, load_spec
@@ -380,6 +380,34 @@ def test_the_users_servers_share_no_network_with_the_proxys_api():
     assert "--api-ip 0.0.0.0" not in command
     data = json.loads(rendered(LAB / "ubuntu.yml")["hub/cablab.json"])
     assert data["spawner"]["network"] == "swarmnet" and data["proxy_api_url"] == "http://proxy-api:8001"
+
+
+def test_the_hub_opens_the_database_its_volume_backup_restore_and_upgrade_name(secrets_dir, tmp_path, monkeypatch):
+    """One place for where the hub's database lives (layout): the hub's db_url, its volume, the org uids'
+    file, backup.sh's online copy, restore.sh and deploy.sh's upgrade-db all name the same file."""
+    from ruamel.yaml import YAML
+
+    out = rendered(LAB / "ubuntu.yml")
+    hub = YAML(typ="safe").load(out["hub/stack.yml"])["services"]["hub"]
+    mounts = dict(v.split(":", 1) for v in hub["volumes"])
+    inside = PurePosixPath(mounts[str(HUB_DATA)])  # where the host's HUB_DATA is in the hub's container
+    data = json.loads(out["hub/cablab.json"])
+    c = load_config(LAB / "ubuntu.yml", tmp_path, monkeypatch)  # the rendered config, as JupyterHub loads it
+    db = PurePosixPath(c.JupyterHub.db_url.removeprefix("sqlite:///"))
+    assert c.JupyterHub.db_url.startswith("sqlite:////") and db == inside / HUB_DB, c.JupyterHub.db_url
+    assert PurePosixPath(data["spawner"]["org_uids"]["file"]).parent == inside
+    backup = out["hub/backup.sh"]
+    assert f"backup-db {db} {inside}/.backup.sqlite" in " ".join(backup.replace("\\\n", " ").split())
+    assert f"data={HUB_DATA}\ndb={HUB_DB}\n" in backup and f"data={HUB_DATA}\n" in out["hub/restore.sh"]
+    assert 'install -m 0600 "$src/$db" "$data/$db"' in out["hub/restore.sh"]
+    deploy = out["hub/deploy.sh"]
+    assert f"db={HUB_DATA / HUB_DB}\n" in deploy
+    assert f"-v {HUB_DATA}:{inside} " in deploy and f"jupyterhub upgrade-db --db={c.JupyterHub.db_url} " in deploy
+    # The image's own command is the service's: the config mounted in the image's working directory.
+    dockerfile = out["hub/Dockerfile"]
+    assert f"CMD {json.dumps(hub['command'])}\n" in dockerfile
+    assert f"WORKDIR {PurePosixPath(hub['command'][-1]).parent}\n" in dockerfile
+    assert {PurePosixPath(cfg["target"]).parent for cfg in hub["configs"]} == {inside.parent}
 
 
 def test_a_plain_overlay_leaves_the_internal_network_plain_too(tmp_path):

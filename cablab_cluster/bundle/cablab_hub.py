@@ -673,7 +673,7 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.JupyterHub.hub_ip = "0.0.0.0"
     c.JupyterHub.hub_connect_ip = data["hub_connect_ip"]
     c.JupyterHub.cookie_secret_file = str(secrets_dir() / "cookie_secret")
-    c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+    c.JupyterHub.db_url = data["db_url"]
     c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
     c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
     # HTTPS only, remembered by browsers for a year (the proxy redirects plain HTTP).

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from cablab_cluster.layout import HUB_DATA, HUB_DIR, HUB_LOG_DIR, STACK
+from cablab_cluster.layout import HUB_DATA, HUB_DB, HUB_DIR, HUB_LOG_DIR, STACK
 
 from .early import HUB_RESTART_TIMEOUT, HubRestart
 from .spawner import deployed_uids
@@ -50,11 +50,11 @@ def backup_and_restore(session, username: str, cluster, nodes, hub_client: Calla
         backup = hub.check_output("%s/backup.sh %s", str(HUB_DIR), TARGET).splitlines()[-1]
         timings["backup.sh" + beside] = round(time.monotonic() - t0, 1)
         listed = hub.check_output("ls %s", backup).split()
-        assert {"manifest.txt", "jupyterhub.sqlite", "secrets.tar.gz", "bundle.tar.gz"} <= set(listed), listed
+        assert {"manifest.txt", HUB_DB, "secrets.tar.gz", "bundle.tar.gz"} <= set(listed), listed
         assert ("homes.tar.gz" in listed) == homes_here, listed
 
         # Disaster: the database and the user's file are gone.
-        hub.check_output("rm -f %s/jupyterhub.sqlite", str(HUB_DATA))
+        hub.check_output("rm -f %s", str(HUB_DATA / HUB_DB))
         if homes_here:
             hub.check_output("rm -f %s", probe)
 

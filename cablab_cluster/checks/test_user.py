@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import pytest
 
+from cablab_cluster.layout import HUB_CONTAINER_DATA, HUB_DB
 from cablab_cluster.plan import STACK
 from cablab_cluster.render import user_mounts
 
@@ -165,15 +166,16 @@ def test_a_start_pinned_to_a_node_that_runs_no_notebooks_is_refused_at_once(hub_
     # JupyterHub saved the request's options as the next start's before refusing them: a start without
     # a body would reuse the bad node, and be refused again, unless the hub forgot them.
     hub = running_container(nodes, cluster.hub_host, f"{STACK}_hub")
-    kept = nodes[cluster.hub_host].check_output("docker exec %s python3 -c %s %s", hub, _SAVED_OPTIONS, UNPINNABLE_USER)
+    kept = nodes[cluster.hub_host].check_output("docker exec %s python3 -c %s %s %s", hub, _SAVED_OPTIONS,
+                                                  str(HUB_CONTAINER_DATA / HUB_DB), UNPINNABLE_USER)
     assert json.loads(kept) in (None, {}), f"{UNPINNABLE_USER}'s next start would reuse {kept}"
 
 
 # The options JupyterHub keeps for a user's next start, read from the hub's database in the hub's container.
 _SAVED_OPTIONS = (
     "import sqlite3, sys; "
-    "db = sqlite3.connect('file:/srv/jupyterhub/data/jupyterhub.sqlite?mode=ro', uri=True, timeout=10); "
+    "db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True, timeout=10); "
     "row = db.execute(\"select s.user_options from spawners s join users u on u.id = s.user_id "
-    "where u.name = ? and s.name = ''\", (sys.argv[1],)).fetchone(); "
+    "where u.name = ? and s.name = ''\", (sys.argv[2],)).fetchone(); "
     "print(row[0] if row and row[0] else 'null')"
 )

@@ -2397,7 +2397,7 @@ def configure(c: Any, data: Mapping[str, Any]) -> None:
     c.JupyterHub.hub_ip = "0.0.0.0"
     c.JupyterHub.hub_connect_ip = data["hub_connect_ip"]
     c.JupyterHub.cookie_secret_file = str(secrets_dir() / "cookie_secret")
-    c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+    c.JupyterHub.db_url = data["db_url"]
     c.JupyterHub.cleanup_servers = False  # user servers outlive a hub restart
     c.JupyterHubHTTPClient.connector_options = {"resolver": SystemResolver(), "use_dns_cache": False}
     # HTTPS only, remembered by browsers for a year (the proxy redirects plain HTTP).
@@ -2651,6 +2651,7 @@ install_file 0644 /opt/cablab/hub/cablab.json <<'CABLAB_EOF'
     "max_age": 0,
     "timeout": 180
   },
+  "db_url": "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite",
   "github": {
     "allowed_organizations": [],
     "callback_url": "https://hub.lab-centos-dm.test/hub/oauth_callback",
@@ -3038,17 +3039,19 @@ mkdir -m 0700 "$dest"
 
 # The database: sqlite's online backup inside the running hub (it keeps writing meanwhile).
 data=/var/lib/cablab/hub
+db=jupyterhub.sqlite
+uids=org-uids.json
 hub=$(docker ps -q --filter label=com.docker.swarm.service.name=cablab_hub | head -n 1)
 if [ -n "$hub" ]; then
   docker exec "$hub" python3 /srv/jupyterhub/cablab_backup.py backup-db \
     /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/.backup.sqlite
-  mv "$data/.backup.sqlite" "$dest/jupyterhub.sqlite"
+  mv "$data/.backup.sqlite" "$dest/$db"
 else
-  cp -p "$data/jupyterhub.sqlite" "$dest/jupyterhub.sqlite"  # the hub is stopped: the file is consistent
+  cp -p "$data/$db" "$dest/$db"  # the hub is stopped: the file is consistent
 fi
 # The uids the hub gave organisation members (their homes belong to them).
-if [ -f "$data/org-uids.json" ]; then
-  cp -p "$data/org-uids.json" "$dest/org-uids.json"
+if [ -f "$data/$uids" ]; then
+  cp -p "$data/$uids" "$dest/$uids"
 fi
 
 tar -C /etc/cablab/secrets -czf "$dest/secrets.tar.gz" .
@@ -3114,10 +3117,12 @@ if docker service inspect "$service" >/dev/null 2>&1; then
 fi
 data=/var/lib/cablab/hub
 install -d -m 0700 "$data"
-rm -f "$data/jupyterhub.sqlite-journal" "$data/jupyterhub.sqlite-wal" "$data/jupyterhub.sqlite-shm"
-install -m 0600 "$src/jupyterhub.sqlite" "$data/jupyterhub.sqlite"
-if [ -f "$src/org-uids.json" ]; then
-  install -m 0600 "$src/org-uids.json" "$data/org-uids.json"
+db=jupyterhub.sqlite
+rm -f "$data/$db-journal" "$data/$db-wal" "$data/$db-shm"
+install -m 0600 "$src/$db" "$data/$db"
+uids=org-uids.json
+if [ -f "$src/$uids" ]; then
+  install -m 0600 "$src/$uids" "$data/$uids"
 fi
 if [ -f "$src/homes.tar.gz" ]; then
   tar -C /srv/nfs/homes --numeric-owner -xpzf "$src/homes.tar.gz"

@@ -25,17 +25,19 @@ mkdir -m 0700 "$dest"
 
 # The database: sqlite's online backup inside the running hub (it keeps writing meanwhile).
 data=/var/lib/cablab/hub
+db=jupyterhub.sqlite
+uids=org-uids.json
 hub=$(docker ps -q --filter label=com.docker.swarm.service.name=cablab_hub | head -n 1)
 if [ -n "$hub" ]; then
   docker exec "$hub" python3 /srv/jupyterhub/cablab_backup.py backup-db \
     /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/.backup.sqlite
-  mv "$data/.backup.sqlite" "$dest/jupyterhub.sqlite"
+  mv "$data/.backup.sqlite" "$dest/$db"
 else
-  cp -p "$data/jupyterhub.sqlite" "$dest/jupyterhub.sqlite"  # the hub is stopped: the file is consistent
+  cp -p "$data/$db" "$dest/$db"  # the hub is stopped: the file is consistent
 fi
 # The uids the hub gave organisation members (their homes belong to them).
-if [ -f "$data/org-uids.json" ]; then
-  cp -p "$data/org-uids.json" "$dest/org-uids.json"
+if [ -f "$data/$uids" ]; then
+  cp -p "$data/$uids" "$dest/$uids"
 fi
 
 tar -C /etc/cablab/secrets -czf "$dest/secrets.tar.gz" .

@@ -40,10 +40,12 @@ if docker service inspect "$service" >/dev/null 2>&1; then
 fi
 data=/var/lib/cablab/hub
 install -d -m 0700 "$data"
-rm -f "$data/jupyterhub.sqlite-journal" "$data/jupyterhub.sqlite-wal" "$data/jupyterhub.sqlite-shm"
-install -m 0600 "$src/jupyterhub.sqlite" "$data/jupyterhub.sqlite"
-if [ -f "$src/org-uids.json" ]; then
-  install -m 0600 "$src/org-uids.json" "$data/org-uids.json"
+db=jupyterhub.sqlite
+rm -f "$data/$db-journal" "$data/$db-wal" "$data/$db-shm"
+install -m 0600 "$src/$db" "$data/$db"
+uids=org-uids.json
+if [ -f "$src/$uids" ]; then
+  install -m 0600 "$src/$uids" "$data/$uids"
 fi
 if [ -f "$src/homes.tar.gz" ]; then
   tar -C /srv/nfs/homes --numeric-owner -xpzf "$src/homes.tar.gz"
