@@ -83,6 +83,7 @@ HEREDOC_END = "CABLAB_EOF"
 # restore.sh's bound on saving the hub's log: `docker service logs` can hang at the stream's end
 # (docker/cli#4678, open), and a restore must go on; what it gave by then stays in the file.
 RESTORE_LOG_TIMEOUT_S = 60
+RESTORE_LOGS_KEPT = 10  # restore.sh keeps the newest ten saved hub logs (~80 KB each on the lab) and removes older ones
 
 
 def _step_template(name: str) -> tuple[str, str, Callable[[], bool]] | None:
@@ -497,7 +498,7 @@ class Renderer:
             ("deploy.sh", "0755", self.deploy()),
             ("backup.sh", "0755", self.render_template("bundle/backup.sh.j2", **self.backup_params())),
             ("restore.sh", "0755", self.render_template("bundle/restore.sh.j2", hub_log_dir=HUB_LOG_DIR,
-                                                        log_timeout=RESTORE_LOG_TIMEOUT_S,
+                                                        log_timeout=RESTORE_LOG_TIMEOUT_S, logs_kept=RESTORE_LOGS_KEPT,
                                                         **self.backup_params())),
             ("userlist", "0644", self.plan.spec.userlist.render()),
         ]

@@ -199,6 +199,22 @@ def test_a_restore_keeps_the_hub_log_it_would_lose_and_restores_even_when_it_can
     assert "restoring anyway" in second and second.rstrip().endswith("db")  # restored all the same
 
 
+def test_a_restore_keeps_the_newest_saved_logs_and_nothing_else_goes(renderer):
+    """The saved logs do not pile up: after its own, restore.sh keeps the newest RESTORE_LOGS_KEPT of
+    them (their names sort by time) and removes older ones; other files in HUB_LOG_DIR stay."""
+    from cablab_cluster.render import RESTORE_LOGS_KEPT
+
+    older = [f"hub-before-restore-20200101T0000{i:02d}Z.log" for i in range(RESTORE_LOGS_KEPT + 1)]
+    run = run_flow(renderer, *BACKED_UP, f"install -d -m 0700 {HUB_LOG_DIR}",
+                   *(f"echo old >{HUB_LOG_DIR}/{name}" for name in older), f"echo mine >{HUB_LOG_DIR}/other.log",
+                   f'{HUB_DIR}/restore.sh "$b" >/dev/null', f"echo listed; ls -1 {HUB_LOG_DIR}")
+    listed = run.output.split("listed\n", 1)[1].split()
+    saved = sorted(n for n in listed if n.startswith("hub-before-restore-"))
+    assert len(saved) == RESTORE_LOGS_KEPT and "other.log" in listed, listed
+    assert saved[:-1] == older[2:], saved  # the two oldest went: eleven before, the restore's own made twelve
+    assert saved[-1] > older[-1] and saved[-1].endswith("Z.log"), saved  # the restore's own is kept
+
+
 def test_a_restore_does_not_wait_for_a_hanging_log_stream(renderer, monkeypatch):
     """`docker service logs` can hang at its stream's end (docker/cli#4678): restore.sh bounds it
     (render.RESTORE_LOG_TIMEOUT_S, read when the bundle is rendered; 1 s here), keeps what it gave, says

@@ -3301,8 +3301,8 @@ install_file 0755 /opt/cablab/hub/restore.sh <<'CABLAB_EOF'
 #!/usr/bin/env bash
 # Restore the hub of cluster lab-centos from a directory made by backup.sh:
 #   /opt/cablab/hub/restore.sh BACKUP_DIR [--with-config]
-# Checks the manifest's sums, saves the hub's log into /var/log/cablab, stops the hub (the
-# proxy and the users' servers keep running), puts the database back and the homes' files (files
+# Checks the manifest's sums, saves the hub's log into /var/log/cablab (the newest 10
+# kept), stops the hub (the proxy and the users' servers keep running), puts the database back and the homes' files (files
 # made since the backup stay), and with --with-config also the secrets and this bundle (a rebuilt hub
 # host), then starts the hub again (with --with-config, or where it had no service: deploys the
 # stack again). Rendered by cablab-cluster from centos.yml.
@@ -3335,6 +3335,9 @@ if docker service inspect "$service" >/dev/null 2>&1; then
   else
     echo "could not save all of the hub's log (docker service logs failed, or took over 60 s; what it gave is in $log); restoring anyway" >&2
   fi
+  # The newest 10 saved logs stay (their names sort by time); older ones go.
+  find "$logs" -maxdepth 1 -type f -name 'hub-before-restore-*.log' | sort -r | tail -n +11 \
+    | xargs -r rm -f --
   docker service scale --detach=false "$service=0" >/dev/null
   stopped=yes
 fi
