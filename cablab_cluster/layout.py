@@ -22,6 +22,7 @@ HUB_DATA = STATE_DIR / "hub"  # the hub's sqlite database
 # below it.
 HUB_CONTAINER_DIR = PurePosixPath("/srv/jupyterhub")
 HUB_CONTAINER_DATA = HUB_CONTAINER_DIR / "data"
+HUB_CONFIG = HUB_CONTAINER_DIR / "jupyterhub_config.py"  # the bundle's static config, loads cablab_hub.py beside it
 HUB_DB = "jupyterhub.sqlite"  # the hub's database, in HUB_DATA (HUB_CONTAINER_DATA in the hub) and in a backup
 HUB_ORG_UIDS = "org-uids.json"  # beside it: the uids the hub gave organisation members
 HUB_IMAGE_RECORD = STATE_DIR / "hub-image"  # "<image id> <JupyterHub version>" of the last deployed hub

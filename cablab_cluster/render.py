@@ -30,6 +30,7 @@ from . import steps as step_units
 from .layout import (
     ACME_WEBROOT,
     HUB_CONTAINER_DATA,
+    HUB_CONFIG,
     HUB_CONTAINER_DIR,
     HUB_DATA,
     HUB_DB,
@@ -58,7 +59,7 @@ from .layout import (
 from .plan import HostPlan, Plan, Step
 from .spec import Cluster, ImageSource, Problem, SpecError, TLSMode
 from .spec.model import ORG_UIDS
-from .steps.image import image_identity
+from .steps.image import HUB_COMMAND, image_identity
 from .steps.seed_shares import sample_notebooks  # noqa: F401 - re-exported: the checks import it from here
 from .uidmap import UidMap, fresh
 
@@ -68,8 +69,6 @@ START = static.START
 INTERNAL_PORT = 8443  # the proxy's public port inside its container
 INTERNAL_HTTP_PORT = 8080  # the proxy's redirect of plain HTTP, or the acme responder (published as 80)
 ACME_RESPONDER = "acme_responder.py"  # letsencrypt: port 80's challenge + redirect (bundle/, a swarm config)
-# The hub's command: its image's CMD and its service's (the bundle's config, mounted in its WORKDIR).
-HUB_COMMAND = ["jupyterhub", "-f", str(HUB_CONTAINER_DIR / "jupyterhub_config.py")]
 NOBODY = "65534:65534"
 ANCHOR_SERVICE = "anchor"  # in the stack: cablab_anchor, one task per notebook host (Renderer.anchor_service)
 ANCHOR_MEMORY = "16M"  # tini and sleep: ~1 MiB
@@ -281,7 +280,7 @@ class Renderer:
         files = {"Dockerfile": self.render_template(f"bundle/{key}.Dockerfile.j2", image=image, users=self.c.hub.users,
                                        stack=SINGLEUSER_STACK, constraints=CONSTRAINTS,
                                        lazy_imports=LAZY_IMPORTS, start=START,
-                                       identity=image_identity(self.c, key), hub_command=HUB_COMMAND)}
+                                       identity=image_identity(self.c, key), hub_command=list(HUB_COMMAND))}
         if key == "singleuser":
             files |= {name: static.text(name) for name in static.SINGLEUSER_CONTEXT}
         return files
@@ -338,7 +337,7 @@ class Renderer:
     def hub_configs(self) -> dict[str, str]:
         """The hub's docker swarm configs: file name → content (content-named in the stack)."""
         return {
-            "jupyterhub_config.py": static.text("jupyterhub_config.py"),
+            HUB_CONFIG.name: static.text("jupyterhub_config.py"),
             "cablab_hub.py": static.text("cablab_hub.py"),
             "cablab_backup.py": static.text("cablab_backup.py"),  # backup.sh's, without JupyterHub's imports
             "cablab.json": json.dumps(self.hub_data(), indent=2, sort_keys=True) + "\n",
@@ -442,7 +441,7 @@ class Renderer:
                 },
                 "hub": {
                     "image": c.hub.images.hub.name,
-                    "command": HUB_COMMAND,
+                    "command": list(HUB_COMMAND),
                     "environment": {**image_id, "CABLAB_SINGLEUSER_IDENTITY": self.singleuser_identity()},
                     "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{HUB_DATA}:{HUB_CONTAINER_DATA}",
                                 f"{self.home_root}:{self.home_root}"],

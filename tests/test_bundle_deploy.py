@@ -9,6 +9,8 @@ The stub's state files stand for the hub host: /var/lib/cablab-stub-image holds 
 
 from __future__ import annotations
 
+import shlex
+
 from pathlib import Path
 
 import pytest
@@ -201,18 +203,22 @@ def test_a_restore_keeps_the_hub_log_it_would_lose_and_restores_even_when_it_can
 
 def test_a_restore_keeps_the_newest_saved_logs_and_nothing_else_goes(renderer):
     """The saved logs do not pile up: after its own, restore.sh keeps the newest RESTORE_LOGS_KEPT of
-    them (their names sort by time) and removes older ones; other files in HUB_LOG_DIR stay."""
+    them (their names sort by time) and removes older ones, whatever their names hold; other files in
+    HUB_LOG_DIR stay."""
     from cablab_cluster.render import RESTORE_LOGS_KEPT
 
     older = [f"hub-before-restore-20200101T0000{i:02d}Z.log" for i in range(RESTORE_LOGS_KEPT + 1)]
+    odd = "hub-before-restore-2019 it's Z.log"  # the oldest: a blank and a quote in its name
+    others = ["other.log", "hub-before-restore-notes.log"]
     run = run_flow(renderer, *BACKED_UP, f"install -d -m 0700 {HUB_LOG_DIR}",
-                   *(f"echo old >{HUB_LOG_DIR}/{name}" for name in older), f"echo mine >{HUB_LOG_DIR}/other.log",
+                   *(f"echo old >{HUB_LOG_DIR}/{name}" for name in older), f"echo old >{shlex.quote(f'{HUB_LOG_DIR}/{odd}')}",
+                   *(f"echo mine >{HUB_LOG_DIR}/{name}" for name in others), f"cd {HUB_LOG_DIR}; echo b >b.log",
                    f'{HUB_DIR}/restore.sh "$b" >/dev/null', f"echo listed; ls -1 {HUB_LOG_DIR}")
-    listed = run.output.split("listed\n", 1)[1].split()
-    saved = sorted(n for n in listed if n.startswith("hub-before-restore-"))
-    assert len(saved) == RESTORE_LOGS_KEPT and "other.log" in listed, listed
-    assert saved[:-1] == older[2:], saved  # the two oldest went: eleven before, the restore's own made twelve
-    assert saved[-1] > older[-1] and saved[-1].endswith("Z.log"), saved  # the restore's own is kept
+    listed = run.output.split("listed\n", 1)[1].splitlines()
+    saved = sorted(n for n in listed if n.startswith("hub-before-restore-") and n.endswith("Z.log"))
+    assert len(saved) == RESTORE_LOGS_KEPT and {*others, "b.log"} <= set(listed), listed
+    assert odd not in saved and saved[:-1] == older[2:], saved  # the three oldest went: twelve, and the restore's own
+    assert saved[-1] > older[-1], saved  # the restore's own is kept
 
 
 def test_a_restore_does_not_wait_for_a_hanging_log_stream(renderer, monkeypatch):

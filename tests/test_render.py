@@ -229,7 +229,6 @@ def load_config(spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     files = rendered(spec)
     for name in ("jupyterhub_config.py", "cablab_hub.py", "cablab.json"):
         (tmp_path / name).write_text(files[f"hub/{name}"])
-    monkeypatch.setenv("CABLAB_HUB_DIR", str(tmp_path))
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "cablab_hub", raising=False)
     return PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
@@ -397,7 +396,8 @@ def test_the_hub_opens_the_database_its_volume_backup_restore_and_upgrade_name(s
     assert c.JupyterHub.db_url.startswith("sqlite:////") and db == inside / HUB_DB, c.JupyterHub.db_url
     assert PurePosixPath(data["spawner"]["org_uids"]["file"]).parent == inside
     backup = out["hub/backup.sh"]
-    assert f"backup-db {db} {inside}/.backup.sqlite" in " ".join(backup.replace("\\\n", " ").split())
+    assert f'backup-db {db} {inside}/"$copy"' in " ".join(backup.replace("\\\n", " ").split())
+    assert 'mv "$data/$copy" "$dest/$db"' in backup and f"db={HUB_DB}\n" in out["hub/restore.sh"]
     assert f"data={HUB_DATA}\ndb={HUB_DB}\n" in backup and f"data={HUB_DATA}\n" in out["hub/restore.sh"]
     assert 'install -m 0600 "$src/$db" "$data/$db"' in out["hub/restore.sh"]
     deploy = out["hub/deploy.sh"]

@@ -144,3 +144,17 @@ def test_each_images_identity_covers_exactly_the_templates_its_dockerfile_is_mad
     monkeypatch.setattr(image.resources, "files", lambda pkg: Edited(real(pkg)))
     after = {key: image.image_identity(cluster, key) for key in image._TEMPLATES}
     assert after["singleuser"] != before["singleuser"] and after["hub"] == before["hub"]
+
+
+@pytest.mark.parametrize("name, value", [("HUB_COMMAND", ("jupyterhub", "-f", "/etc/jupyterhub/config.py")),
+                                         ("HUB_CONTAINER_DIR", "/etc/jupyterhub")])
+def test_the_hub_images_identity_covers_its_command_and_working_directory(monkeypatch, name, value):
+    """The hub's Dockerfile takes its WORKDIR and CMD from layout, not from its template's text: a
+    change to either is a new hub image (else a node would keep the old one under the same identity)."""
+    from cablab_cluster.steps import image
+
+    cluster = load_spec(LAB / "ubuntu.yml").cluster
+    before = {key: image.image_identity(cluster, key) for key in image._TEMPLATES}
+    monkeypatch.setattr(image, name, value)
+    after = {key: image.image_identity(cluster, key) for key in image._TEMPLATES}
+    assert after["hub"] != before["hub"] and after["singleuser"] == before["singleuser"]

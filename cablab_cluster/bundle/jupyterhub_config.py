@@ -3,11 +3,10 @@
 # both delivered beside this file as docker swarm configs. Change the spec, not
 # these files.
 import json
-import os
 import sys
 from pathlib import Path
 
-HERE = Path(os.environ.get("CABLAB_HUB_DIR", "/srv/jupyterhub"))
+HERE = Path(__file__).parent  # the bundle's files, beside this one (traitlets' loader sets __file__)
 sys.path.insert(0, str(HERE))
 
 import cablab_hub  # noqa: E402

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from .. import bundle as static
-from ..layout import SINGLEUSER_STACK, VERSIONS
+from ..layout import HUB_CONFIG, HUB_CONTAINER_DIR, SINGLEUSER_STACK, VERSIONS
 from ..spec import Cluster, Host, Image, ImageSource, Role
 from . import Input, InputKind, register
 from .docker_engine import storage_driver
@@ -37,6 +37,10 @@ def params(c: Cluster, h: Host) -> list[Params]:
 
 
 IDENTITY_LABEL = "org.cablab.identity"
+# The hub image's command (its CMD, and its service's in the stack): the bundle's config, mounted in
+# its working directory (HUB_CONTAINER_DIR).
+HUB_COMMAND = ("jupyterhub", "-f", str(HUB_CONFIG))
+
 # Each image's Dockerfile template and what it includes: a change there is a new image of that kind.
 _TEMPLATES = {"hub": ("_first_layer.Dockerfile.j2", "hub.Dockerfile.j2"),
               "singleuser": ("_first_layer.Dockerfile.j2", "singleuser.Dockerfile.j2")}
@@ -46,7 +50,7 @@ def image_identity(c: Cluster, key: str) -> str:
     """What makes cablab's image `key` what it is, known before it is built: its spec entry (base,
     packages, JupyterHub version), the
     users' uid/gid, the Dockerfile templates and the single-user stack and build context (the lock, the
-    build-time edit, the entrypoint), or the hub's versions.
+    build-time edit, the entrypoint), or the hub's versions, working directory and command.
     The rendered Dockerfile labels the image with it (IDENTITY_LABEL); a node whose image under the
     tag carries it already needs no tarball, and one with another (an upgrade under the same tag) does."""
     image: Image = getattr(c.hub.images, key)
@@ -59,7 +63,7 @@ def image_identity(c: Cluster, key: str) -> str:
         data |= {"stack": list(SINGLEUSER_STACK),
                  "context": {name: static.text(name) for name in static.SINGLEUSER_CONTEXT}}
     else:
-        data |= {"versions": VERSIONS}
+        data |= {"versions": VERSIONS, "workdir": str(HUB_CONTAINER_DIR), "command": list(HUB_COMMAND)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1710,11 +1710,10 @@ install_file 0644 /opt/cablab/hub/jupyterhub_config.py <<'CABLAB_EOF'
 # both delivered beside this file as docker swarm configs. Change the spec, not
 # these files.
 import json
-import os
 import sys
 from pathlib import Path
 
-HERE = Path(os.environ.get("CABLAB_HUB_DIR", "/srv/jupyterhub"))
+HERE = Path(__file__).parent  # the bundle's files, beside this one (traitlets' loader sets __file__)
 sys.path.insert(0, str(HERE))
 
 import cablab_hub  # noqa: E402
@@ -3040,12 +3039,13 @@ mkdir -m 0700 "$dest"
 # The database: sqlite's online backup inside the running hub (it keeps writing meanwhile).
 data=/var/lib/cablab/hub
 db=jupyterhub.sqlite
+copy=.backup.sqlite  # the online copy's name while it is made, beside the database
 uids=org-uids.json
 hub=$(docker ps -q --filter label=com.docker.swarm.service.name=cablab_hub | head -n 1)
 if [ -n "$hub" ]; then
   docker exec "$hub" python3 /srv/jupyterhub/cablab_backup.py backup-db \
-    /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/.backup.sqlite
-  mv "$data/.backup.sqlite" "$dest/$db"
+    /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/"$copy"
+  mv "$data/$copy" "$dest/$db"
 else
   cp -p "$data/$db" "$dest/$db"  # the hub is stopped: the file is consistent
 fi
@@ -3112,9 +3112,11 @@ if docker service inspect "$service" >/dev/null 2>&1; then
   else
     echo "could not save all of the hub's log (docker service logs failed, or took over 60 s; what it gave is in $log); restoring anyway" >&2
   fi
-  # The newest 10 saved logs stay (their names sort by time); older ones go.
-  find "$logs" -maxdepth 1 -type f -name 'hub-before-restore-*.log' | sort -r | tail -n +11 \
-    | xargs -r rm -f --
+  # The newest 10 saved logs stay (their names sort by time); older ones go. Names as
+  # NUL-separated records (nothing in a name is read as a separator); a failure here stops nothing.
+  find "$logs" -maxdepth 1 -type f -name 'hub-before-restore-*Z.log' -print0 | LC_ALL=C sort -rz \
+    | tail -zn +11 | xargs -0r rm -f -- \
+    || echo "could not remove the older saved logs in $logs; restoring anyway" >&2
   docker service scale --detach=false "$service=0" >/dev/null
   stopped=yes
 fi

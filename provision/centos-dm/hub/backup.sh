@@ -26,12 +26,13 @@ mkdir -m 0700 "$dest"
 # The database: sqlite's online backup inside the running hub (it keeps writing meanwhile).
 data=/var/lib/cablab/hub
 db=jupyterhub.sqlite
+copy=.backup.sqlite  # the online copy's name while it is made, beside the database
 uids=org-uids.json
 hub=$(docker ps -q --filter label=com.docker.swarm.service.name=cablab_hub | head -n 1)
 if [ -n "$hub" ]; then
   docker exec "$hub" python3 /srv/jupyterhub/cablab_backup.py backup-db \
-    /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/.backup.sqlite
-  mv "$data/.backup.sqlite" "$dest/$db"
+    /srv/jupyterhub/data/jupyterhub.sqlite /srv/jupyterhub/data/"$copy"
+  mv "$data/$copy" "$dest/$db"
 else
   cp -p "$data/$db" "$dest/$db"  # the hub is stopped: the file is consistent
 fi

@@ -35,9 +35,11 @@ if docker service inspect "$service" >/dev/null 2>&1; then
   else
     echo "could not save all of the hub's log (docker service logs failed, or took over 60 s; what it gave is in $log); restoring anyway" >&2
   fi
-  # The newest 10 saved logs stay (their names sort by time); older ones go.
-  find "$logs" -maxdepth 1 -type f -name 'hub-before-restore-*.log' | sort -r | tail -n +11 \
-    | xargs -r rm -f --
+  # The newest 10 saved logs stay (their names sort by time); older ones go. Names as
+  # NUL-separated records (nothing in a name is read as a separator); a failure here stops nothing.
+  find "$logs" -maxdepth 1 -type f -name 'hub-before-restore-*Z.log' -print0 | LC_ALL=C sort -rz \
+    | tail -zn +11 | xargs -0r rm -f -- \
+    || echo "could not remove the older saved logs in $logs; restoring anyway" >&2
   docker service scale --detach=false "$service=0" >/dev/null
   stopped=yes
 fi
