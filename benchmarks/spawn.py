@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,37 +219,40 @@ def per_user(spawns: Iterable[dict[str, Any]], top: str, bottom: str) -> list[fl
     return [s[top] / s[bottom] for s in spawns if s.get(top) is not None and s.get(bottom)]
 
 
-def paired_ratios(spawns: list[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
-    """Each PAIRED ratio over the users that have both starts: its median and interval."""
+def medians_per_user(spawns: list[dict[str, Any]], table: Iterable[tuple[str, str, str]],
+                     values: Callable[[list[dict[str, Any]], str, str], list[float]],
+                     level: float = 0.9) -> dict[str, MedianInterval]:
+    """For each (name, top, bottom) of `table`: the median and interval of `values(spawns, top, bottom)`,
+    one value per user that has both figures; a name with none is left out."""
     got: dict[str, MedianInterval] = {}
-    for name, top, bottom in PAIRED:
-        interval = MedianInterval.of(per_user(spawns, top, bottom), level)
+    for name, top, bottom in table:
+        interval = MedianInterval.of(values(spawns, top, bottom), level)
         if interval is not None:
             got[name] = interval
     return got
+
+
+def paired_ratios(spawns: list[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
+    """Each PAIRED ratio over the users that have both starts: its median and interval."""
+    return medians_per_user(spawns, PAIRED, per_user, level)
 
 
 # The hub's part (hub / direct) in two, user by user, in seconds: inside the start, the hub's service
 # created -> the server's first answer against the direct start's create -> answer (the same interval of
 # the same service spec: what the hub's start loop and its VM's CPU do to the server's start); outside
 # it, the hub's request -> its service created and its first answer -> ready through the proxy.
-HUB_SPLIT = (("inside", "hub_create_to_answer_s", "direct_s"), ("outside", "hub_s", "hub_create_to_answer_s"))
+HUB_INSIDE = ("hub_create_to_answer_s", "direct_s")
+HUB_SPLIT = (("inside", *HUB_INSIDE), ("outside", "hub_s", "hub_create_to_answer_s"))
 
 
-def hub_differences(spawns: Iterable[dict[str, Any]], name: str) -> list[float]:
-    """The HUB_SPLIT difference `name` of each user that has both figures (s)."""
-    top, bottom = next((t, b) for n, t, b in HUB_SPLIT if n == name)
+def differences(spawns: Iterable[dict[str, Any]], top: str, bottom: str) -> list[float]:
+    """`top` - `bottom` of each user that has both figures (s)."""
     return [s[top] - s[bottom] for s in spawns if s.get(top) is not None and s.get(bottom) is not None]
 
 
 def hub_split(spawns: list[dict[str, Any]], level: float = 0.9) -> dict[str, MedianInterval]:
     """Each HUB_SPLIT difference over the users that have both figures: its median and interval."""
-    got: dict[str, MedianInterval] = {}
-    for name, _, _ in HUB_SPLIT:
-        interval = MedianInterval.of(hub_differences(spawns, name), level)
-        if interval is not None:
-            got[name] = interval
-    return got
+    return medians_per_user(spawns, HUB_SPLIT, differences, level)
 
 
 def cpu_bound_ideal(one_spawn: float, spawns: int, cpus: float) -> float:
@@ -418,6 +421,7 @@ class Report:
     paired: dict[str, MedianInterval] = field(default_factory=dict)
     hub_within_target: Optional[int] = None  # users whose hub start took <= HUB_TARGET x their floor
     hub_split: dict[str, MedianInterval] = field(default_factory=dict)  # HUB_SPLIT: the hub's part, in s
+    hub_longer_inside: Optional[int] = None  # users whose hub start was longer inside the start (HUB_INSIDE)
     breakdown: list[dict[str, Any]] = field(default_factory=list)
     capacity: dict[str, Any] = field(default_factory=dict)
     clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -451,6 +455,8 @@ class Report:
             self.hub_over_direct_p50 = ratio(self.hub.p50, self.direct.p50)
         self.paired = paired_ratios(self.spawns)
         self.hub_split = hub_split(self.spawns)
+        inside = differences(self.spawns, *HUB_INSIDE)
+        self.hub_longer_inside = sum(1 for x in inside if x > 0) if inside else None
         hub_over_floor = per_user(self.spawns, "hub_s", "floor_s")
         self.hub_within_target = sum(1 for r in hub_over_floor if r <= HUB_TARGET) if hub_over_floor else None
 
@@ -485,7 +491,7 @@ class Report:
         if inside:
             rows.append(f"  the hub's part (s): inside the start (its service created -> first answer, less the "
                         f"direct start's) {inside.p50:+.2f} [{inside.low:+.2f} to {inside.high:+.2f}], longer for "
-                        f"{sum(1 for x in hub_differences(self.spawns, 'inside') if x > 0)} of {inside.n} users")
+                        f"{self.hub_longer_inside} of {inside.n} users")
         if outside:
             rows.append(f"    outside it (its request -> service created, first answer -> ready through the proxy) "
                         f"{outside.p50:.2f} [{outside.low:.2f} to {outside.high:.2f}]")
