@@ -28,7 +28,10 @@
    user more: how fast, and with what message, the hub refuses.
 3. Where the time goes in one spawn: the hub's log lines (docker service logs --timestamps), the
    manager's and the node's Docker events, the server's first answer on the node, the ready proxy
-   route, on one time line (each host's clock offset measured and taken out).
+   route, on one time line (each host's clock offset measured and taken out). And where the hub's
+   node's CPU goes over each start, process by process (its /proc before and after, outside the
+   timed interval), as medians for hub, direct and floor starts: the processes the hub's start adds
+   to most are printed.
 
 Users: the spec's userlist users without overrides (their resources are the default ones) and
 without a running server. The hub is driven with an admin's API token: --token-file (a real
@@ -125,6 +128,61 @@ def vm_cpu(domains: dict[str, str], proc: Path = Path("/proc")) -> dict[str, flo
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {h: round(after[h] - before[h], 1) for h in sorted(after) if h in before}
+
+
+# The hub's node, process by process, over one spawn (from the node's own accounting: under
+# emulation a guest's clock runs on while the host has its vCPU waiting, so this is the guest's view).
+NODE_PROCS = "getconf CLK_TCK; cat /proc/stat; cat /proc/[0-9]*/stat 2>/dev/null || true"
+GONE = "(exited, interrupts)"  # busy time of no process still there: ones that ended, and interrupts
+NODE_PROCS_SHOWN = 8  # rows of the table: the processes with the most more for a hub spawn than a direct one
+
+
+def process_name(comm: str) -> str:
+    """One name for a kernel thread's instances (kworker/1:2H-kblockd, ksoftirqd/0 -> kworker, ksoftirqd)."""
+    return comm.split("/", 1)[0] or comm
+
+
+def node_processes(snapshot: str) -> tuple[float, dict[tuple[int, str], float]]:
+    """(the node's busy CPU-s, {(pid, name): CPU-s}) from NODE_PROCS's output."""
+    lines = snapshot.splitlines()
+    if not lines or not lines[0].strip().isdigit():
+        raise ValueError("not NODE_PROCS's output")
+    ticks = float(lines[0])
+    busy = busy_cpu_seconds("\n".join(lines[1:]), ticks)
+    used: dict[tuple[int, str], float] = {}
+    for line in lines[1:]:
+        m = re.match(r"(\d+) \((.*)\) ", line)
+        if m:
+            try:
+                used[(int(m.group(1)), process_name(m.group(2)))] = proc_cpu_seconds(line, ticks)
+            except (IndexError, ValueError):
+                continue  # a line cut short
+    return busy, used
+
+
+def processes_delta(before: tuple[float, dict[tuple[int, str], float]],
+                    after: tuple[float, dict[tuple[int, str], float]]) -> dict[str, float]:
+    """CPU-s by process name between two node_processes snapshots (a process started in between counts
+    whole); GONE is the busy time no process still there accounts for."""
+    names: dict[str, float] = {}
+    for key, used in after[1].items():
+        names[key[1]] = names.get(key[1], 0.0) + used - before[1].get(key, 0.0)
+    busy = after[0] - before[0]
+    out = {name: round(v, 2) for name, v in names.items() if round(v, 2) > 0}
+    out[GONE] = round(max(0.0, busy - sum(names.values())), 2)
+    return out
+
+
+def node_procs_per_spawn(spawns: list[dict[str, Any]], kinds: Iterable[str]) -> dict[str, dict[str, float]]:
+    """p50 over the spawns of each process name's CPU-s ({kind}_node_procs), per kind; a process a spawn
+    did not see counts 0 there."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        seen = [s[f"{kind}_node_procs"] for s in spawns if s.get(f"{kind}_node_procs")]
+        if seen:
+            names = sorted({n for procs in seen for n in procs})
+            out[kind] = {n: round(Summary.of(p.get(n, 0.0) for p in seen).p50, 2) for n in names}
+    return out
 
 
 ROLES = ("hub's node", "server's node", "other nodes", "all")
@@ -432,6 +490,8 @@ class Report:
     # --vms-here: CPU-seconds of each VM, by its part in the spawn, p50 over the spawns: for the hub's
     # spawns (start -> ready) and the floor's (create -> answer), e.g. {"hub": {"server's node": 30.1, ...}}
     vm_cpu_per_spawn: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
+    # The hub's node by process (NODE_PROCS), p50 CPU-s over the spawns, per kind: {"hub": {"dockerd": 0.9, ...}}
+    node_procs_per_spawn: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summarize(self) -> None:
         cpu = [s["host_cpu_s"] for s in self.spawns if s.get("host_cpu_s") is not None and s.get("hub_s")]
@@ -440,6 +500,7 @@ class Report:
                                  for kind, key in (("hub", "vm_cpu_s"), ("floor", "floor_vm_cpu_s"),
                                                    ("direct", "direct_vm_cpu_s"))
                                  if any(s.get(key) for s in self.spawns)}
+        self.node_procs_per_spawn = node_procs_per_spawn(self.spawns, ("hub", "direct", "floor"))
         self.hub = Summary.of(s["hub_s"] for s in self.spawns if s.get("hub_s") is not None)
         self.floor = Summary.of(s["floor_s"] for s in self.spawns if s.get("floor_s") is not None)
         self.hub_over_floor_p50 = ratio(self.hub.p50, self.floor.p50)
@@ -462,6 +523,20 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
+
+    def node_procs_rows(self) -> list[str]:
+        """The hub's node's processes with the most more CPU for a hub spawn than a direct one."""
+        procs = self.node_procs_per_spawn
+        hub, direct = procs.get("hub"), procs.get("direct")
+        if not hub or not direct:
+            return []
+        kinds = [k for k in ("hub", "direct", "floor") if k in procs]
+        names = sorted(set(hub) | set(direct), key=lambda n: direct.get(n, 0.0) - hub.get(n, 0.0))
+        rows = [f"  the hub's node ({self.hub_host}) by process, CPU-s per spawn (p50, the node's own accounting): "
+                + "  ".join(f"{k:>6}" for k in kinds)]
+        for name in [n for n in names if n != GONE][:NODE_PROCS_SHOWN] + [GONE]:
+            rows.append(f"    {name:<22}" + "  ".join(f"{procs[k].get(name, 0.0):>6.2f}" for k in kinds))
+        return rows
 
     def table(self) -> str:
         def f(x: Any) -> str:
@@ -500,6 +575,7 @@ class Report:
                         f"CPU-s over {f(self.hub.p50 if self.hub else None)} s, of {os.cpu_count()} CPUs")
         for kind, roles in self.vm_cpu_per_spawn.items():
             rows.append(f"  CPU-s per {kind} spawn, by VM (p50): " + ", ".join(f"{r} {f(v)}" for r, v in roles.items()))
+        rows += self.node_procs_rows()
         if self.breakdown:
             rows.append("one spawn, where the time goes (s):")
             rows += [f"  {b['at_s']:>7.2f}  +{b['step_s']:<6.2f} {b['milestone']}" for b in self.breakdown]
@@ -715,6 +791,7 @@ class Bench:
         self._local = threading.local()
         self.token = self._token(token_file)
         self.manager = c.first_manager.name
+        self.hub_host = c.hub_host.name
         # --vms-here: each host's libvirt domain, as the lab's Vagrantfile names them (lab/harness.py).
         self.domains = {h.name: f"cablab-{c.name}-{h.name}" for h in c.hosts}
         self.docker = DockerOverSSH(ssh_config, self.manager, self.control_dir / f"docker-{self.manager}")
@@ -896,6 +973,19 @@ class Bench:
         raw = self.docker.client.events(since=int(since) - 1, until=until, filters=filters, decode=True)
         return sorted((DockerEvent.of(e) for e in raw), key=lambda e: e.time)
 
+    # -- the hub's node, process by process, over one spawn ----------------------------------
+    def node_procs(self) -> Optional[tuple[float, dict[tuple[int, str], float]]]:
+        r = self.nodes.try_run(self.hub_host, NODE_PROCS)
+        try:
+            return node_processes(r.stdout)
+        except ValueError:
+            return None
+
+    def node_procs_since(self, before: Optional[tuple[float, dict[tuple[int, str], float]]], kind: str) -> dict[str, Any]:
+        """{kind}_node_procs: the hub's node's CPU-s by process since `before` ({} if a snapshot failed)."""
+        after = self.node_procs() if before else None
+        return {f"{kind}_node_procs": processes_delta(before, after)} if before and after else {}
+
     # -- --vms-here: this machine's CPU and each VM's over one spawn --------------------------
     def cpu_snapshot(self) -> Optional[tuple[float, dict[str, float]]]:
         return (host_busy(), vm_cpu(self.domains)) if self.vms_here else None
@@ -917,6 +1007,7 @@ class Bench:
 
         service = service_name(user)
         thread, probe = self.probe(node, service, server_api_path(user))
+        procs = self.node_procs()
         cpu = self.cpu_snapshot()
         self._local.ready_event = None
         t0 = time.time()
@@ -926,7 +1017,7 @@ class Bench:
         ready, why = self.wait_ready(user, interval=0.25)
         # The CPU of the start -> ready, as the floor's is of its create -> answer: not of the
         # bench's own questions below (the service's spec, the manager's events, the hub's logs).
-        result: dict[str, Any] = self.cpu_since(cpu)
+        result: dict[str, Any] = self.cpu_since(cpu) | self.node_procs_since(procs, "hub")
         thread.join(timeout=120)
         result["hub_s"] = round(ready - t0, 2) if ready else None
         result["hub_start_at"] = round(t0, 2)  # this machine's clock: to line up with other samples
@@ -979,13 +1070,14 @@ class Bench:
         `status_line`, as before)."""
         self.remove_service(service, node)
         thread, probe = self.probe(node, service, path)
+        procs = self.node_procs()
         before = self.cpu_snapshot()
         t0 = time.time()
         self.docker.client.api.create_service(template, name=service, endpoint_spec=endpoint_spec,
                                               labels={"cablab.bench": kind})
         thread.join(timeout=START_TIMEOUT + 60)
         # As for the hub's spawn: this machine's CPU from the start to the answer, not the removal.
-        cpu = self.cpu_since(before, prefix=f"{kind}_")
+        cpu = self.cpu_since(before, prefix=f"{kind}_") | self.node_procs_since(procs, kind)
         try:
             created = first_event(self.manager_events(t0 + self.offset(self.manager).seconds,
                                                       type="service", service=service), "service", "create")

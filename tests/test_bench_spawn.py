@@ -439,6 +439,8 @@ def bench_with(hub: FakeHubSession, hub_wait: str = "progress") -> spawn.Bench:
     bench = object.__new__(spawn.Bench)  # no cluster: only the wait's own state
     bench.hub_wait, bench.token, bench._local = hub_wait, "t0ken", threading.local()
     bench._local.session = hub
+    bench.hub_host = "node1"
+    bench.nodes = type("N", (), {"try_run": lambda self, host, cmd, *a: type("R", (), {"stdout": "", "stderr": ""})()})()
     return bench
 
 
@@ -557,9 +559,15 @@ def test_a_spawns_cpu_is_counted_to_ready_not_over_the_benchs_own_questions_afte
 
     bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
     bench.manager_events = lambda since, **filters: (work(2.0, "node1"), [])[1]
+    # The hub's node's own accounting: its dockerd does node1's work
+    ticks = lambda: int(used["node1"] * 100)  # noqa: E731
+    bench.nodes = type("N", (), {"try_run": lambda self, host, cmd, *a: type("R", (), {
+        "stdout": _snapshot(ticks(), (10, "dockerd", ticks(), 0)) if host == "node1" and cmd == spawn.NODE_PROCS
+        else ""})()})()
     result, spec = bench.hub_spawn("bench01", "node2", breakdown=False)
     assert spec["TaskTemplate"] == {"ContainerSpec": {}}
     assert result["host_cpu_s"] == 31.0 and result["vm_cpu_s"] == {"node1": 1.0, "node2": 30.0}
+    assert result["hub_node_procs"] == {"dockerd": 1.0, spawn.GONE: 0.0}
 
     bench.vms_here = False
     result, _ = bench.hub_spawn("bench01", "node2", breakdown=False)
@@ -650,7 +658,10 @@ def test_the_direct_start_creates_the_hubs_spec_times_it_as_the_floor_and_remove
     template = {"ContainerSpec": {"Args": ["jupyterhub-singleuser"], "Env": ["JUPYTERHUB_API_TOKEN=t"]},
                 "ForceUpdate": 1}
     spec = {"TaskTemplate": template, "EndpointSpec": {"Mode": "dnsrr"}}
+    snapshots = iter([_snapshot(1000, (10, "dockerd", 100, 0)), _snapshot(1090, (10, "dockerd", 150, 0))])
+    bench.nodes = type("N", (), {"try_run": lambda self, host, cmd, *a: type("R", (), {"stdout": next(snapshots)})()})()
     result = bench.direct_spawn("bob", "node2", spec)
+    assert result["direct_node_procs"] == {"dockerd": 0.5, spawn.GONE: 0.4}  # the hub's node, over the start
     assert result["direct_s"] == 20.0 and result["direct_create_to_container_start_s"] == 7.0
     assert result["direct_status_line"] == "HTTP/1.1 200 OK" and "status_line" not in result
     assert paths == ["/user/bob/api"]  # the server's API version under the hub's prefix, as the floor's at /
@@ -695,3 +706,49 @@ def test_the_ratios_are_also_taken_user_by_user_with_how_many_met_the_target():
     bare = Report("lab-ubuntu", "now", spawns=[{"user": "a", "hub_s": None, "floor_s": 18.0}])
     bare.summarize()
     assert bare.paired == {} and bare.hub_within_target is None and "user by user" not in bare.table()
+
+
+def _stat(pid: int, comm: str, utime: int, stime: int) -> str:
+    return f"{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 10 0 0 0 {utime} {stime} 0 0 20 0 1 0 100 0 0"
+
+
+def _snapshot(busy_ticks: int, *procs: tuple[int, str, int, int]) -> str:
+    return "\n".join(["100", f"cpu  {busy_ticks} 0 0 5000 7 0 0 0 0 0", "cpu0 1 0 0 1 0 0 0 0 0 0",
+                      "intr 12 3", *(_stat(*p) for p in procs)]) + "\n"
+
+
+def test_the_hub_nodes_processes_are_read_by_pid_and_name_odd_names_and_kernel_threads_included():
+    busy, procs = spawn.node_processes(_snapshot(900, (10, "dockerd", 30, 20), (11, "a (b) c", 5, 0),
+                                                 (12, "kworker/1:2H-kblockd", 1, 2), (13, "kworker/0:1", 3, 0)))
+    assert busy == 9.0
+    assert procs == {(10, "dockerd"): 0.5, (11, "a (b) c"): 0.05, (12, "kworker"): 0.03, (13, "kworker"): 0.03}
+    with pytest.raises(ValueError):
+        spawn.node_processes("cpu  1 2 3\n")
+
+
+def test_a_spawns_cpu_by_process_counts_new_processes_whole_and_leaves_the_rest_to_gone():
+    before = spawn.node_processes(_snapshot(1000, (10, "dockerd", 100, 0), (20, "sshd", 5, 0), (30, "runc", 9, 0)))
+    # dockerd +40 ticks, a new python (pid 40) 25, pid 30 ended (its time is gone), pid 20 reused by bash
+    after = spawn.node_processes(_snapshot(1100, (10, "dockerd", 140, 0), (20, "bash", 2, 0),
+                                           (40, "python3", 20, 5), (41, "idle", 0, 0)))
+    delta = spawn.processes_delta(before, after)
+    assert delta == {"dockerd": 0.4, "bash": 0.02, "python3": 0.25, spawn.GONE: 0.33}
+    # Processes together beyond the busy time (clock steps): nothing gone, never below 0
+    assert spawn.processes_delta(before, (before[0], after[1]))[spawn.GONE] == 0.0
+
+
+def test_the_hub_nodes_processes_are_medians_per_kind_and_printed_by_what_the_hub_adds():
+    spawns = [{"hub_node_procs": {"dockerd": 1.0, "jupyterhub": 0.8, spawn.GONE: 0.3},
+               "direct_node_procs": {"dockerd": 0.2, "sshd": 0.1, spawn.GONE: 0.2}},
+              {"hub_node_procs": {"dockerd": 1.4, "jupyterhub": 0.6, "node": 0.1, spawn.GONE: 0.5},
+               "direct_node_procs": {"dockerd": 0.4, "sshd": 0.3, spawn.GONE: 0.2}},
+              {"hub_s": 1.0}]
+    per = spawn.node_procs_per_spawn(spawns, ("hub", "direct", "floor"))
+    assert per == {"hub": {"dockerd": 1.2, "jupyterhub": 0.7, "node": 0.05, spawn.GONE: 0.4},
+                   "direct": {"dockerd": 0.3, "sshd": 0.2, spawn.GONE: 0.2}}
+    report = Report("lab", "now", hub_host="node1", node_procs_per_spawn=per)
+    rows = report.node_procs_rows()
+    assert "node1" in rows[0] and "hub" in rows[0] and "direct" in rows[0] and "floor" not in rows[0]
+    assert [r.split()[0] for r in rows[1:]] == ["dockerd", "jupyterhub", "node", "sshd", "(exited,"]
+    assert rows[1].split()[1:] == ["1.20", "0.30"]
+    assert Report("lab", "now", node_procs_per_spawn={"hub": per["hub"]}).node_procs_rows() == []
