@@ -594,13 +594,14 @@ def _recorded_sleeps(monkeypatch) -> list[float]:
 
 def test_the_start_loop_checks_its_task_soon_then_less_often(monkeypatch):
     """A container starts within a second on a real cluster: the loop's task checks come at
-    0, 0.25, 0.625, 1.19, 2.03 s ... (were 0, 1.0, 2.5 s), up to one every 5 s."""
+    0, 0.25, 0.625, 1.19, 2.03 s ... (were 0, 1.0, 2.5 s), up to one every 5 s; each is one Docker
+    API call (SwarmSpawner's get_task asks for the service too)."""
     slept = _recorded_sleeps(monkeypatch)
     fake = FakeDocker([[task("pending")]] * 9 + [[task("running")]])
     sp = cablab_spawner(fake)
     assert sp.start_check_interval == 0.25
     asyncio.run(asyncio.wait_for(sp.start_object(), 5))
-    assert fake.calls.count("tasks") == 10
+    assert fake.calls == ["tasks"] * 10
     assert slept == pytest.approx([0.25, 0.375, 0.5625, 0.8438, 1.2656, 1.8984, 2.8477, 4.2715, 5.0], abs=1e-4)
 
 
@@ -618,6 +619,31 @@ def test_the_answer_checks_come_soon_then_every_ready_check_interval(monkeypatch
     asyncio.run(asyncio.wait_for(sp.wait_until_answering("http://10.0.1.5:8888/user/alice/api"), 5))
     assert replies == []
     assert slept == pytest.approx([0.05, 0.075, 0.1125, 0.1688, 0.2531, 0.3797, 0.5, 0.5, 0.5], abs=1e-4)
+
+
+def test_a_start_waits_on_the_task_swarm_wants_running_else_the_newest():
+    def t(name, desired, index):
+        return {"ID": name, "DesiredState": desired, "Version": {"Index": index}, "Status": {"State": "x"}}
+
+    failed, restarted = t("failed", "shutdown", 30), t("restarted", "running", 35)
+    assert cablab_hub.current_task([failed, restarted])["ID"] == "restarted"
+    assert cablab_hub.current_task([t("old", "running", 12), t("new", "running", 40)])["ID"] == "new"
+    assert cablab_hub.current_task([failed, t("older", "shutdown", 20)])["ID"] == "failed"
+    assert cablab_hub.current_task([{"ID": "bare"}])["ID"] == "bare"  # fields missing: still the one there
+    assert cablab_hub.current_task([]) is None
+
+
+def test_a_service_gone_while_starting_fails_the_start():
+    class Gone(FakeDocker):
+        async def __call__(self, method, *args, **kwargs):
+            if method == "tasks":
+                assert kwargs == {"filters": {"service": "jupyter-alice"}}
+                raise NotFound()
+            return await super().__call__(method, *args, **kwargs)
+
+    sp = cablab_spawner(Gone(), start_check_interval=0.0)
+    with pytest.raises(RuntimeError, match="Service jupyter-alice not found"):
+        asyncio.run(asyncio.wait_for(sp.start_object(), 5))
 
 
 def test_a_task_that_ends_while_starting_fails_the_start():
@@ -676,6 +702,17 @@ def test_metrics_need_the_metrics_token(secrets):
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "metrics")
     assert role == {"name": "metrics", "services": ["metrics"], "scopes": ["read:metrics"]}
     assert c.JupyterHub.authenticate_prometheus is True
+
+
+def test_the_event_loop_metric_ticks_every_half_second_and_still_logs_a_blocked_loop(secrets):
+    """JupyterHub's own collector reads the setting (a misspelt class or trait would be ignored)."""
+    from jupyterhub.metrics import PeriodicMetricsCollector
+
+    collector = PeriodicMetricsCollector(config=configured_with())
+    assert collector.event_loop_interval_enabled is True
+    assert collector.event_loop_interval_resolution == cablab_hub.EVENT_LOOP_TICK == 0.5
+    assert collector.event_loop_interval_log_threshold >= 2 * cablab_hub.EVENT_LOOP_TICK  # a 1 s block is seen
+    assert PeriodicMetricsCollector().event_loop_interval_resolution == 0.05  # what it replaces
 
 
 @pytest.mark.parametrize("timeout, interval", [(60, 30), (120, 30), (180, 45), (3600, 300), (86400, 300)])
@@ -744,7 +781,7 @@ def test_a_spawn_no_node_can_take_fails_within_the_grace_period(secrets, monkeyp
     async def unschedulable(self):
         return pending_task("pending", NO_ROOM)
 
-    monkeypatch.setattr(cablab_hub.SwarmSpawner, "get_task", unschedulable)
+    monkeypatch.setattr(cablab_hub.CablabSwarmSpawner, "start_task", unschedulable)
     c = configured_with(resources=RESOURCES)
     sp = spawner(c, "frank")
     sp.unplaceable_grace = 0.05
@@ -761,7 +798,7 @@ def test_a_spawn_that_gets_placed_starts(secrets, monkeypatch):
     async def placed(self):
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
-    monkeypatch.setattr(cablab_hub.SwarmSpawner, "get_task", placed)
+    monkeypatch.setattr(cablab_hub.CablabSwarmSpawner, "start_task", placed)
     sp = spawner(configured_with(resources=RESOURCES), "alice")
     sp.start_check_interval = 0.01
     asyncio.run(asyncio.wait_for(sp.start_object(), 5))

@@ -2024,6 +2024,13 @@ def task_state(task: Mapping[str, Any]) -> str:
     return str((task.get("Status") or {}).get("State") or "unknown").lower()
 
 
+def current_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Of a service's tasks, the one a start waits on: the newest swarm wants running (a task it
+    restarted replaces the old one), else the newest; None without tasks."""
+    wanted = [t for t in tasks if str(t.get("DesiredState") or "").lower() == "running"] or list(tasks)
+    return max(wanted, key=lambda t: (t.get("Version") or {}).get("Index") or 0, default=None)
+
+
 def unplaceable_reason(task: Mapping[str, Any]) -> str | None:
     """Swarm's reason why it cannot place a pending task ("no suitable node (...)"), or None."""
     status = task.get("Status") or {}
@@ -2095,10 +2102,10 @@ def node_refusal(name: str, nodes: Sequence[Mapping[str, Any]], notebook_nodes: 
 # task runs 0.33 s after its service is created and the server answers at 0.71 s (p50): the earlier
 # fixed waits (task checks 1.0 s apart at first, answer checks every 0.5 s) found it at 1.00 s. Under
 # emulation (the lab) a task runs ~5 s after its service is created and its server answers ~7 s later:
-# there the early checks are calls in vain, and a task check (a Docker API call) is not cheap: task
-# checks from 0.1 s (nine before 5 s) cost the hub's VM ~1 CPU-s more per start than from 1.0 s (four; one run each),
-# taken from the cores the starting server shares with it. From 0.25 s: six before 5 s; natively the
-# start is found at 0.75 s (0.71 s from 0.1 s). An answer check costs the hub ~5 ms of CPU (lab).
+# there the early checks are calls in vain. From 0.25 s: six before 5 s; natively the start is found
+# at 0.75 s (0.71 s from 0.1 s). A task check is one Docker API call (`start_task`: ~16 ms of the
+# manager's dockerd, lab), not SwarmSpawner's two (the service, then its tasks: ~27 ms); an answer
+# check costs the hub ~2 ms of CPU (lab).
 TASK_CHECK_MOST = 5.0  # s: the longest wait between two task checks
 
 
@@ -2320,6 +2327,16 @@ class CablabSwarmSpawner(SwarmSpawner):
                                          f"within {self.http_timeout:g} s")
             await asyncio.sleep(next(delays))
 
+    async def start_task(self) -> Mapping[str, Any] | None:
+        """The started service's task (`current_task`), from one Docker API call: SwarmSpawner's
+        get_task asks for the service first, which a start has just created."""
+        try:
+            return current_task(await self.docker("tasks", filters={"service": self.service_name}))
+        except APIError as e:
+            if e.response is not None and e.response.status_code == 404:
+                return None
+            raise
+
     async def start_object(self):
         """Wait for the service's task to run (SwarmSpawner's loop), but fail within
         `unplaceable_grace` seconds, with swarm's reason, when no node can take it."""
@@ -2327,7 +2344,7 @@ class CablabSwarmSpawner(SwarmSpawner):
         delays = checks(self.start_check_interval, TASK_CHECK_MOST)
         watch = SchedulingWatch(self.unplaceable_grace)
         while True:
-            task = await self.get_task()
+            task = await self.start_task()
             if not task:
                 raise RuntimeError(f"Service {self.service_name} not found")
             state = task_state(task)
@@ -2541,6 +2558,9 @@ def apply_resources(spawner: Any, resources: Mapping[str, Any]) -> None:
     spawner.cpu_guarantee = reservations.get("cpus")
 
 
+EVENT_LOOP_TICK = 0.5  # s between the event-loop metric's ticks (JupyterHub's default: 0.05)
+
+
 def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
     """Culler, metrics and per-user resources; called at the end of `configure`."""
     services: list[dict[str, Any]] = []
@@ -2560,6 +2580,11 @@ def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
     c.JupyterHub.authenticate_prometheus = True  # JupyterHub's default, stated: /hub/metrics needs read:metrics
+    # JupyterHub's event-loop metric wakes the hub every 50 ms by default: on the lab's manager that
+    # was 23 of the idle hub's 29 ms of CPU a second (a bare 50 ms sleep loop in the hub's image; 2.7
+    # ms at 0.5 s), CPU the servers' starts there share. Every EVENT_LOOP_TICK s it still logs a loop
+    # that blocked for a second or more, and /hub/metrics still has the histogram (from 0.5 s up).
+    c.PeriodicMetricsCollector.event_loop_interval_resolution = EVENT_LOOP_TICK
 
     c.CablabSwarmSpawner.resources = dict(data["resources"])  # (the spawner class is set by `configure`)
     default = data["resources"]["default"]
