@@ -70,6 +70,7 @@ KEEPALIVE = 30.0  # s between requests that keep the capacity run's servers acti
 SERVER_PORT = 8888  # dockerspawner's port for the single-user server
 FLOOR_PREFIX = "cablab-bench-floor-"
 DIRECT_PREFIX = "cablab-bench-direct-"
+BENCH_LABEL = "cablab.bench"  # on the floor's and the direct start's services (its value: which)
 HUB_WAITS = ("progress", "poll")  # how a hub spawn is waited for (Bench.wait_ready)
 
 
@@ -1074,7 +1075,7 @@ class Bench:
         before = self.cpu_snapshot()
         t0 = time.time()
         self.docker.client.api.create_service(template, name=service, endpoint_spec=endpoint_spec,
-                                              labels={"cablab.bench": kind})
+                                              labels={BENCH_LABEL: kind})
         thread.join(timeout=START_TIMEOUT + 60)
         # As for the hub's spawn: this machine's CPU from the start to the answer, not the removal.
         cpu = self.cpu_since(before, prefix=f"{kind}_") | self.node_procs_since(procs, kind)
@@ -1104,6 +1105,23 @@ class Bench:
         except docker.errors.NotFound:
             return
         self.container_gone(node, service)
+
+    def remove_leftovers(self, report: Report) -> None:
+        """Remove the floor and direct services a bench stopped part-way left (a killed run has no
+        `finally`): each keeps a server's reservation on its node, and the capacity phase's tenth
+        start then finds no room."""
+        import docker
+
+        left = self.docker.client.api.services(filters={"label": BENCH_LABEL})
+        for service in sorted(s["Spec"]["Name"] for s in left):
+            log(f"removing {service}, left by an earlier bench")
+            try:
+                self.docker.client.api.remove_service(service)
+            except docker.errors.NotFound:
+                continue
+            report.notes.append(f"removed {service}, left by an earlier bench")
+            for node in [h.name for h in self.cluster.notebook_hosts]:
+                self.container_gone(node, service)
 
     def home_is_new(self, user: str) -> Optional[bool]:
         """Whether `user`'s home on the home share is missing or empty (the NFS server's run makes every
@@ -1293,6 +1311,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         free = bench.free_users()
         users = args.user or free[:args.users]
         report.users = users
+        bench.remove_leftovers(report)
         bench.spawns(users, report)
         if args.capacity:
             # Bench users first (the lab's bench01..), so the checks' users stay for the checks.

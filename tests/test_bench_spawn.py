@@ -752,3 +752,33 @@ def test_the_hub_nodes_processes_are_medians_per_kind_and_printed_by_what_the_hu
     assert [r.split()[0] for r in rows[1:]] == ["dockerd", "jupyterhub", "node", "sshd", "(exited,"]
     assert rows[1].split()[1:] == ["1.20", "0.30"]
     assert Report("lab", "now", node_procs_per_spawn={"hub": per["hub"]}).node_procs_rows() == []
+
+
+def test_services_an_interrupted_bench_left_are_removed_before_anything_is_timed():
+    """A bench killed during its floor start left that service running: it kept a server's
+    reservation, and the next bench's capacity phase found room for 9 of 10 (twenty-second session)."""
+    import docker
+
+    calls: list[tuple] = []
+
+    class Api:
+        def services(self, filters):
+            calls.append(("list", filters))
+            return [{"Spec": {"Name": "cablab-bench-floor-bench08"}}, {"Spec": {"Name": "cablab-bench-direct-bob"}}]
+
+        def remove_service(self, name):
+            calls.append(("remove", name))
+            if name == "cablab-bench-direct-bob":
+                raise docker.errors.NotFound(name)  # gone meanwhile
+
+    bench = bench_with(FakeHubSession([]))
+    bench.cluster = type("Cl", (), {"notebook_hosts": tuple(type("H", (), {"name": n})() for n in ("node2", "node3"))})()
+    bench.docker = type("D", (), {"client": type("C", (), {"api": Api()})()})()
+    bench.container_gone = lambda node, service: calls.append(("gone", node, service))
+    report = Report("lab", "now")
+    bench.remove_leftovers(report)
+    assert calls == [("list", {"label": spawn.BENCH_LABEL}), ("remove", "cablab-bench-direct-bob"),
+                     ("remove", "cablab-bench-floor-bench08"), ("gone", "node2", "cablab-bench-floor-bench08"),
+                     ("gone", "node3", "cablab-bench-floor-bench08")]
+    assert report.notes == ["removed cablab-bench-floor-bench08, left by an earlier bench"]
+    assert spawn.BENCH_LABEL == "cablab.bench"  # the label the floor's and direct start's services carry
