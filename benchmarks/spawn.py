@@ -77,14 +77,15 @@ HUB_WAITS = ("progress", "poll")  # how a hub spawn is waited for (Bench.wait_re
 # --- Pure parts (tests/test_bench_spawn.py) --------------------------------------------
 
 
-def busy_cpu_seconds(proc_stat: str, ticks_per_s: float) -> float:
+def busy_cpu_seconds(proc_stat: str, ticks_per_s: float, steal: bool = True) -> float:
     """CPU time spent busy on this machine (all CPUs) from /proc/stat's first line: user, nice,
-    system, irq, softirq and steal (not idle, not iowait; guest time is already in user)."""
+    system, irq, softirq and steal (not idle, not iowait; guest time is already in user). Without
+    `steal` for a VM's own view: steal is time its host ran something else."""
     fields = proc_stat.split("\n", 1)[0].split()
     if not fields or fields[0] != "cpu":
         raise ValueError("not /proc/stat")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / ticks_per_s
+    user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + (stolen if steal else 0)) / ticks_per_s
 
 
 def host_busy() -> float:
@@ -143,31 +144,35 @@ def process_name(comm: str) -> str:
     return comm.split("/", 1)[0] or comm
 
 
-def node_processes(snapshot: str) -> tuple[float, dict[tuple[int, str], float]]:
-    """(the node's busy CPU-s, {(pid, name): CPU-s}) from NODE_PROCS's output."""
+Processes = dict[tuple[int, int], tuple[str, float]]  # (pid, start time) -> (name, CPU-s so far)
+
+
+def node_processes(snapshot: str) -> tuple[float, Processes]:
+    """(the node's busy CPU-s, its steal left out; {(pid, start time): (name, CPU-s)}) from NODE_PROCS's
+    output. A process is its pid and start time: a pid used again is another process."""
     lines = snapshot.splitlines()
     if not lines or not lines[0].strip().isdigit():
         raise ValueError("not NODE_PROCS's output")
     ticks = float(lines[0])
-    busy = busy_cpu_seconds("\n".join(lines[1:]), ticks)
-    used: dict[tuple[int, str], float] = {}
+    busy = busy_cpu_seconds("\n".join(lines[1:]), ticks, steal=False)
+    used: Processes = {}
     for line in lines[1:]:
         m = re.match(r"(\d+) \((.*)\) ", line)
         if m:
             try:
-                used[(int(m.group(1)), process_name(m.group(2)))] = proc_cpu_seconds(line, ticks)
+                started = int(line[line.rindex(")") + 2:].split()[19])  # field 22, starttime
+                used[(int(m.group(1)), started)] = (process_name(m.group(2)), proc_cpu_seconds(line, ticks))
             except (IndexError, ValueError):
                 continue  # a line cut short
     return busy, used
 
 
-def processes_delta(before: tuple[float, dict[tuple[int, str], float]],
-                    after: tuple[float, dict[tuple[int, str], float]]) -> dict[str, float]:
-    """CPU-s by process name between two node_processes snapshots (a process started in between counts
-    whole); GONE is the busy time no process still there accounts for."""
+def processes_delta(before: tuple[float, Processes], after: tuple[float, Processes]) -> dict[str, float]:
+    """CPU-s by process name (as `after` names it) between two node_processes snapshots (a process
+    started in between counts whole); GONE is the busy time no process still there accounts for."""
     names: dict[str, float] = {}
-    for key, used in after[1].items():
-        names[key[1]] = names.get(key[1], 0.0) + used - before[1].get(key, 0.0)
+    for key, (name, used) in after[1].items():
+        names[name] = names.get(name, 0.0) + used - before[1].get(key, (name, 0.0))[1]
     busy = after[0] - before[0]
     out = {name: round(v, 2) for name, v in names.items() if round(v, 2) > 0}
     out[GONE] = round(max(0.0, busy - sum(names.values())), 2)
@@ -533,8 +538,8 @@ class Report:
             return []
         kinds = [k for k in ("hub", "direct", "floor") if k in procs]
         names = sorted(set(hub) | set(direct), key=lambda n: direct.get(n, 0.0) - hub.get(n, 0.0))
-        rows = [f"  the hub's node ({self.hub_host}) by process, CPU-s per spawn (p50, the node's own accounting): "
-                + "  ".join(f"{k:>6}" for k in kinds)]
+        rows = [f"  the hub's node ({self.hub_host}) by process, CPU-s per spawn (p50, the node's own accounting):",
+                f"    {'':<22}" + "  ".join(f"{k:>6}" for k in kinds)]
         for name in [n for n in names if n != GONE][:NODE_PROCS_SHOWN] + [GONE]:
             rows.append(f"    {name:<22}" + "  ".join(f"{procs[k].get(name, 0.0):>6.2f}" for k in kinds))
         return rows
@@ -975,14 +980,14 @@ class Bench:
         return sorted((DockerEvent.of(e) for e in raw), key=lambda e: e.time)
 
     # -- the hub's node, process by process, over one spawn ----------------------------------
-    def node_procs(self) -> Optional[tuple[float, dict[tuple[int, str], float]]]:
+    def node_procs(self) -> Optional[tuple[float, Processes]]:
         r = self.nodes.try_run(self.hub_host, NODE_PROCS)
         try:
             return node_processes(r.stdout)
         except ValueError:
             return None
 
-    def node_procs_since(self, before: Optional[tuple[float, dict[tuple[int, str], float]]], kind: str) -> dict[str, Any]:
+    def node_procs_since(self, before: Optional[tuple[float, Processes]], kind: str) -> dict[str, Any]:
         """{kind}_node_procs: the hub's node's CPU-s by process since `before` ({} if a snapshot failed)."""
         after = self.node_procs() if before else None
         return {f"{kind}_node_procs": processes_delta(before, after)} if before and after else {}

@@ -708,31 +708,37 @@ def test_the_ratios_are_also_taken_user_by_user_with_how_many_met_the_target():
     assert bare.paired == {} and bare.hub_within_target is None and "user by user" not in bare.table()
 
 
-def _stat(pid: int, comm: str, utime: int, stime: int) -> str:
-    return f"{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 10 0 0 0 {utime} {stime} 0 0 20 0 1 0 100 0 0"
+def _stat(pid: int, comm: str, utime: int, stime: int, start: int = 100) -> str:
+    """A /proc/<pid>/stat line: utime and stime are fields 14 and 15, starttime field 22."""
+    return f"{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 10 0 0 0 {utime} {stime} 0 0 20 0 1 0 {start} 0 0"
 
 
-def _snapshot(busy_ticks: int, *procs: tuple[int, str, int, int]) -> str:
-    return "\n".join(["100", f"cpu  {busy_ticks} 0 0 5000 7 0 0 0 0 0", "cpu0 1 0 0 1 0 0 0 0 0 0",
+def _snapshot(busy_ticks: int, *procs: tuple, steal: int = 0) -> str:
+    return "\n".join(["100", f"cpu  {busy_ticks} 0 0 5000 7 0 0 {steal} 0 0", "cpu0 1 0 0 1 0 0 0 0 0 0",
                       "intr 12 3", *(_stat(*p) for p in procs)]) + "\n"
 
 
-def test_the_hub_nodes_processes_are_read_by_pid_and_name_odd_names_and_kernel_threads_included():
-    busy, procs = spawn.node_processes(_snapshot(900, (10, "dockerd", 30, 20), (11, "a (b) c", 5, 0),
-                                                 (12, "kworker/1:2H-kblockd", 1, 2), (13, "kworker/0:1", 3, 0)))
-    assert busy == 9.0
-    assert procs == {(10, "dockerd"): 0.5, (11, "a (b) c"): 0.05, (12, "kworker"): 0.03, (13, "kworker"): 0.03}
+def test_the_hub_nodes_processes_are_read_by_pid_and_start_odd_names_and_kernel_threads_included():
+    busy, procs = spawn.node_processes(_snapshot(900, (10, "dockerd", 30, 20, 7), (11, "a (b) c", 5, 0),
+                                                 (12, "kworker/1:2H-kblockd", 1, 2), (13, "kworker/0:1", 3, 0),
+                                                 steal=400))
+    assert busy == 9.0  # the node's own busy time: what its host ran instead (steal) is not the node's
+    assert procs == {(10, 7): ("dockerd", 0.5), (11, 100): ("a (b) c", 0.05), (12, 100): ("kworker", 0.03),
+                     (13, 100): ("kworker", 0.03)}
+    assert spawn.busy_cpu_seconds("cpu  900 0 0 5000 7 0 0 400 0 0\n", 100) == 13.0  # this machine's: with it
     with pytest.raises(ValueError):
         spawn.node_processes("cpu  1 2 3\n")
 
 
 def test_a_spawns_cpu_by_process_counts_new_processes_whole_and_leaves_the_rest_to_gone():
-    before = spawn.node_processes(_snapshot(1000, (10, "dockerd", 100, 0), (20, "sshd", 5, 0), (30, "runc", 9, 0)))
-    # dockerd +40 ticks, a new python (pid 40) 25, pid 30 ended (its time is gone), pid 20 reused by bash
-    after = spawn.node_processes(_snapshot(1100, (10, "dockerd", 140, 0), (20, "bash", 2, 0),
-                                           (40, "python3", 20, 5), (41, "idle", 0, 0)))
+    before = spawn.node_processes(_snapshot(1000, (10, "dockerd", 100, 0), (20, "sshd", 5, 0), (30, "runc", 9, 0),
+                                            (50, "sshd", 80, 0, 300)))
+    # dockerd +40 ticks, a new python (pid 40) 25, pid 30 ended (its time is gone), pid 20 used again by
+    # bash, pid 50 used again by another sshd (started later: its 3 ticks are all new, not 3 - 80)
+    after = spawn.node_processes(_snapshot(1100, (10, "dockerd", 140, 0), (20, "bash", 2, 0, 900),
+                                           (40, "python3", 20, 5), (41, "idle", 0, 0), (50, "sshd", 3, 0, 950)))
     delta = spawn.processes_delta(before, after)
-    assert delta == {"dockerd": 0.4, "bash": 0.02, "python3": 0.25, spawn.GONE: 0.33}
+    assert delta == {"dockerd": 0.4, "bash": 0.02, "python3": 0.25, "sshd": 0.03, spawn.GONE: 0.3}
     # Processes together beyond the busy time (clock steps): nothing gone, never below 0
     assert spawn.processes_delta(before, (before[0], after[1]))[spawn.GONE] == 0.0
 
@@ -748,9 +754,10 @@ def test_the_hub_nodes_processes_are_medians_per_kind_and_printed_by_what_the_hu
                    "direct": {"dockerd": 0.3, "sshd": 0.2, spawn.GONE: 0.2}}
     report = Report("lab", "now", hub_host="node1", node_procs_per_spawn=per)
     rows = report.node_procs_rows()
-    assert "node1" in rows[0] and "hub" in rows[0] and "direct" in rows[0] and "floor" not in rows[0]
-    assert [r.split()[0] for r in rows[1:]] == ["dockerd", "jupyterhub", "node", "sshd", "(exited,"]
-    assert rows[1].split()[1:] == ["1.20", "0.30"]
+    assert "node1" in rows[0] and rows[1].split() == ["hub", "direct"]
+    assert [r.split()[0] for r in rows[2:]] == ["dockerd", "jupyterhub", "node", "sshd", "(exited,"]
+    assert rows[2].split()[1:] == ["1.20", "0.30"]
+    assert rows[1].index("direct") + len("direct") == rows[2].index("0.30") + len("0.30")  # over its column
     assert Report("lab", "now", node_procs_per_spawn={"hub": per["hub"]}).node_procs_rows() == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import stat
@@ -621,16 +622,23 @@ def test_the_answer_checks_come_soon_then_every_ready_check_interval(monkeypatch
     assert slept == pytest.approx([0.05, 0.075, 0.1125, 0.1688, 0.2531, 0.3797, 0.5, 0.5, 0.5], abs=1e-4)
 
 
-def test_a_start_waits_on_the_task_swarm_wants_running_else_the_newest():
-    def t(name, desired, index):
-        return {"ID": name, "DesiredState": desired, "Version": {"Index": index}, "Status": {"State": "x"}}
+def test_a_start_waits_on_the_task_swarm_wants_running_or_ready_else_the_newest():
+    def t(name, desired, created):
+        return {"ID": name, "DesiredState": desired, "CreatedAt": created, "Status": {"State": "x"}}
 
-    failed, restarted = t("failed", "shutdown", 30), t("restarted", "running", 35)
-    assert cablab_hub.current_task([failed, restarted])["ID"] == "restarted"
-    assert cablab_hub.current_task([t("old", "running", 12), t("new", "running", 40)])["ID"] == "new"
-    assert cablab_hub.current_task([failed, t("older", "shutdown", 20)])["ID"] == "failed"
+    failed = t("failed", "shutdown", "2026-11-29T03:09:03.5Z")
+    # a restart's replacement waits out its delay wanted `ready`, even if swarm updated the failed
+    # task since (a higher version)
+    delayed = dict(t("delayed", "ready", "2026-11-29T03:09:04.09Z"), Version={"Index": 10})
+    assert cablab_hub.current_task([dict(failed, Version={"Index": 30}), delayed])["ID"] == "delayed"
+    running = t("running", "running", "2026-11-29T03:09:05Z")
+    assert cablab_hub.current_task([running, failed, t("older", "running", "2026-11-29T03:09:04.999999999Z")]
+                                   )["ID"] == "running"  # newest by time, whatever the fraction's digits
+    assert cablab_hub.current_task([failed, t("oldest", "shutdown", "2026-11-29T03:09:02Z")])["ID"] == "failed"
     assert cablab_hub.current_task([{"ID": "bare"}])["ID"] == "bare"  # fields missing: still the one there
     assert cablab_hub.current_task([]) is None
+    assert cablab_hub.created_at({"CreatedAt": "2026-11-29T03:09:05Z"}) > cablab_hub.created_at(
+        {"CreatedAt": "2026-11-29T03:09:04.999999999Z"})
 
 
 def test_a_service_gone_while_starting_fails_the_start():
@@ -704,15 +712,48 @@ def test_metrics_need_the_metrics_token(secrets):
     assert c.JupyterHub.authenticate_prometheus is True
 
 
-def test_the_event_loop_metric_ticks_every_half_second_and_still_logs_a_blocked_loop(secrets):
-    """JupyterHub's own collector reads the setting (a misspelt class or trait would be ignored)."""
+def _event_loop_warnings(collector, monkeypatch, caplog, ticks: list[float]) -> list[str]:
+    """Run JupyterHub's own event-loop measurement over ticks that took `ticks` seconds (a fake clock)."""
+    import jupyterhub.metrics as metrics
+
+    clock, left = [0.0], list(ticks)
+
+    class Done(Exception):
+        pass
+
+    async def sleep(delay):
+        if not left:
+            raise Done
+        clock[0] += left.pop(0)
+
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(metrics.asyncio, "sleep", sleep)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cablab-test-metrics"), pytest.raises(Done):
+        asyncio.run(collector._measure_event_loop_interval())
+    return [r.getMessage() for r in caplog.records if r.name == "cablab-test-metrics"]
+
+
+def test_the_event_loop_metric_ticks_every_half_second_and_still_logs_a_loop_blocked_a_second(
+        secrets, monkeypatch, caplog):
+    """JupyterHub's own collector reads the settings (a misspelt class or trait would be ignored), and
+    its own measurement still warns of a loop blocked for a second that began as a tick's sleep did."""
+    from traitlets.config import Config
     from jupyterhub.metrics import PeriodicMetricsCollector
 
-    collector = PeriodicMetricsCollector(config=configured_with())
+    log = logging.getLogger("cablab-test-metrics")
+    collector = PeriodicMetricsCollector(config=configured_with(), log=log)
     assert collector.event_loop_interval_enabled is True
     assert collector.event_loop_interval_resolution == cablab_hub.EVENT_LOOP_TICK == 0.5
-    assert collector.event_loop_interval_log_threshold >= 2 * cablab_hub.EVENT_LOOP_TICK  # a 1 s block is seen
     assert PeriodicMetricsCollector().event_loop_interval_resolution == 0.05  # what it replaces
+    # ticks: on time, a 1.0 s block from the tick's start, a 0.9 s one
+    assert _event_loop_warnings(collector, monkeypatch, caplog, [0.5, 1.0, 0.9]) == [
+        "Event loop was unresponsive for at least 0.50s!"]
+    # The tick alone, with JupyterHub's 1 s threshold, would not have warned of that second
+    only_tick = Config()
+    only_tick.PeriodicMetricsCollector.event_loop_interval_resolution = cablab_hub.EVENT_LOOP_TICK
+    assert _event_loop_warnings(PeriodicMetricsCollector(config=only_tick, log=log), monkeypatch, caplog,
+                                [0.5, 1.0, 0.9]) == []
 
 
 @pytest.mark.parametrize("timeout, interval", [(60, 30), (120, 30), (180, 45), (3600, 300), (86400, 300)])

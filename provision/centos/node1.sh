@@ -2079,11 +2079,19 @@ def task_state(task: Mapping[str, Any]) -> str:
     return str((task.get("Status") or {}).get("State") or "unknown").lower()
 
 
+def created_at(task: Mapping[str, Any]) -> str:
+    """A task's creation time as a string that sorts as time does (Docker writes RFC 3339 in UTC
+    with up to nine digits of fraction, trailing zeros dropped)."""
+    stamp = str(task.get("CreatedAt") or "").removesuffix("Z")
+    whole, _, fraction = stamp.partition(".")
+    return f"{whole}.{fraction:0<9}"
+
+
 def current_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """Of a service's tasks, the one a start waits on: the newest swarm wants running (a task it
-    restarted replaces the old one), else the newest; None without tasks."""
-    wanted = [t for t in tasks if str(t.get("DesiredState") or "").lower() == "running"] or list(tasks)
-    return max(wanted, key=lambda t: (t.get("Version") or {}).get("Index") or 0, default=None)
+    """Of a service's tasks, the one a start waits on: the newest that swarm wants running, or wants
+    ready (a restart's replacement waits out its delay so), else the newest; None without tasks."""
+    wanted = [t for t in tasks if str(t.get("DesiredState") or "").lower() in ("running", "ready")] or list(tasks)
+    return max(wanted, key=created_at, default=None)
 
 
 def unplaceable_reason(task: Mapping[str, Any]) -> str | None:
@@ -2638,8 +2646,12 @@ def configure_operations(c: Any, data: Mapping[str, Any]) -> None:
     # JupyterHub's event-loop metric wakes the hub every 50 ms by default: on the lab's manager that
     # was 23 of the idle hub's 29 ms of CPU a second (a bare 50 ms sleep loop in the hub's image; 2.7
     # ms at 0.5 s), CPU the servers' starts there share. Every EVENT_LOOP_TICK s it still logs a loop
-    # that blocked for a second or more, and /hub/metrics still has the histogram (from 0.5 s up).
+    # that blocked for a second or more, and /hub/metrics still has the histogram (from 0.5 s up; its
+    # buckets below stay empty). A tick reports how much longer than EVENT_LOOP_TICK it took: a block
+    # that began as a tick's sleep did shows as its length less the tick, so the threshold is that
+    # much lower than JupyterHub's 1 s.
     c.PeriodicMetricsCollector.event_loop_interval_resolution = EVENT_LOOP_TICK
+    c.PeriodicMetricsCollector.event_loop_interval_log_threshold = 1.0 - EVENT_LOOP_TICK
 
     c.CablabSwarmSpawner.resources = dict(data["resources"])  # (the spawner class is set by `configure`)
     default = data["resources"]["default"]
