@@ -1102,31 +1102,27 @@ class Bench:
         finally:
             self.remove_service(service, node)
 
-    def remove_service(self, service: str, node: str) -> None:
+    def remove_service(self, service: str, *nodes: str) -> bool:
+        """Remove the service, then wait until none of `nodes` runs its container; False: there was none."""
         import docker
 
         try:
             self.docker.client.api.remove_service(service)
         except docker.errors.NotFound:
-            return
-        self.container_gone(node, service)
+            return False
+        for node in nodes:
+            self.container_gone(node, service)
+        return True
 
     def remove_leftovers(self, report: Report) -> None:
         """Remove the floor and direct services a bench stopped part-way left (a killed run has no
         `finally`): each keeps a server's reservation on its node, and the capacity phase's tenth
         start then finds no room."""
-        import docker
-
         left = self.docker.client.api.services(filters={"label": BENCH_LABEL})
         for service in sorted(s["Spec"]["Name"] for s in left):
             log(f"removing {service}, left by an earlier bench")
-            try:
-                self.docker.client.api.remove_service(service)
-            except docker.errors.NotFound:
-                continue
-            report.notes.append(f"removed {service}, left by an earlier bench")
-            for node in [h.name for h in self.cluster.notebook_hosts]:
-                self.container_gone(node, service)
+            if self.remove_service(service, *(h.name for h in self.cluster.notebook_hosts)):
+                report.notes.append(f"removed {service}, left by an earlier bench")
 
     def home_is_new(self, user: str) -> Optional[bool]:
         """Whether `user`'s home on the home share is missing or empty (the NFS server's run makes every

@@ -532,16 +532,18 @@ class CablabSwarmSpawner(SwarmSpawner):
         start, that the server answers. JupyterHub's own check after the start backs off at random up to 5 s,
         and found a server 2.5 s after its first answer on average; it now finds it at its first try.""")
 
-    async def swarm_node(self, node_id: str | None) -> dict | None:
-        """The swarm node's record (docker node inspect), None when it is not in the swarm."""
-        if not node_id:
-            return None
+    async def docker_found(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`self.docker(method, ...)`'s answer, None when Docker answers 404 (no such object)."""
         try:
-            return await self.docker("inspect_node", node_id)
+            return await self.docker(method, *args, **kwargs)
         except APIError as e:
             if e.response is not None and e.response.status_code == 404:
                 return None
             raise
+
+    async def swarm_node(self, node_id: str | None) -> dict | None:
+        """The swarm node's record (docker node inspect), None when it is not in the swarm."""
+        return await self.docker_found("inspect_node", node_id) if node_id else None
 
     async def poll(self):
         task = await self.get_task()
@@ -615,12 +617,7 @@ class CablabSwarmSpawner(SwarmSpawner):
     async def start_task(self) -> Mapping[str, Any] | None:
         """The started service's task (`current_task`), from one Docker API call: SwarmSpawner's
         get_task asks for the service first, which a start has just created."""
-        try:
-            return current_task(await self.docker("tasks", filters={"service": self.service_name}))
-        except APIError as e:
-            if e.response is not None and e.response.status_code == 404:
-                return None
-            raise
+        return current_task(await self.docker_found("tasks", filters={"service": self.service_name}) or [])
 
     async def start_object(self):
         """Wait for the service's task to run (SwarmSpawner's loop), but fail within
